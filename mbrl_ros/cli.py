@@ -1,0 +1,55 @@
+"""`mbrl-ros`: the package's command line.
+
+Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args)`;
+modules are imported only when their command runs, so `mbrl-ros launch` never pays for torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    'launch': ('mbrl_ros.launch_runner.cli', 'run a ROS 2 YAML launch file (each node its own process)'),
+    'bench': ('mbrl_ros.bench.cli', 'benchmarks that print numbers (sim, model, ...)'),
+    'collect': ('mbrl_ros.data.collect', 'collect transitions from the arm into a rosbag2 MCAP'),
+    'train': ('mbrl_ros.dynamics.train_cli', 'train a probabilistic ensemble and export a model bundle'),
+    'evaluate-model': ('mbrl_ros.dynamics.evaluate_cli', 'report a bundle\'s accuracy and calibration on held-out data'),
+    'demo': ('mbrl_ros.demo', 'the whole stack on the simulated arm with the shipped bundle'),
+}
+
+
+def _available():
+    out = {}
+    for name, (module, help_) in COMMANDS.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            out[name] = (module, help_)
+    return out
+
+
+def main(argv=None) -> int:
+    commands = _available()
+    parser = argparse.ArgumentParser(prog='mbrl-ros', description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+    argv = sys.argv[1:] if argv is None else argv
+    # Only the chosen command's module is imported.
+    chosen = argv[0] if argv and argv[0] in commands else None
+    for name, (module, help_) in commands.items():
+        p = sub.add_parser(name, help=help_)
+        if name == chosen:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    args = parser.parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ROS-free core: robot, simulation, estimation, dynamics, planning, safety, policy."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by the nodes: parameter specs, diagnostics, message conversion, node main."""

@@ -1,0 +1,51 @@
+"""Runs a node process: init, build, spin, and an orderly exit on SIGINT/SIGTERM.
+
+A node that cannot start (bad parameter, missing file) logs one clear line and exits with
+status 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+from mbrl_ros.ros.parameters import ParameterError
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with the given configuration; the message says why."""
+
+
+def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
+    node = None
+    try:
+        try:
+            node = factory()
+        except (ParameterError, StartupError, FileNotFoundError, ValueError) as exc:
+            print(f'[FATAL] cannot start: {exc}', file=sys.stderr, flush=True)
+            return 2
+        executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+        executor.add_node(node)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        return 0
+    finally:
+        if node is not None:
+            close = getattr(node, 'close', None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # shutting down anyway; say why, don't mask the exit
+                    print(f'[WARN] error while closing: {exc}', file=sys.stderr)
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def main_for(factory: Callable[[], object], threads: int = 1) -> None:
+    sys.exit(run_node(factory, args=sys.argv, threads=threads))

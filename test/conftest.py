@@ -1,0 +1,26 @@
+"""Session-wide test setup: an isolated ROS domain and a check that no process is left behind."""
+import os
+
+from mbrl_ros.testing.isolation import isolate_ros_session
+
+DOMAIN_ID = isolate_ros_session()
+
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_report_header(config):
+    return f'ROS_DOMAIN_ID={DOMAIN_ID} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST'
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _no_orphan_processes():
+    yield
+    me = psutil.Process(os.getpid())
+    left = [p for p in me.children(recursive=True) if p.is_running()]
+    for p in left:
+        p.kill()
+    assert not left, 'test session left processes behind: ' + ', '.join(
+        f'{p.pid} {" ".join(p.cmdline()[:3])}' for p in left)
+
+
