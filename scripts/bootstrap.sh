@@ -9,15 +9,17 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # Reinstall only when the package's install recipe changed.
 stamp="$venv/.mbrl_ros_installed"
-want="$(cat setup.py package.xml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+want="$( (cat setup.py package.xml scripts/bootstrap.sh; ls mbrl_ros/nodes) | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[bootstrap] installing dependencies into $venv (first run takes a few minutes)" >&2
-  pip_q=(-q --disable-pip-version-check)
-  "$venv/bin/python" -m pip install "${pip_q[@]}" --upgrade pip setuptools wheel 2>&1 | grep -v 'is ignored' >&2 || true
-  "$venv/bin/python" -m pip install "${pip_q[@]}" 'torch==2.13.0' 2>&1 | grep -v 'is ignored' >&2 || true
-  "$venv/bin/python" -c 'import torch' || { echo "[bootstrap] torch install failed" >&2; exit 1; }
-  "$venv/bin/python" -m pip install "${pip_q[@]}" -e '.[ros,train,test]' 2>&1 | grep -v 'is ignored' >&2 || true
-  "$venv/bin/python" -c 'import rclpy, mujoco, onnxruntime, mbrl_ros' || { echo "[bootstrap] install failed" >&2; exit 1; }
+  log="$venv/install.log"
+  : > "$log"
+  pipi() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" >>"$log" 2>&1; }
+  fail() { echo "[bootstrap] $1; the last lines of $log:" >&2; grep -v 'is ignored' "$log" | tail -20 >&2; exit 1; }
+  pipi --upgrade pip setuptools wheel || fail "pip upgrade failed"
+  pipi 'torch==2.13.0' || fail "CPU torch install failed"
+  pipi -e '.[ros,train,test]' || fail "package install failed"
+  "$venv/bin/python" -c 'import torch, rclpy, mujoco, onnxruntime, mbrl_ros' >>"$log" 2>&1 || fail "imports failed after install"
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
