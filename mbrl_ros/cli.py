@@ -1,6 +1,6 @@
 """`mbrl-ros`: the package's command line.
 
-Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args)`;
+Each sub-command lives in its own module (mbrl_ros/commands/) exposing `add_arguments(parser)` and `run(args)`;
 modules are imported only when their command runs, so `mbrl-ros launch` never pays for torch.
 """
 from __future__ import annotations
@@ -12,12 +12,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS = {
-    'launch': ('mbrl_ros.launch_runner.cli', 'run a ROS 2 YAML launch file (each node its own process)'),
-    'bench': ('mbrl_ros.bench.cli', 'benchmarks that print numbers (sim, model, ...)'),
-    'collect': ('mbrl_ros.data.collect', 'collect transitions from the arm into a rosbag2 MCAP'),
-    'train': ('mbrl_ros.dynamics.train_cli', 'train a probabilistic ensemble and export a model bundle'),
-    'evaluate-model': ('mbrl_ros.dynamics.evaluate_cli', 'report a bundle\'s accuracy and calibration on held-out data'),
-    'demo': ('mbrl_ros.demo', 'the whole stack on the simulated arm with the shipped bundle'),
+    'launch': ('mbrl_ros.commands.launch', 'run a ROS 2 YAML launch file, each node its own process'),
 }
 
 

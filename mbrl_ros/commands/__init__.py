@@ -1,0 +1,1 @@
+"""One module per `mbrl-ros` sub-command: `add_arguments(parser)` and `run(args) -> int`."""
