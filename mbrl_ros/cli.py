@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     'launch': ('mbrl_ros.commands.launch', 'run a ROS 2 YAML launch file, each node its own process'),
+    'demo': ('mbrl_ros.commands.demo', 'the stack on the simulated arm with a live readout'),
 }
 
 
