@@ -28,7 +28,9 @@ class Diagnostics:
 
     def publish(self) -> None:
         level, message, values = self._status()
-        st = DiagnosticStatus(level=bytes([level]), name=self._node.get_fully_qualified_name(),
+        # The level constants above are bytes (b'\x02'); accept a plain int too.
+        level = level if isinstance(level, bytes) else bytes([int(level)])
+        st = DiagnosticStatus(level=level, name=self._node.get_fully_qualified_name(),
                               message=message, hardware_id=self._hardware_id,
                               values=[KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()])
         arr = DiagnosticArray(status=[st])
