@@ -14,6 +14,8 @@ import sys
 COMMANDS = {
     'launch': ('mbrl_ros.commands.launch', 'run a ROS 2 YAML launch file, each node its own process'),
     'demo': ('mbrl_ros.commands.demo', 'the stack on the simulated arm with a live readout'),
+    'train': ('mbrl_ros.commands.train', 'train the ensemble world model and write a model bundle'),
+    'evaluate-model': ('mbrl_ros.commands.evaluate_model', 'one-step, open-loop and calibration metrics of a bundle'),
 }
 
 

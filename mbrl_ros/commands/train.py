@@ -1,0 +1,90 @@
+"""`mbrl-ros train`: train the PETS ensemble on recorded or freshly collected data -> model bundle."""
+from __future__ import annotations
+
+import shlex
+import sys
+
+DEFAULT_HIDDEN = '200,200,200'
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.replace(' ', '').split(',') if v]
+    except ValueError:
+        raise ValueError(f'--hidden must be comma-separated integers, got {text!r}') from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f'--hidden needs at least one positive width, got {text!r}')
+    return sizes
+
+
+def add_arguments(p):
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--data', help='transitions: a .npz TransitionDataset, a rosbag2 directory or an .mcap file')
+    src.add_argument('--collect', type=int, metavar='N', help='collect N transitions in simulation first')
+    p.add_argument('--out', required=True, help='bundle directory to write (e.g. models/arm7)')
+    p.add_argument('--robot', default='arm7', help='built-in robot name or MJCF path (default arm7)')
+    p.add_argument('--dt', type=float, default=0.02, help='control period for bag data (s)')
+    g = p.add_argument_group('collection (with --collect)')
+    g.add_argument('--exploration', default='colored', choices=['colored', 'uniform'])
+    g.add_argument('--amplitude', type=float, default=0.3, help='exploration effort as a fraction of effort_max')
+    g.add_argument('--episode-len', type=int, default=200)
+    g.add_argument('--save-data', help='also save the collected transitions to this .npz')
+    g = p.add_argument_group('model')
+    g.add_argument('--ensemble-size', type=int, default=5)
+    g.add_argument('--hidden', default=DEFAULT_HIDDEN, help=f'hidden widths (default {DEFAULT_HIDDEN})')
+    g.add_argument('--activation', default='silu', choices=['silu', 'relu', 'tanh'])
+    g = p.add_argument_group('training')
+    g.add_argument('--epochs', type=int, default=200, help='maximum epochs')
+    g.add_argument('--batch-size', type=int, default=256)
+    g.add_argument('--lr', type=float, default=1e-3)
+    g.add_argument('--weight-decay', type=float, default=1e-5)
+    g.add_argument('--patience', type=int, default=15)
+    g.add_argument('--max-time', type=float, default=None, help='wall-clock cap on training (s)')
+    g.add_argument('--holdout-frac', type=float, default=0.1, help='episodes held out for early stopping')
+    g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--horizon', type=int, default=15, help='open-loop evaluation horizon (steps)')
+    p.add_argument('--no-progress', action='store_true')
+
+
+def run(args) -> int:
+    from mbrl_ros.core.dynamics.ensemble import EnsembleConfig
+    from mbrl_ros.core.dynamics.pipeline import load_dataset, train_bundle
+    from mbrl_ros.core.dynamics.train import TrainConfig
+    from mbrl_ros.core.robot import RobotModel
+    from mbrl_ros.core.runtime.evaluate import format_metrics
+
+    try:
+        hidden = _sizes(args.hidden)
+        robot = RobotModel.load(args.robot)
+        if args.collect is not None:
+            from mbrl_ros.core.data.collect import collect_sim
+            data = collect_sim(robot, args.collect, exploration=args.exploration, seed=args.seed,
+                               episode_len=args.episode_len, amplitude=args.amplitude,
+                               progress=not args.no_progress)
+            source = (f'collect_sim(robot={robot.name}, n={args.collect}, exploration={args.exploration}, '
+                      f'amplitude={args.amplitude}, episode_len={args.episode_len}, seed={args.seed})')
+            if args.save_data:
+                print(f'saved collected data to {data.save(args.save_data)}')
+        else:
+            data = load_dataset(args.data, robot, args.dt)
+            source = str(args.data)
+        model_cfg = EnsembleConfig(state_dim=2 * robot.dof, action_dim=robot.dof,
+                                   ensemble_size=args.ensemble_size, hidden_sizes=hidden,
+                                   activation=args.activation)
+        train_cfg = TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                weight_decay=args.weight_decay, patience=args.patience,
+                                seed=args.seed, max_time_s=args.max_time, threads=args.threads)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f'mbrl-ros train: {e}', file=sys.stderr)
+        return 2
+    # Recorded in bundle.yaml so a bundle says how to remake it.
+    argv = sys.argv[sys.argv.index('train'):] if 'train' in sys.argv else ['train', '<called from python>']
+    command = 'mbrl-ros ' + ' '.join(shlex.quote(a) for a in argv)
+    out = train_bundle(data, robot, args.out, model_cfg, train_cfg, holdout_frac=args.holdout_frac,
+                       source=source, command=command, horizon=args.horizon,
+                       progress=not args.no_progress)
+    print(f'wrote bundle {args.out} (training {out["result"].wall_time_s:.1f} s, '
+          f'{out["result"].model.num_parameters()} parameters)')
+    print(format_metrics(out['metrics']))
+    return 0

@@ -1,0 +1,131 @@
+"""PETS probabilistic ensemble: E MLPs (state, action) -> Gaussian over the next-state delta.
+
+All members run as one batched matmul (parameters shaped (E, in, out), `torch.baddbmm`), never a
+Python loop over members. Inputs and targets are normalised with statistics fitted on the training
+set; the normalisation is part of the module (buffers), so the exported graph carries it too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {'silu': F.silu, 'relu': F.relu, 'tanh': torch.tanh}
+
+
+@dataclass
+class EnsembleConfig:
+    state_dim: int
+    action_dim: int
+    ensemble_size: int = 5
+    hidden_sizes: list = field(default_factory=lambda: [200, 200, 200])
+    activation: str = 'silu'
+    # PETS initial soft bounds on the log-variance, in normalised target units.
+    max_logvar_init: float = 0.5
+    min_logvar_init: float = -10.0
+
+    def __post_init__(self):
+        self.hidden_sizes = [int(h) for h in self.hidden_sizes]
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f'activation {self.activation!r} not in {sorted(ACTIVATIONS)}')
+        if self.ensemble_size < 1 or not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError('ensemble_size and every hidden size must be >= 1')
+
+    @property
+    def input_dim(self) -> int:
+        return self.state_dim + self.action_dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EnsembleLinear(nn.Module):
+    """E independent affine maps applied in one batched matmul: (E, B, in) -> (E, B, out)."""
+
+    def __init__(self, ensemble_size: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        # Truncated normal with std 1/(2 sqrt(in)) as in PETS; each member gets its own draw,
+        # which (with bootstrapping) is where the members' disagreement comes from.
+        nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(in_features)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class ProbabilisticEnsemble(nn.Module):
+    def __init__(self, config: EnsembleConfig):
+        super().__init__()
+        self.config = config
+        E, S = config.ensemble_size, config.state_dim
+        sizes = [config.input_dim] + config.hidden_sizes
+        self.hidden = nn.ModuleList(EnsembleLinear(E, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = EnsembleLinear(E, sizes[-1], 2 * S)
+        self.act = ACTIVATIONS[config.activation]
+        # Learned soft bounds on the log-variance (per member, per output dim).
+        self.max_logvar = nn.Parameter(torch.full((E, 1, S), float(config.max_logvar_init)))
+        self.min_logvar = nn.Parameter(torch.full((E, 1, S), float(config.min_logvar_init)))
+        self.register_buffer('in_mean', torch.zeros(config.input_dim))
+        self.register_buffer('in_std', torch.ones(config.input_dim))
+        self.register_buffer('out_mean', torch.zeros(S))
+        self.register_buffer('out_std', torch.ones(S))
+
+    @property
+    def ensemble_size(self) -> int:
+        return self.config.ensemble_size
+
+    # --- normalisation -----------------------------------------------------------------------
+    def fit_normaliser(self, inputs: np.ndarray, targets: np.ndarray) -> None:
+        """Fit input/target mean and std on the training set (constant dims get std 1)."""
+        def stats(a):
+            a = np.asarray(a, dtype=np.float64)
+            m, s = a.mean(0), a.std(0)
+            s = np.where(s < 1e-8, 1.0, s)
+            return torch.as_tensor(m, dtype=torch.float32), torch.as_tensor(s, dtype=torch.float32)
+        self.in_mean, self.in_std = stats(inputs)
+        self.out_mean, self.out_std = stats(targets)
+
+    def normalise_inputs(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return (torch.cat([states, actions], dim=-1) - self.in_mean) / self.in_std
+
+    def normalise_targets(self, delta: torch.Tensor) -> torch.Tensor:
+        return (delta - self.out_mean) / self.out_std
+
+    # --- forward -----------------------------------------------------------------------------
+    def forward_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: normalised inputs (B, in) shared by all members or (E, B, in) one batch per member.
+
+        Returns (mean, logvar) of the normalised delta, each (E, B, S).
+        """
+        E = self.ensemble_size
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(E, -1, -1)
+        h = x
+        for layer in self.hidden:
+            h = self.act(layer(h))
+        out = self.out(h)
+        S = self.config.state_dim
+        mean, logvar = out[..., :S], out[..., S:]
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denormalised (mean, logvar) of the next-state delta s' - s, each (E, B, S)."""
+        mean_n, logvar_n = self.forward_normalised(self.normalise_inputs(states, actions))
+        return mean_n * self.out_std + self.out_mean, logvar_n + 2.0 * torch.log(self.out_std)
+
+    def nll_loss(self, x: torch.Tensor, y: torch.Tensor, logvar_reg: float = 0.01) -> torch.Tensor:
+        """Gaussian NLL (normalised units, mean over batch and dims, summed over members) + the
+        PETS regulariser that pulls the soft log-variance bounds together."""
+        mean, logvar = self.forward_normalised(x)
+        nll = (((mean - y) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+        return nll + logvar_reg * (self.max_logvar.sum() - self.min_logvar.sum())
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,161 @@
+"""ONNX export of the ensemble, with a parity check against torch.
+
+The graph is written directly with `onnx.helper` rather than traced with `torch.onnx.export`: the
+network is a handful of MatMul/Add/Sigmoid ops, the resulting graph is exactly what we ask for
+(normalisation inside, a dynamic batch axis, broadcasting batched matmuls for the members), and it
+does not depend on the torch exporter of the day (the dynamo exporter needs onnxscript).
+
+Two graphs come from the same weights:
+- `ensemble.onnx`: state (B,S), action (B,A) -> mean, logvar (E,B,S): every member sees every row.
+- `ensemble_partitioned.onnx`: state (E,b,S), action (E,b,A) -> (E,b,S): member e sees only its own
+  rows. Trajectory sampling (TS1/TS-inf) needs one member per particle, so this is E times less work.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from .ensemble import ProbabilisticEnsemble
+
+OPSET = 17
+ONNX_FILE = 'ensemble.onnx'
+PARTITIONED_FILE = 'ensemble_partitioned.onnx'
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def build_graph(model: ProbabilisticEnsemble, partitioned: bool = False) -> onnx.ModelProto:
+    cfg = model.config
+    E, S, A = cfg.ensemble_size, cfg.state_dim, cfg.action_dim
+    inits, nodes = [], []
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), name))
+        return name
+
+    def node(op, inputs, name, **attrs):
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    lead = [E, 'batch'] if partitioned else ['batch']
+    inputs = [helper.make_tensor_value_info('state', TensorProto.FLOAT, lead + [S]),
+              helper.make_tensor_value_info('action', TensorProto.FLOAT, lead + [A])]
+    outputs = [helper.make_tensor_value_info('mean', TensorProto.FLOAT, [E, 'batch', S]),
+               helper.make_tensor_value_info('logvar', TensorProto.FLOAT, [E, 'batch', S])]
+
+    x = node('Concat', ['state', 'action'], 'x', axis=-1)
+    x = node('Sub', [x, const('in_mean', _np(model.in_mean))], 'x_centered')
+    h = node('Mul', [x, const('in_inv_std', 1.0 / _np(model.in_std))], 'x_norm')
+    for i, layer in enumerate(model.hidden):
+        # (B,in) @ (E,in,out) broadcasts to (E,B,out); (E,b,in) @ (E,in,out) is a batched matmul.
+        h = node('MatMul', [h, const(f'w{i}', _np(layer.weight))], f'mm{i}')
+        h = node('Add', [h, const(f'b{i}', _np(layer.bias))], f'pre{i}')
+        if cfg.activation == 'silu':
+            s = node('Sigmoid', [h], f'sig{i}')
+            h = node('Mul', [h, s], f'h{i}')
+        elif cfg.activation == 'relu':
+            h = node('Relu', [h], f'h{i}')
+        else:
+            h = node('Tanh', [h], f'h{i}')
+    o = node('MatMul', [h, const('w_out', _np(model.out.weight))], 'mm_out')
+    o = node('Add', [o, const('b_out', _np(model.out.bias))], 'out')
+    nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S])],
+                                  ['mean_n', 'logvar_raw'], axis=-1, name='split'))
+    # PETS soft bounds: max - softplus(max - lv), then min + softplus(lv - min).
+    mx, mn = const('max_logvar', _np(model.max_logvar)), const('min_logvar', _np(model.min_logvar))
+    t = node('Sub', [mx, 'logvar_raw'], 'lv_a')
+    t = node('Softplus', [t], 'lv_b')
+    lv = node('Sub', [mx, t], 'lv_c')
+    t = node('Sub', [lv, mn], 'lv_d')
+    t = node('Softplus', [t], 'lv_e')
+    lv = node('Add', [mn, t], 'logvar_n')
+    # Denormalise: delta = mean_n * std + mean; logvar += 2 log std.
+    m = node('Mul', ['mean_n', const('out_std', _np(model.out_std))], 'mean_scaled')
+    node('Add', [m, const('out_mean', _np(model.out_mean))], 'mean')
+    node('Add', [lv, const('two_log_out_std', 2.0 * np.log(_np(model.out_std)))], 'logvar')
+
+    graph = helper.make_graph(nodes, 'pets_ensemble_partitioned' if partitioned else 'pets_ensemble',
+                              inputs, outputs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)],
+                              producer_name='mbrl_ros')
+    proto.ir_version = 8   # readable by every onnxruntime >= 1.14
+    # The runtime needs the delta scale for disagreement in normalised units (see runtime/ensemble.py).
+    helper.set_model_props(proto, {
+        'mbrl_ros.kind': 'ensemble_partitioned' if partitioned else 'ensemble',
+        'mbrl_ros.ensemble_size': str(E),
+        'mbrl_ros.delta_std': json.dumps([float(v) for v in _np(model.out_std)]),
+        'mbrl_ros.architecture': json.dumps(cfg.to_dict()),
+    })
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def const_i64(inits, name, values):
+    inits.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+    return name
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def verify_parity(model: ProbabilisticEnsemble, onnx_path, partitioned: bool = False,
+                  n: int = 257, atol: float = 1e-5, seed: int = 0) -> float:
+    """Run onnxruntime and torch on the same random inputs; raise ExportError past `atol`.
+
+    Inputs are drawn around the training distribution (3 std) so the check covers where the model
+    is used. The tolerance is relative to each output's scale (|y| > 1 compared relatively).
+    """
+    import onnxruntime as ort
+    cfg = model.config
+    rng = np.random.default_rng(seed)
+    lead = (cfg.ensemble_size, n) if partitioned else (n,)
+    z = rng.standard_normal(lead + (cfg.input_dim,)).astype(np.float32) * 3.0
+    x = z * _np(model.in_std) + _np(model.in_mean)
+    s, a = np.ascontiguousarray(x[..., :cfg.state_dim]), np.ascontiguousarray(x[..., cfg.state_dim:])
+    sess = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    got = sess.run(['mean', 'logvar'], {'state': s, 'action': a})
+    model = model.eval()
+    xt = model.normalise_inputs(torch.from_numpy(s), torch.from_numpy(a))
+    mn, lv = model.forward_normalised(xt)
+    want = [_np(mn * model.out_std + model.out_mean), _np(lv + 2.0 * torch.log(model.out_std))]
+    worst = 0.0
+    for name, g, w in zip(['mean', 'logvar'], got, want):
+        if g.shape != w.shape:
+            raise ExportError(f'ONNX {name} has shape {g.shape}, torch {w.shape}')
+        err = float(np.max(np.abs(g - w) / np.maximum(1.0, np.abs(w))))
+        worst = max(worst, err)
+        if not err <= atol:
+            raise ExportError(f'ONNX/torch parity failed for {name}: max error {err:.3g} > {atol:g} '
+                              f'({onnx_path})')
+    return worst
+
+
+def export_ensemble(model: ProbabilisticEnsemble, out_dir, partitioned: bool = True) -> dict:
+    """Write ensemble.onnx (and ensemble_partitioned.onnx), verify parity; return {file: sha256}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for part, name in [(False, ONNX_FILE)] + ([(True, PARTITIONED_FILE)] if partitioned else []):
+        path = out_dir / name
+        onnx.save_model(build_graph(model, partitioned=part), str(path))
+        err = verify_parity(model, path, partitioned=part)
+        files[name] = {'sha256': sha256_file(path), 'parity_max_error': err}
+    return files

@@ -1,0 +1,253 @@
+"""Model bundle (`models/<name>/`): loading and validation. No torch; yaml.safe_load only.
+
+A bundle is refused with `BundleError(check, message)`; `check` names what failed:
+missing_file, yaml, schema, robot, joint_names, dims, sha256, onnx_load, test_inference.
+Checks run cheapest first, and the ONNX bytes are hashed before they are parsed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .ensemble import EnsembleRuntime
+
+SCHEMA_VERSION = 1
+BUNDLE_FILE = 'bundle.yaml'
+ENSEMBLE_FILE = 'ensemble.onnx'
+PARTITIONED_FILE = 'ensemble_partitioned.onnx'
+POLICY_FILE = 'policy.onnx'
+CHECKS = ('missing_file', 'yaml', 'schema', 'robot', 'joint_names', 'dims', 'sha256', 'onnx_load',
+          'test_inference')
+
+
+class BundleError(Exception):
+    def __init__(self, check: str, message: str):
+        assert check in CHECKS, check
+        self.check = check
+        super().__init__(f'model bundle rejected [{check}]: {message}')
+
+
+@dataclass
+class ModelBundle:
+    path: Path
+    meta: dict
+    ensemble: EnsembleRuntime
+    sha256: str                       # of ensemble.onnx
+    policy_path: Path | None = None   # validated policy.onnx, when the bundle has one
+    file_sha256: dict = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """What /mbrl/world_model/active_model carries: '<abs path> <sha256 of ensemble.onnx>'."""
+        return f'{self.path} {self.sha256}'
+
+    @property
+    def dt(self) -> float:
+        return float(self.meta['dt'])
+
+    @property
+    def joint_names(self) -> list[str]:
+        return list(self.meta['joint_names'])
+
+    @property
+    def robot_name(self) -> str:
+        return self.meta['robot']['name']
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# key -> required type(s); nested mappings checked in _check_schema.
+_REQUIRED = {
+    'schema_version': int, 'robot': dict, 'joint_names': list, 'state': dict, 'action': dict,
+    'dt': (int, float), 'ensemble': dict, 'files': dict,
+}
+
+
+def _type_name(t):
+    return ' or '.join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
+
+
+def _require(mapping, key, typ, where):
+    if key not in mapping:
+        raise BundleError('schema', f'{where}: missing required key {key!r}')
+    v = mapping[key]
+    if isinstance(v, bool) or not isinstance(v, typ):
+        raise BundleError('schema', f'{where}.{key} must be {_type_name(typ)}, got {type(v).__name__} {v!r}')
+    return v
+
+
+def _check_schema(meta: dict) -> None:
+    version = meta.get('schema_version')
+    if version != SCHEMA_VERSION:
+        raise BundleError('schema', f'schema_version {version!r} is not supported (this code reads '
+                          f'{SCHEMA_VERSION})')
+    for k, t in _REQUIRED.items():
+        _require(meta, k, t, BUNDLE_FILE)
+    _require(meta['robot'], 'name', str, 'robot')
+    _require(meta['robot'], 'description_hash', str, 'robot')
+    if not all(isinstance(j, str) for j in meta['joint_names']) or not meta['joint_names']:
+        raise BundleError('schema', 'joint_names must be a non-empty list of strings')
+    _require(meta['state'], 'dim', int, 'state')
+    _require(meta['action'], 'dim', int, 'action')
+    _require(meta['ensemble'], 'size', int, 'ensemble')
+    if not meta['dt'] > 0:
+        raise BundleError('schema', f'dt must be > 0, got {meta["dt"]!r}')
+    if ENSEMBLE_FILE not in meta['files']:
+        raise BundleError('schema', f'files must list {ENSEMBLE_FILE}')
+    for name, entry in meta['files'].items():
+        if not isinstance(entry, dict):
+            raise BundleError('schema', f'files.{name} must be a mapping with sha256')
+        sha = _require(entry, 'sha256', str, f'files.{name}')
+        if len(sha) != 64 or any(c not in '0123456789abcdef' for c in sha):
+            raise BundleError('schema', f'files.{name}.sha256 is not a sha256 hex digest: {sha!r}')
+
+
+def _check_robot(meta: dict, robot) -> None:
+    if robot is None:
+        return
+    got = meta['robot']
+    if got['name'] != robot.name:
+        raise BundleError('robot', f'bundle is for robot {got["name"]!r}, this robot is {robot.name!r}')
+    if got['description_hash'] != robot.description_hash:
+        raise BundleError('robot', f'bundle robot description hash {got["description_hash"][:12]}... does '
+                          f'not match {robot.name!r} ({robot.description_hash[:12]}...): the robot model '
+                          'changed since training')
+
+
+def _check_joint_names(meta: dict, robot) -> None:
+    names = meta['joint_names']
+    if len(set(names)) != len(names):
+        raise BundleError('joint_names', f'duplicate joint names in {names}')
+    if robot is not None and list(names) != list(robot.joint_names):
+        raise BundleError('joint_names', f'bundle joints {names} != robot joints {list(robot.joint_names)}')
+
+
+def _check_dims_meta(meta: dict, robot) -> None:
+    n = len(meta['joint_names'])
+    S, A = meta['state']['dim'], meta['action']['dim']
+    if S != 2 * n or A != n:
+        raise BundleError('dims', f'state dim {S} / action dim {A} do not fit {n} joints '
+                          f'(state [q, qd] = {2 * n}, action effort = {n})')
+    if robot is not None and (S != 2 * robot.dof or A != robot.dof):
+        raise BundleError('dims', f'state/action dims {S}/{A} vs robot {robot.name!r} with {robot.dof} joints')
+    if meta['ensemble']['size'] < 1:
+        raise BundleError('dims', f'ensemble.size must be >= 1, got {meta["ensemble"]["size"]}')
+
+
+def _check_dims_graph(rt: EnsembleRuntime, meta: dict, name: str) -> None:
+    S, A, E = meta['state']['dim'], meta['action']['dim'], meta['ensemble']['size']
+    if (rt.state_dim, rt.action_dim, rt.ensemble_size) != (S, A, E):
+        raise BundleError('dims', f'{name} graph has state {rt.state_dim}, action {rt.action_dim}, '
+                          f'{rt.ensemble_size} members; bundle.yaml says {S}, {A}, {E}')
+    for out in ('mean', 'logvar'):
+        shape = rt.output_shapes[out]
+        if len(shape) != 3 or shape[-1] != S:
+            raise BundleError('dims', f'{name} output {out} has shape {shape}, expected (E, batch, {S})')
+
+
+def _test_batch(meta: dict, robot, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Plausible states/actions: within the recorded limits when there are any."""
+    rng = np.random.default_rng(0)
+    S, A = meta['state']['dim'], meta['action']['dim']
+    lim = meta.get('limits') or {}
+    try:
+        lo = np.concatenate([lim['q_min'], -np.asarray(lim['qd_max'])])
+        hi = np.concatenate([lim['q_max'], lim['qd_max']])
+        emax = np.asarray(lim['effort_max'], dtype=np.float64)
+        lo, hi = np.clip(lo, -10, 10), np.clip(hi, -10, 10)
+        states = rng.uniform(lo, hi, size=(n, S))
+        actions = rng.uniform(-emax, emax, size=(n, A))
+    except (KeyError, TypeError, ValueError):
+        states, actions = rng.uniform(-1, 1, size=(n, S)), rng.uniform(-1, 1, size=(n, A))
+    return states.astype(np.float32), actions.astype(np.float32)
+
+
+def _load_runtime(path: Path, partitioned: Path | None, threads: int) -> EnsembleRuntime:
+    try:
+        return EnsembleRuntime(path, intra_op_threads=threads, partitioned_path=partitioned)
+    except Exception as e:  # onnxruntime raises its own exception types for bad bytes
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BundleError('onnx_load', f'cannot load {path.name}: {first[:300]}') from e
+
+
+def _check_policy(path: Path, meta: dict) -> None:
+    import onnxruntime as ort
+    try:
+        sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    except Exception as e:
+        raise BundleError('onnx_load', f'cannot load {POLICY_FILE}: {str(e).strip()[:300]}') from e
+    ins = {i.name: i.shape for i in sess.get_inputs()}
+    if 'state' in ins and ins['state'] and ins['state'][-1] != meta['state']['dim']:
+        raise BundleError('dims', f'{POLICY_FILE} input state has shape {ins["state"]}, expected '
+                          f'(batch, {meta["state"]["dim"]})')
+    outs = sess.get_outputs()
+    if outs and outs[0].shape and outs[0].shape[-1] != meta['action']['dim']:
+        raise BundleError('dims', f'{POLICY_FILE} output {outs[0].name} has shape {outs[0].shape}, '
+                          f'expected (batch, {meta["action"]["dim"]})')
+
+
+def load_bundle(model_dir, robot=None, intra_op_threads: int = 1) -> ModelBundle:
+    """Validate and load a bundle directory. `robot`: a RobotModel to check it against (optional)."""
+    path = Path(model_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise BundleError('missing_file', f'{path} is not a directory')
+    for name in (BUNDLE_FILE, ENSEMBLE_FILE):
+        if not (path / name).is_file():
+            raise BundleError('missing_file', f'{path / name} does not exist')
+    try:
+        meta = yaml.safe_load((path / BUNDLE_FILE).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise BundleError('yaml', f'{path / BUNDLE_FILE} is not valid YAML: {str(e)[:300]}') from e
+    if not isinstance(meta, dict):
+        raise BundleError('yaml', f'{path / BUNDLE_FILE} must hold a mapping, got {type(meta).__name__}')
+    _check_schema(meta)
+    for name in meta['files']:
+        if Path(name).name != name:
+            raise BundleError('schema', f'files entry {name!r} must be a plain file name in the bundle')
+        if not (path / name).is_file():
+            raise BundleError('missing_file', f'{path / name} is listed in {BUNDLE_FILE} but does not exist')
+    if (path / POLICY_FILE).is_file() and POLICY_FILE not in meta['files']:
+        raise BundleError('sha256', f'{POLICY_FILE} is present but has no sha256 in {BUNDLE_FILE}')
+    _check_robot(meta, robot)
+    _check_joint_names(meta, robot)
+    _check_dims_meta(meta, robot)
+    digests = {}
+    for name, entry in meta['files'].items():
+        digests[name] = sha256_file(path / name)
+        if digests[name] != entry['sha256']:
+            raise BundleError('sha256', f'{name} sha256 {digests[name][:16]}... != {entry["sha256"][:16]}... '
+                              f'recorded in {BUNDLE_FILE} (file changed or corrupted)')
+    partitioned = path / PARTITIONED_FILE if PARTITIONED_FILE in meta['files'] else None
+    rt = _load_runtime(path / ENSEMBLE_FILE, partitioned, intra_op_threads)
+    _check_dims_graph(rt, meta, ENSEMBLE_FILE)
+    policy = None
+    if POLICY_FILE in meta['files']:
+        policy = path / POLICY_FILE
+        _check_policy(policy, meta)
+    states, actions = _test_batch(meta, robot)
+    try:
+        mean, logvar = rt.predict(states, actions)
+        checks = [(mean, logvar)]
+        if rt.partitioned is not None:
+            E = rt.ensemble_size
+            checks.append(rt.predict_partitioned(np.repeat(states[None], E, 0), np.repeat(actions[None], E, 0)))
+    except Exception as e:
+        raise BundleError('test_inference', f'inference on a test batch failed: {str(e)[:300]}') from e
+    for m, lv in checks:
+        if m.shape != (rt.ensemble_size, len(states), rt.state_dim) or m.shape != lv.shape:
+            raise BundleError('dims', f'test inference returned shapes {m.shape}/{lv.shape}')
+        if not (np.isfinite(m).all() and np.isfinite(lv).all()):
+            raise BundleError('test_inference', 'non-finite outputs (NaN/inf) on a test batch of '
+                              f'{len(states)} plausible states')
+    return ModelBundle(path=path, meta=meta, ensemble=rt, sha256=digests[ENSEMBLE_FILE],
+                       policy_path=policy, file_sha256=digests)

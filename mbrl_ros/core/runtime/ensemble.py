@@ -1,0 +1,164 @@
+"""onnxruntime inference of the PETS ensemble, trajectory sampling and epistemic uncertainty.
+
+No torch here. Shapes: E members, B rows, S state dims, A action dims; the model predicts the
+next-state delta, so next_state = state + delta.
+
+Trajectory sampling (PETS):
+- TS1: each particle uses a random member, redrawn at every step.
+- TS-inf: each particle keeps one member for the whole trajectory.
+When the particles split evenly over the members, both run through the partitioned graph (each member
+evaluates only its own rows: E times less work than evaluating every member on every row). Otherwise
+all members are evaluated and the particle's member is picked out.
+
+Epistemic uncertainty (`disagreement`): for each row, the standard deviation over members of the
+predicted mean delta, per state dim divided by the training-set std of that delta dim (normalised units,
+so joints and velocities weigh alike), then averaged over state dims. 0 when the members agree exactly;
+~1 means the members disagree by a typical one-step change.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+MODES = ('mean', 'ts1', 'tsinf')
+
+
+def make_session(path, intra_op_threads: int = 1) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(intra_op_threads)   # 0 = onnxruntime's choice (all cores)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=['CPUExecutionProvider'])
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class EnsembleRuntime:
+    """`predict(states (B,S), actions (B,A)) -> (mean, logvar)`, each (E,B,S), float32."""
+
+    def __init__(self, onnx_path, intra_op_threads: int = 1, partitioned_path=None):
+        self.path = Path(onnx_path)
+        self.session = make_session(self.path, intra_op_threads)
+        ins = {i.name: i.shape for i in self.session.get_inputs()}
+        outs = {o.name: o.shape for o in self.session.get_outputs()}
+        if set(ins) != {'state', 'action'} or not {'mean', 'logvar'} <= set(outs):
+            raise ValueError(f'{self.path}: expected inputs state, action and outputs mean, logvar; '
+                             f'got inputs {sorted(ins)} outputs {sorted(outs)}')
+        self.input_shapes, self.output_shapes = ins, outs
+        self.state_dim = _static(ins['state'][-1])
+        self.action_dim = _static(ins['action'][-1])
+        self.ensemble_size = _static(outs['mean'][0])
+        props = self.session.get_modelmeta().custom_metadata_map
+        std = json.loads(props['mbrl_ros.delta_std']) if 'mbrl_ros.delta_std' in props else None
+        self.delta_std = _f32(std) if std is not None else None
+        self.partitioned = None
+        if partitioned_path is not None:
+            self.partitioned = make_session(partitioned_path, intra_op_threads)
+
+    # --- raw inference -----------------------------------------------------------------------
+    def predict(self, states, actions) -> tuple[np.ndarray, np.ndarray]:
+        mean, logvar = self.session.run(['mean', 'logvar'], {'state': _f32(states), 'action': _f32(actions)})
+        return mean, logvar
+
+    def predict_partitioned(self, states, actions) -> tuple[np.ndarray, np.ndarray]:
+        """states (E,b,S), actions (E,b,A): member e evaluates row block e only -> (E,b,S) each."""
+        if self.partitioned is None:
+            # Fallback: evaluate every member on every row, keep the diagonal blocks.
+            E, b = states.shape[:2]
+            mean, logvar = self.predict(np.reshape(states, (E * b, -1)), np.reshape(actions, (E * b, -1)))
+            e = np.arange(E)
+            return (mean.reshape(E, E, b, -1)[e, e], logvar.reshape(E, E, b, -1)[e, e])
+        return tuple(self.partitioned.run(['mean', 'logvar'], {'state': _f32(states), 'action': _f32(actions)}))
+
+    # --- uncertainty -------------------------------------------------------------------------
+    def disagreement_from(self, mean: np.ndarray) -> np.ndarray:
+        """(E,B,S) member means -> (B,) epistemic uncertainty (see module docstring)."""
+        std = mean.std(axis=0)
+        if self.delta_std is not None:
+            std = std / self.delta_std
+        return std.mean(axis=-1)
+
+    def disagreement(self, states, actions) -> np.ndarray:
+        return self.disagreement_from(self.predict(states, actions)[0])
+
+    # --- one step with a member per particle --------------------------------------------------
+    def step(self, states, actions, members=None, rng=None, sample_aleatoric: bool = False):
+        """Next states (B,S) with particle i using member `members[i]`; members=None: ensemble mean.
+
+        The partitioned graph is used when the members split the rows evenly.
+        """
+        states = _f32(states)
+        B, E = len(states), self.ensemble_size
+        if members is None:
+            mean, logvar = self.predict(states, actions)
+            d_mean = mean.mean(0)
+            if sample_aleatoric:
+                # Draw from the moment-matched predictive: aleatoric + epistemic variance.
+                var = np.exp(logvar).mean(0) + mean.var(0)
+                d_mean = d_mean + np.sqrt(var) * _rng(rng).standard_normal(d_mean.shape, dtype=np.float32)
+            return states + d_mean
+        members = np.asarray(members)
+        counts = np.bincount(members, minlength=E)
+        if B % E == 0 and (counts == B // E).all():
+            order = np.argsort(members, kind='stable')           # rows grouped by member
+            b = B // E
+            mean, logvar = self.predict_partitioned(states[order].reshape(E, b, -1),
+                                                    _f32(actions)[order].reshape(E, b, -1))
+            d_mean, d_lv = np.empty_like(states), np.empty_like(states)
+            d_mean[order], d_lv[order] = mean.reshape(B, -1), logvar.reshape(B, -1)
+        else:
+            mean, logvar = self.predict(states, actions)
+            d_mean, d_lv = mean[members, np.arange(B)], logvar[members, np.arange(B)]
+        if sample_aleatoric:
+            d_mean = d_mean + np.exp(0.5 * d_lv) * _rng(rng).standard_normal(d_mean.shape, dtype=np.float32)
+        return states + d_mean
+
+    def sample_members(self, n: int, rng=None) -> np.ndarray:
+        """A member per particle, balanced when n is a multiple of E (a random permutation of
+        arange(n) % E, as mbrl-lib does), so the partitioned graph applies."""
+        rng = _rng(rng)
+        E = self.ensemble_size
+        if n % E == 0:
+            return rng.permutation(np.arange(n) % E)
+        return rng.integers(0, E, size=n)
+
+    def rollout(self, states, actions, mode: str = 'ts1', rng=None, sample_aleatoric: bool = False,
+                members=None) -> np.ndarray:
+        """Propagate particles open loop. states (B,S) or (S,) (broadcast), actions (B,H,A).
+
+        mode 'mean': ensemble mean every step; 'ts1': a new member per particle every step;
+        'tsinf': one member per particle for the whole trajectory (`members` if given).
+        Returns (B,H+1,S) including the start state.
+        """
+        if mode not in MODES:
+            raise ValueError(f'mode {mode!r} not in {MODES}')
+        rng = _rng(rng)
+        actions = _f32(actions)
+        B, H = actions.shape[:2]
+        s = np.broadcast_to(_f32(states), (B, self.state_dim)).copy()
+        out = np.empty((B, H + 1, self.state_dim), dtype=np.float32)
+        out[:, 0] = s
+        if mode == 'tsinf' and members is None:
+            members = self.sample_members(B, rng)
+        for t in range(H):
+            m = None if mode == 'mean' else (self.sample_members(B, rng) if mode == 'ts1' else members)
+            s = self.step(s, actions[:, t], members=m, rng=rng, sample_aleatoric=sample_aleatoric)
+            out[:, t + 1] = s
+        return out
+
+
+def _static(dim) -> int:
+    if not isinstance(dim, int):
+        raise ValueError(f'expected a fixed dimension in the ONNX graph, got {dim!r}')
+    return dim
+
+
+def _rng(rng) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
