@@ -1,0 +1,147 @@
+"""Typed planner and cost settings: plain data, validated in one place.
+
+Each field carries its range and a one-line description in its metadata so that the
+`mpc_controller` node can build its ROS parameter spec from these dataclasses
+(`field_specs()`), and a range lives in exactly one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def _f(default, lo=None, hi=None, help='', choices=None):
+    meta = {'help': help}
+    if lo is not None or hi is not None:
+        meta['range'] = (lo, hi)
+    if choices is not None:
+        meta['choices'] = tuple(choices)
+    return field(default=default, metadata=meta)
+
+
+PLANNERS = ('cem', 'icem')
+EXECUTE = ('best', 'mean')
+SHIFT_FILL = ('zero', 'last')
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Settings of the CEM / iCEM trajectory optimiser.
+
+    `planner='cem'` is the classic cross-entropy method (white noise, fixed population, no
+    elite reuse); `planner='icem'` adds coloured noise (`noise_beta`), a population that
+    shrinks by `population_decay` per iteration, reuse of a fraction of the elites across
+    iterations and time steps, and the mean as a candidate in the last iteration.
+    """
+    planner: str = _f('icem', help='trajectory optimiser', choices=PLANNERS)
+    horizon: int = _f(12, 1, 100, 'planning horizon in control steps')
+    num_samples: int = _f(300, 4, 10000, 'action sequences sampled in the first iteration')
+    num_iterations: int = _f(3, 1, 50, 'optimiser iterations per plan (fewer if the time budget cuts)')
+    num_elites: int = _f(30, 2, 1000, 'best samples that refit the sampling distribution')
+    alpha: float = _f(0.1, 0.0, 0.99, 'momentum: weight of the old mean/std when refitting')
+    init_std: float = _f(0.25, 0.01, 2.0, 'initial sampling std, as a fraction of the action half-range')
+    min_std: float = _f(0.02, 0.0, 1.0, 'floor of the sampling std (fraction of half-range)')
+    noise_beta: float = _f(2.0, 0.0, 4.0, 'iCEM coloured-noise exponent (0 = white)')
+    population_decay: float = _f(1.25, 1.0, 4.0, 'iCEM population shrink factor per iteration')
+    keep_elites_fraction: float = _f(0.3, 0.0, 1.0, 'iCEM: fraction of elites carried to the next iteration / step')
+    shift_fill: str = _f('zero', help='action appended when the warm start is shifted', choices=SHIFT_FILL)
+    execute: str = _f('best', help="plan returned: best sample seen ('best') or the final mean ('mean')",
+                      choices=EXECUTE)
+    time_budget_ms: float = _f(15.0, 0.0, 10000.0, 'anytime budget per plan; 0 = no limit')
+    seed: int = _f(0, 0, 2 ** 31 - 1, 'random seed of the sampler')
+
+    def errors(self) -> list[str]:
+        """Why this configuration cannot be used (empty when it can)."""
+        return _range_errors(self) + self._cross_errors()
+
+    def _cross_errors(self) -> list[str]:
+        errs = []
+        if self.num_elites > self.num_samples:
+            errs.append(f'num_elites ({self.num_elites}) must be <= num_samples ({self.num_samples})')
+        if self.min_std > self.init_std:
+            errs.append(f'min_std ({self.min_std}) must be <= init_std ({self.init_std})')
+        return errs
+
+    def validated(self) -> 'PlannerConfig':
+        errs = self.errors()
+        if errs:
+            raise ValueError('invalid planner config: ' + '; '.join(errs))
+        return self
+
+    def replace(self, **changes) -> 'PlannerConfig':
+        return dataclasses.replace(self, **changes)
+
+    def population(self, iteration: int) -> int:
+        """Samples drawn in `iteration` (iCEM: N·γ^-i, never below 2·elites)."""
+        if self.planner == 'cem':
+            return self.num_samples
+        n = int(self.num_samples * self.population_decay ** (-iteration))
+        return max(n, min(2 * self.num_elites, self.num_samples))
+
+
+@dataclass(frozen=True)
+class CostWeights:
+    """Weights of the task cost terms (0 disables a term: it is then not computed at all)."""
+    ee_distance: float = _f(1.0, 0.0, 1e6, 'running end-effector distance to the goal [1/m]')
+    effort: float = _f(0.01, 0.0, 1e6, 'running squared effort, normalised by effort limits')
+    joint_velocity: float = _f(0.01, 0.0, 1e6, 'running squared joint velocity, normalised by qd limits')
+    terminal_distance: float = _f(5.0, 0.0, 1e6, 'end-effector distance at the end of the horizon')
+    terminal_velocity: float = _f(1.0, 0.0, 1e6, 'squared normalised joint velocity at the end of the horizon')
+    joint_limit: float = _f(10.0, 0.0, 1e6, 'penalty for entering the joint-limit margin')
+    joint_limit_margin: float = _f(0.1, 0.0, 1.0, 'joint-limit margin [rad]')
+    uncertainty: float = _f(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
+
+    def errors(self) -> list[str]:
+        return _range_errors(self)
+
+    def validated(self) -> 'CostWeights':
+        errs = self.errors()
+        if errs:
+            raise ValueError('invalid cost weights: ' + '; '.join(errs))
+        return self
+
+    def replace(self, **changes) -> 'CostWeights':
+        return dataclasses.replace(self, **changes)
+
+
+def field_specs(cls) -> list[dict[str, Any]]:
+    """name, default, type, range, choices and help of each field: input for a node's Param spec."""
+    out = []
+    for f in dataclasses.fields(cls):
+        out.append({'name': f.name, 'default': f.default, 'type': f.type,
+                    'range': f.metadata.get('range'), 'choices': f.metadata.get('choices'),
+                    'help': f.metadata.get('help', '')})
+    return out
+
+
+def from_mapping(cls, values: dict[str, Any], base: Optional[Any] = None):
+    """Build `cls` from a mapping (e.g. ROS parameters), ignoring keys it does not have."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    base = base if base is not None else cls()
+    return dataclasses.replace(base, **{k: v for k, v in values.items() if k in names})
+
+
+def _range_errors(obj) -> list[str]:
+    errs = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        choices = f.metadata.get('choices')
+        if choices is not None:
+            if v not in choices:
+                errs.append(f'{f.name} = {v!r} is not one of {list(choices)}')
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            errs.append(f'{f.name} must be a number, got {type(v).__name__}')
+            continue
+        if f.type in ('int', int) and not isinstance(v, int):
+            errs.append(f'{f.name} must be an integer, got {v!r}')
+            continue
+        if not math.isfinite(v):
+            errs.append(f'{f.name} must be finite, got {v}')
+            continue
+        lo, hi = f.metadata.get('range', (None, None))
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            errs.append(f'{f.name} = {v} is out of range [{lo}, {hi}]')
+    return errs

@@ -1,0 +1,242 @@
+"""CEM and iCEM model-predictive planning over bounded effort sequences.
+
+`Planner.plan(state, goal)` is the whole algorithm in one function (iCEM, Pinneri et al.
+2020, Alg. 1; CEM is its special case β=0, no decay, no elite reuse):
+
+    mean ← shift(previous mean), std ← init_std
+    for i in 0..I-1 (while the time budget lasts):
+        N_i ← max(N·γ^-i, 2K)
+        samples ← clip(mean + std · coloured_noise(β), ±u_max)
+        add kept elites (previous iteration, or shifted from the previous plan), and in the
+        last iteration the mean itself
+        costs ← cost(rollout(model, state, samples))
+        elites ← the K cheapest; remember the best sample seen
+        mean, std ← α·(mean, std) + (1-α)·(mean, std of elites)
+    return the best sample seen (or the mean)
+
+Anytime: the clock is checked before each iteration (an iteration predicted to overrun the
+budget is not started) and after each rollout step (an overrunning one is abandoned), so a
+plan ends within one model step of `time_budget_ms` and returns the best plan found so far.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .config import PlannerConfig
+from .costs import INVALID_COST, TrajectoryCost
+from .noise import ColoredNoise
+from .rollout import Dynamics, RolloutBuffers, rollout
+
+
+@dataclass
+class PlanStats:
+    iterations: int = 0                  # completed optimiser iterations
+    samples_evaluated: int = 0           # action sequences rolled out (all iterations)
+    best_cost: float = float('inf')
+    elapsed_ms: float = 0.0
+    budget_cut: bool = False             # the time budget stopped the optimiser early
+    populations: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {'iterations': self.iterations, 'samples_evaluated': self.samples_evaluated,
+                'best_cost': self.best_cost, 'elapsed_ms': self.elapsed_ms,
+                'budget_cut': self.budget_cut}
+
+
+@dataclass
+class Plan:
+    """Result of one planning call.
+
+    action: (A,) the command to send now. actions: (H, A) the whole sequence. states:
+    (H+1, S) its predicted state sequence from the start state (first particle), or None
+    when not a single iteration finished within the budget (the actions are then the
+    warm-started previous plan). ee_path: (H+1, 3) end-effector positions of `states`.
+    """
+    action: np.ndarray
+    actions: np.ndarray
+    states: Optional[np.ndarray]
+    cost: float
+    stats: PlanStats
+    ee_path: Optional[np.ndarray] = None
+
+
+class Planner:
+    """CEM / iCEM over a `Dynamics` model and a `TrajectoryCost`, with a warm start across calls.
+
+    action_low / action_high: (A,) bounds of every action (effort limits). All buffers are
+    allocated once per configuration; `configure()` applies a new config live (a changed
+    horizon pads/truncates the warm start).
+    """
+
+    def __init__(self, config: PlannerConfig, dynamics: Dynamics, cost: TrajectoryCost,
+                 action_low, action_high, clock: Callable[[], float] = time.perf_counter):
+        self.dynamics = dynamics
+        self.cost = cost
+        self.low = np.asarray(action_low, float).reshape(-1)
+        self.high = np.asarray(action_high, float).reshape(-1)
+        if self.low.shape != (dynamics.action_dim,) or self.high.shape != (dynamics.action_dim,):
+            raise ValueError(f'action bounds must have {dynamics.action_dim} entries, '
+                             f'got {self.low.shape[0]} and {self.high.shape[0]}')
+        if not np.all(self.high > self.low):
+            raise ValueError('every action upper bound must exceed its lower bound')
+        self._mid = 0.5 * (self.low + self.high)
+        self._half = 0.5 * (self.high - self.low)
+        self.clock = clock
+        self.config: Optional[PlannerConfig] = None
+        self._mean: Optional[np.ndarray] = None       # warm start (H, A)
+        self._elites: Optional[np.ndarray] = None     # elites of the last iteration (K', H, A)
+        self.configure(config)
+
+    # ---- setup --------------------------------------------------------------------------------
+    def configure(self, config: PlannerConfig) -> None:
+        c = config.validated()
+        old = self.config
+        self.config = c
+        self.rng = np.random.default_rng(c.seed) if old is None or old.seed != c.seed else self.rng
+        h, a = c.horizon, self.dynamics.action_dim
+        beta = c.noise_beta if c.planner == 'icem' else 0.0
+        self.noise = ColoredNoise(beta, h)
+        self._keep = int(round(c.keep_elites_fraction * c.num_elites)) if c.planner == 'icem' else 0
+        self._max_rows = c.num_samples + self._keep + 1
+        self._samples = np.empty((self._max_rows, h, a))
+        self._costs = np.empty(self._max_rows)
+        p = self.dynamics.num_particles
+        self._buffers = RolloutBuffers(self._max_rows * p, h, self.dynamics.state_dim)
+        if self._mean is not None and self._mean.shape[0] != h:
+            m = np.repeat(self._mean[-1:], h, axis=0) if c.shift_fill == 'last' else np.zeros((h, a))
+            k = min(h, self._mean.shape[0])
+            m[:k] = self._mean[:k]
+            self._mean = m
+            self._elites = None
+        if self._mean is None:
+            self._mean = np.broadcast_to(self._mid, (h, a)).copy()
+
+    def reset(self) -> None:
+        """Forget the warm start (e.g. after the robot was reset or a new model was loaded)."""
+        self._mean = np.broadcast_to(self._mid, (self.config.horizon, self.dynamics.action_dim)).copy()
+        self._elites = None
+
+    @property
+    def warm_start(self) -> np.ndarray:
+        """The mean the next plan starts from, before its shift: (H, A)."""
+        return self._mean.copy()
+
+    # ---- the algorithm ------------------------------------------------------------------------
+    def plan(self, state, goal=None, shift: int = 1) -> Plan:
+        """Optimise an action sequence from `state` (S,) towards `goal` (3,) within the budget.
+
+        shift: control steps elapsed since the previous plan (the warm start moves by this).
+        """
+        c = self.config
+        t0 = self.clock()
+        deadline = t0 + c.time_budget_ms * 1e-3 if c.time_budget_ms > 0 else None
+        state = np.asarray(state, float).reshape(self.dynamics.state_dim)
+        goal = None if goal is None else np.asarray(goal, float).reshape(3)
+        stats = PlanStats()
+
+        mean = self._shifted(self._mean, shift)
+        std = np.broadcast_to(c.init_std * self._half, mean.shape).copy()
+        min_std = c.min_std * self._half
+        kept = self._shifted_elites(shift)
+        best_actions, best_states, best_cost = mean.copy(), None, INVALID_COST
+        seconds_per_sample = None
+
+        for i in range(c.num_iterations):
+            n = c.population(i)
+            if deadline is not None and seconds_per_sample is not None:
+                if self.clock() + seconds_per_sample * n > deadline:
+                    stats.budget_cut = True
+                    break
+            t_iter = self.clock()
+            samples = self._sample(mean, std, n, kept, last=(i == c.num_iterations - 1))
+            costs, ok = self._evaluate(samples, state, goal, deadline)
+            if not ok:
+                stats.budget_cut = True
+                break
+            rows = samples.shape[0]
+            seconds_per_sample = (self.clock() - t_iter) / rows
+            stats.iterations += 1
+            stats.samples_evaluated += rows
+            stats.populations.append(rows)
+
+            k = min(c.num_elites, rows)
+            elite_idx = np.argpartition(costs, k - 1)[:k]
+            elites = samples[elite_idx]
+            b = elite_idx[np.argmin(costs[elite_idx])]
+            if costs[b] < best_cost or best_states is None:
+                best_cost = float(costs[b])
+                best_actions = samples[b].copy()
+                best_states = self._buffers.states[b * self.dynamics.num_particles].copy()
+            mean = c.alpha * mean + (1.0 - c.alpha) * elites.mean(axis=0)
+            std = np.maximum(c.alpha * std + (1.0 - c.alpha) * elites.std(axis=0), min_std)
+            if self._keep:
+                kept = elites[np.argsort(costs[elite_idx])[:self._keep]].copy()
+
+        self._mean = mean
+        self._elites = kept if self._keep else None
+        stats.best_cost = best_cost if best_states is not None else float('inf')
+        if c.execute == 'mean' and best_states is not None:
+            actions, states = self._clip(mean.copy()), self._predict(self._clip(mean.copy()), state)
+        else:
+            actions, states = best_actions, best_states
+        stats.elapsed_ms = (self.clock() - t0) * 1e3
+        ee = None
+        if states is not None and self.cost.fk is not None:
+            ee = np.asarray(self.cost.fk(states[:, :self.cost.dof]))
+        return Plan(action=actions[0].copy(), actions=actions, states=states,
+                    cost=stats.best_cost, stats=stats, ee_path=ee)
+
+    # ---- steps of the algorithm ---------------------------------------------------------------
+    def _shifted(self, seq: np.ndarray, shift: int) -> np.ndarray:
+        """seq advanced by `shift` steps; the freed tail is filled with zero effort or the last action."""
+        h = seq.shape[0]
+        s = max(0, min(int(shift), h))
+        out = np.empty_like(seq)
+        out[:h - s] = seq[s:]
+        fill = seq[-1] if self.config.shift_fill == 'last' else np.clip(0.0, self.low, self.high)
+        out[h - s:] = fill
+        return out
+
+    def _shifted_elites(self, shift: int) -> Optional[np.ndarray]:
+        if self._elites is None or not self._keep:
+            return None
+        return np.stack([self._shifted(e, shift) for e in self._elites])
+
+    def _sample(self, mean, std, n, kept, last) -> np.ndarray:
+        rows = n
+        out = self._samples
+        noise = self.noise.sample(self.rng, (n, self.dynamics.action_dim))  # (n, A, H)
+        np.multiply(noise.transpose(0, 2, 1), std, out=out[:n])
+        out[:n] += mean
+        if kept is not None:
+            out[rows:rows + kept.shape[0]] = kept
+            rows += kept.shape[0]
+        if last and self.config.planner == 'icem':
+            out[rows] = mean
+            rows += 1
+        samples = out[:rows]
+        np.clip(samples, self.low, self.high, out=samples)
+        return samples
+
+    def _evaluate(self, samples, state, goal, deadline):
+        """Costs (N,) of the samples, or ok=False when the deadline passed mid-rollout."""
+        n, h, _ = samples.shape
+        if not rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline):
+            return None, False
+        p = self.dynamics.num_particles
+        states = self._buffers.states[:n * p].reshape(n, p, h + 1, -1)
+        dis = self._buffers.disagreement[:n * p].reshape(n, p, h)
+        costs = self.cost(self.cost.batch(states, samples, dis, goal), out=self._costs[:n])
+        return costs, True
+
+    def _clip(self, actions):
+        return np.clip(actions, self.low, self.high, out=actions)
+
+    def _predict(self, actions, state) -> np.ndarray:
+        buf = RolloutBuffers(self.dynamics.num_particles, actions.shape[0], self.dynamics.state_dim)
+        rollout(self.dynamics, state, actions[None], buf, self.rng)
+        return buf.states[0].copy()

@@ -1,0 +1,225 @@
+"""Trajectory sampling: push a population of action sequences through a dynamics model.
+
+The planner sees dynamics only through the small `Dynamics` protocol: one call per horizon
+step with the whole population, so the per-step Python overhead is paid H times per
+iteration, not H × samples times.
+
+- `EnsembleDynamics` adapts the learned ensemble (`EnsembleRuntime`, ONNX) with the PETS
+  propagation schemes: `expectation` (mean over members; fastest), `ts1` (each particle
+  follows a random member, re-drawn every step) and `tsinf` (each particle keeps its member
+  for the whole horizon).
+- `DoubleIntegratorDynamics` is a known analytic model (damped double integrator per joint):
+  the planner's reference model for tests and the trivial dynamics of the overhead benchmark.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Dynamics(Protocol):
+    """What the planner needs from a model. States s = [q, qd], actions = effort (Nm)."""
+    state_dim: int
+    action_dim: int
+    # Particles per action sequence (PETS); 1 for deterministic / expectation models.
+    num_particles: int
+
+    def begin_rollout(self, rows: int, rng: np.random.Generator) -> None:
+        """Called once before each population rollout of `rows` = samples × particles rows."""
+
+    def step(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """states (R, S), actions (R, A) -> next states (R, S), disagreement (R,) >= 0."""
+
+
+class DoubleIntegratorDynamics:
+    """Per-joint damped double integrator: m·q̈ = u − d·q̇, semi-implicit Euler at `dt`.
+
+    A stand-in for a gravity-compensated arm with a diagonal, configuration-independent
+    inertia. Disagreement is zero (one exact model).
+    """
+    num_particles = 1
+
+    def __init__(self, dof: int, dt: float = 0.02, inertia=1.0, damping=0.5):
+        self.dof = int(dof)
+        self.state_dim = 2 * self.dof
+        self.action_dim = self.dof
+        self.dt = float(dt)
+        self.inv_m = 1.0 / np.broadcast_to(np.asarray(inertia, float), (self.dof,)).copy()
+        self.damping = np.broadcast_to(np.asarray(damping, float), (self.dof,)).copy()
+        self._zeros = np.zeros(0)
+
+    @classmethod
+    def from_robot(cls, robot, dt: float = 0.02, q=None) -> 'DoubleIntegratorDynamics':
+        """Matched to `robot`: inertia = diagonal of its joint-space mass matrix at `q` (default
+        home, from the MuJoCo model when the RobotModel has one), damping = its joint damping."""
+        inertia = 1.0
+        model = getattr(robot, 'model', None)
+        if model is not None:
+            import mujoco  # only for this constructor; the dynamics itself is numpy
+            data = mujoco.MjData(model)
+            data.qpos[:] = robot.home_q if q is None else q
+            mujoco.mj_forward(model, data)
+            full = np.zeros((model.nv, model.nv))
+            mujoco.mj_fullM(model, data, full)
+            inertia = np.diag(full)[robot.dof_adr] if hasattr(robot, 'dof_adr') else np.diag(full)
+        damping = getattr(robot, 'damping', 0.5)
+        return cls(robot.dof, dt, inertia=inertia, damping=damping)
+
+    def begin_rollout(self, rows: int, rng: np.random.Generator) -> None:
+        if self._zeros.shape[0] != rows:
+            self._zeros = np.zeros(rows)
+
+    def step(self, states, actions):
+        d = self.dof
+        q, qd = states[:, :d], states[:, d:]
+        out = np.empty_like(states)
+        qd_next = out[:, d:]
+        np.multiply(qd, self.damping, out=qd_next)
+        np.subtract(actions, qd_next, out=qd_next)
+        qd_next *= self.inv_m * self.dt
+        qd_next += qd
+        np.multiply(qd_next, self.dt, out=out[:, :d])
+        out[:, :d] += q
+        rows = states.shape[0]
+        if self._zeros.shape[0] != rows:
+            self._zeros = np.zeros(rows)
+        return out, self._zeros
+
+
+class EnsembleDynamics:
+    """PETS trajectory sampling over the ensemble runtime (`mbrl_ros.core.runtime.ensemble`).
+
+    Needs `runtime.predict(states (B,S), actions (B,A)) -> (mean, logvar)`, each (E,B,S)
+    next-state deltas. Uses, when the runtime has them, `runtime.step(states, actions,
+    members=...)` (its partitioned graph: each member evaluates only its own particles) and
+    `runtime.disagreement_from(mean)` (normalised by the training delta std).
+
+    - `expectation`: one row per sample, next = s + mean over members; disagreement = the
+      members' spread on that row. The cheapest; the default for the 50 Hz budget.
+    - `ts1` / `tsinf` with P particles per sample: rows are particles; each particle follows
+      one member (redrawn every step for ts1, fixed for tsinf). Disagreement of a sample =
+      the spread of its particles' one-step deltas (same normalisation), so P >= 2 is needed
+      for the risk term; P a multiple of E keeps the runtime's partitioned fast path.
+    """
+
+    PROPAGATIONS = ('expectation', 'ts1', 'tsinf')
+
+    def __init__(self, runtime, state_dim: Optional[int] = None, action_dim: Optional[int] = None,
+                 propagation: str = 'expectation', num_particles: int = 1,
+                 sample_aleatoric: bool = False, seed: int = 0):
+        if propagation not in self.PROPAGATIONS:
+            raise ValueError(f'propagation must be one of {self.PROPAGATIONS}, got {propagation!r}')
+        if num_particles < 1:
+            raise ValueError(f'num_particles must be >= 1, got {num_particles}')
+        self.runtime = runtime
+        self.state_dim = int(state_dim if state_dim is not None else runtime.state_dim)
+        self.action_dim = int(action_dim if action_dim is not None else runtime.action_dim)
+        self.ensemble_size = int(getattr(runtime, 'ensemble_size', 0)) or None
+        self.propagation = propagation
+        self.num_particles = int(num_particles) if propagation != 'expectation' else 1
+        self.sample_aleatoric = bool(sample_aleatoric)
+        self._rng = np.random.default_rng(seed)
+        self._members: Optional[np.ndarray] = None
+        self._delta_inv_std = None
+        std = getattr(runtime, 'delta_std', None)
+        if std is not None:
+            self._delta_inv_std = 1.0 / np.asarray(std, float)
+
+    def begin_rollout(self, rows: int, rng: np.random.Generator) -> None:
+        self._rng = rng
+        if self.propagation == 'tsinf':
+            self._members = self._draw_members(rows)
+
+    def _draw_members(self, rows: int) -> np.ndarray:
+        e = self.ensemble_size or 1
+        # Particle p of every sample follows member p mod E (plus a random offset per sample), so
+        # each sequence is judged by as many different members as it has particles and the
+        # member counts stay balanced (the runtime's partitioned path) when P is a multiple of E.
+        p = self.num_particles
+        offset = np.repeat(rng_integers(self._rng, e, rows // p), p)
+        return (np.tile(np.arange(p), rows // p) + offset) % e
+
+    def _spread(self, deltas: np.ndarray) -> np.ndarray:
+        """(..., K, S) deltas -> (...,) std over K, normalised per dim, averaged over dims."""
+        std = deltas.std(axis=-2)
+        if self._delta_inv_std is not None:
+            std = std * self._delta_inv_std
+        return std.mean(axis=-1)
+
+    def step(self, states, actions):
+        rows = states.shape[0]
+        if self.propagation == 'expectation':
+            mean, logvar = self.runtime.predict(states, actions)
+            delta = mean.mean(axis=0)
+            if self.sample_aleatoric:
+                var = np.exp(logvar).mean(axis=0) + mean.var(axis=0)
+                delta = delta + np.sqrt(var) * self._rng.standard_normal(delta.shape)
+            if hasattr(self.runtime, 'disagreement_from'):
+                dis = self.runtime.disagreement_from(mean)
+            else:
+                dis = self._spread(np.moveaxis(mean, 0, -2))
+            return states + delta, np.asarray(dis, float)
+        members = self._members if self.propagation == 'tsinf' else self._draw_members(rows)
+        if hasattr(self.runtime, 'step'):
+            nxt = np.asarray(self.runtime.step(states, actions, members=members, rng=self._rng,
+                                               sample_aleatoric=self.sample_aleatoric), float)
+        else:
+            mean, logvar = self.runtime.predict(states, actions)
+            idx = np.arange(rows)
+            delta = mean[members, idx]
+            if self.sample_aleatoric:
+                delta = delta + np.exp(0.5 * logvar[members, idx]) * self._rng.standard_normal(delta.shape)
+            nxt = states + delta
+        p = self.num_particles
+        if p > 1:
+            spread = self._spread((nxt - states).reshape(rows // p, p, -1))
+            dis = np.repeat(spread, p)
+        else:
+            dis = np.zeros(rows)
+        return nxt, dis
+
+
+def rng_integers(rng: np.random.Generator, high: int, size: int) -> np.ndarray:
+    return rng.integers(0, high, size=size) if high > 1 else np.zeros(size, int)
+
+
+class RolloutBuffers:
+    """Preallocated arrays for one population rollout (reused across iterations and plans)."""
+
+    def __init__(self, rows: int, horizon: int, state_dim: int):
+        self.states = np.empty((rows, horizon + 1, state_dim))
+        self.disagreement = np.empty((rows, horizon))
+
+    def fits(self, rows: int, horizon: int, state_dim: int) -> bool:
+        r, h1, s = self.states.shape
+        return rows <= r and h1 == horizon + 1 and s == state_dim
+
+
+def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers: RolloutBuffers,
+            rng: np.random.Generator, deadline: Optional[float] = None) -> bool:
+    """Roll `actions` (N, H, A) out from `state` (S,) with `dynamics.num_particles` particles each.
+
+    Fills buffers.states[:N·P] with (N·P, H+1, S) trajectories (row n·P + p is particle p of
+    sample n; index 0 is the start state) and buffers.disagreement[:N·P] with (N·P, H).
+    With a `deadline` (time.perf_counter() seconds) the clock is checked after every step
+    and the rollout abandoned (returns False) once it has passed, so a plan never overruns
+    its budget by more than one model step.
+    """
+    n, horizon, _ = actions.shape
+    p = dynamics.num_particles
+    rows = n * p
+    states = buffers.states[:rows]
+    dis = buffers.disagreement[:rows]
+    states[:, 0] = state
+    dynamics.begin_rollout(rows, rng)
+    for t in range(horizon):
+        a_t = actions[:, t] if p == 1 else np.repeat(actions[:, t], p, axis=0)
+        nxt, d = dynamics.step(states[:, t], a_t)
+        states[:, t + 1] = nxt
+        dis[:, t] = d
+        if deadline is not None and time.perf_counter() > deadline and t + 1 < horizon:
+            return False
+    return True
