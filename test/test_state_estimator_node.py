@@ -1,0 +1,234 @@
+"""state_estimator node over real DDS: a real node process, /joint_states published by the test."""
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from sensor_msgs.msg import JointState
+
+from mbrl_ros.ros.conversions import sec_to_stamp
+from mbrl_ros.testing.ros_probe import RosProbe
+
+ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
+NODE = '/state_estimator'
+
+
+@contextmanager
+def estimator_process(*params):
+    args = ['robot:=arm3', *params]
+    cmd = [sys.executable, '-m', 'mbrl_ros.nodes.state_estimator', '--ros-args']
+    for a in args:
+        cmd += ['-p', a]
+    with tempfile.TemporaryFile(mode='w+') as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc, log
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _log_text(log):
+    log.seek(0)
+    return log.read()[-3000:]
+
+
+@pytest.fixture(scope='module')
+def probe():
+    with RosProbe('state_estimator_test') as p:
+        yield p
+
+
+class Harness:
+    def __init__(self, probe, proc, log):
+        self.probe, self.proc, self.log = probe, proc, log
+        self.pub = probe.publisher('/joint_states', JointState, 10)
+        self.out = probe.subscribe('/mbrl/state', JointState, 100)
+        self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
+
+    def msg(self, names=ARM3, pos=(0.0, 0.0, 0.0), vel=(), eff=(), stamp=None):
+        m = JointState(name=list(names), position=[float(x) for x in pos],
+                       velocity=[float(x) for x in vel], effort=[float(x) for x in eff])
+        m.header.stamp = sec_to_stamp(time.time() if stamp is None else stamp)
+        return m
+
+    def wait_ready(self, timeout=30.0):
+        """Until a valid message makes it through (discovery done both ways)."""
+        start = len(self.out)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, 'node exited:\n' + _log_text(self.log)
+            self.pub.publish(self.msg())
+            if len(self.out) > start:
+                time.sleep(0.2)
+                return
+            time.sleep(0.05)
+        pytest.fail('no /mbrl/state from the node:\n' + _log_text(self.log))
+
+    def stream(self, n, rate_hz, make):
+        """Publish make(k, t) at a steady rate, stamped with the wall clock."""
+        period = 1.0 / rate_hz
+        t0 = time.monotonic()
+        for k in range(n):
+            delay = t0 + k * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.pub.publish(make(k, time.time()))
+
+    def statuses(self, since=0.0):
+        return [s for t, a in list(self.diag) if t >= since for s in a.status if s.name == NODE]
+
+
+@pytest.fixture(scope='module')
+def node(probe):
+    with estimator_process('stale_timeout_s:=0.1') as (proc, log):
+        h = Harness(probe, proc, log)
+        h.wait_ready()
+        yield h
+        assert proc.poll() is None, 'node died during the tests:\n' + _log_text(log)
+
+
+def test_reorders_into_robot_joint_order(node):
+    n0 = len(node.out)
+    node.pub.publish(node.msg(names=['arm3_joint3', 'arm3_joint1', 'arm3_joint2'],
+                              pos=[0.3, 0.1, 0.2], vel=[3.0, 1.0, 2.0], eff=[-3.0, -1.0, -2.0]))
+    assert node.probe.wait_until(lambda: len(node.out) > n0, 5.0)
+    _, m = node.out[n0]
+    assert list(m.name) == ARM3
+    np.testing.assert_allclose(m.position, [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(m.velocity, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(m.effort, [-1.0, -2.0, -3.0])
+
+
+def test_velocity_estimated_when_input_has_none(node):
+    rates = np.array([0.5, -1.0, 2.0])
+    t0 = time.time()
+    n0 = len(node.out)
+    node.stream(200, 250.0, lambda k, t: node.msg(pos=rates * (t - t0)))
+    assert node.probe.wait_until(lambda: len(node.out) >= n0 + 150, 5.0), len(node.out) - n0
+    _, last = node.out[-1]
+    assert list(last.velocity), 'no velocity in /mbrl/state'
+    np.testing.assert_allclose(last.velocity, rates, atol=0.05)
+    assert len(last.effort) == 0  # none in, none out
+
+
+def test_latency_from_joint_states_stamp(node):
+    n0 = len(node.out)
+    stamps = set()
+
+    def make(k, t):
+        m = node.msg(pos=[0.1 * math.sin(t), 0.0, 0.0])
+        stamps.add((m.header.stamp.sec, m.header.stamp.nanosec))
+        return m
+    node.stream(1250, 250.0, make)  # 5 s
+    node.probe.wait_until(lambda: len(node.out) >= n0 + 1250, 3.0)
+    got = [(t, m) for t, m in list(node.out)[n0:]
+           if (m.header.stamp.sec, m.header.stamp.nanosec) in stamps]
+    lat = np.array([1e3 * (t - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)) for t, m in got])
+    p50, p99, worst = np.percentile(lat, 50), np.percentile(lat, 99), lat.max()
+    summary = f'{len(lat)} msgs: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms'
+    print(summary)
+    assert len(lat) >= 1000, f'only {len(lat)} of 1250 came back; ' + summary
+    assert p99 < 5.0, summary
+
+
+def test_stale_input_stops_output_and_reports_error_then_recovers(node):
+    node.stream(100, 250.0, lambda k, t: node.msg())
+    stopped = time.time()
+    err = node.probe.wait_until(lambda: next(
+        (s for s in node.statuses(stopped) if s.level == DiagnosticStatus.ERROR), None), 3.0)
+    assert err is not None, [s.message for s in node.statuses(stopped)]
+    assert 'stale' in err.message
+    late = [t for t, _ in list(node.out) if t > stopped + 0.05]
+    assert not late, f'{len(late)} /mbrl/state published after input stopped'
+    # Input resumes: output comes back and diagnostics return to OK.
+    resumed = time.time()
+    node.stream(300, 250.0, lambda k, t: node.msg())
+    assert any(t > resumed for t, _ in list(node.out))
+    ok = node.probe.wait_until(lambda: next(
+        (s for s in node.statuses(resumed) if s.level == DiagnosticStatus.OK), None), 3.0)
+    assert ok is not None, [s.message for s in node.statuses(resumed)]
+
+
+def test_malformed_messages_crash_nothing_and_produce_no_output(node):
+    t = time.time()
+    good = node.msg(stamp=t)
+    bad = [
+        node.msg(names=[], pos=[0.1, 0.2, 0.3], stamp=t + 0.01),                    # missing names
+        node.msg(names=ARM3[:2], pos=[0.1, 0.2], stamp=t + 0.02),                   # missing a joint
+        node.msg(names=ARM3 + ['gripper'], pos=[0, 0, 0, 0], stamp=t + 0.025),       # unknown joint
+        node.msg(pos=[0.1, math.nan, 0.3], stamp=t + 0.03),                         # NaN
+        node.msg(pos=[0.1, 0.2, 0.3], vel=[math.inf, 0, 0], stamp=t + 0.04),        # inf velocity
+        node.msg(pos=[0.1, 0.2], stamp=t + 0.05),                                   # lengths differ
+        node.msg(pos=[0.1, 0.2, 0.3], vel=[1.0], stamp=t + 0.06),                   # lengths differ
+        node.msg(pos=[0.1, 0.2, 0.3], eff=[1.0, 2.0], stamp=t + 0.07),              # lengths differ
+        node.msg(names=[], pos=[], stamp=t + 0.08),                                 # empty
+        JointState(),                                                               # empty, no stamp
+        node.msg(names=['a', 'a', 'b'], pos=[0, 0, 0], stamp=t + 0.09),             # repeated names
+        node.msg(stamp=t),                                                          # duplicate stamp
+        node.msg(stamp=t - 0.001),                                                  # out of order
+    ]
+    n0 = len(node.out)
+    node.pub.publish(good)
+    assert node.probe.wait_until(lambda: len(node.out) > n0, 5.0)
+    n1 = len(node.out)
+    for m in bad:
+        node.pub.publish(m)
+        time.sleep(0.01)
+    time.sleep(0.5)
+    assert node.proc.poll() is None, 'node died:\n' + _log_text(node.log)
+    assert len(node.out) == n1, [list(m.position) for _, m in list(node.out)[n1:]]
+    # Still alive and working, and the refusals are counted in diagnostics.
+    node.pub.publish(node.msg(stamp=time.time()))
+    assert node.probe.wait_until(lambda: len(node.out) > n1, 5.0)
+    since = time.time()
+
+    def counted():
+        for s in node.statuses(since):
+            kv = {v.key: v.value for v in s.values}
+            if int(kv.get('rejected_total', 0)) >= 11 and int(kv.get('dropped_total', 0)) >= 2:
+                return kv
+        return None
+    kv = node.probe.wait_until(counted, 3.0)
+    assert kv is not None, [{v.key: v.value for v in s.values} for s in node.statuses(since)]
+    assert int(kv['non_finite']) >= 2 and int(kv['length_mismatch']) >= 3
+    assert int(kv['internal_errors']) == 0
+
+
+def test_parameters_live_and_static(node):
+    ok, reason = node.probe.set_param(NODE, 'process_noise', 100.0)
+    assert ok, reason
+    assert node.probe.get_param(NODE, 'process_noise') == 100.0
+    ok, reason = node.probe.set_param(NODE, 'process_noise', -1.0)
+    assert not ok and 'range' in reason
+    ok, reason = node.probe.set_param(NODE, 'robot', 'arm7')
+    assert not ok and ('read-only' in reason or 'static' in reason), reason
+    # The node still runs after the changes.
+    n0 = len(node.out)
+    node.pub.publish(node.msg())
+    assert node.probe.wait_until(lambda: len(node.out) > n0, 5.0)
+
+
+def test_joint_names_override_and_bad_robot_fails_clearly(probe):
+    with estimator_process('joint_names:=[b, a]') as (proc, log):
+        h = Harness(probe, proc, log)
+        deadline = time.monotonic() + 30
+        while not h.out and time.monotonic() < deadline and proc.poll() is None:
+            h.pub.publish(h.msg(names=['a', 'b'], pos=[1.0, 2.0]))
+            time.sleep(0.05)
+        assert h.out, _log_text(log)
+        _, m = h.out[-1]
+        assert list(m.name) == ['b', 'a']
+        np.testing.assert_allclose(m.position, [2.0, 1.0])
+    with estimator_process('robot:=no_such_arm') as (proc, log):
+        assert proc.wait(timeout=30) == 2
+        assert 'no_such_arm' in _log_text(log)
