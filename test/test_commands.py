@@ -1,0 +1,48 @@
+"""check_command: every way a command can be unfit for an actuator is named."""
+import math
+import re
+
+import numpy as np
+import pytest
+
+from mbrl_ros.core.commands import check_command
+from mbrl_ros.core.robot import RobotModel
+
+
+@pytest.fixture(scope='module')
+def arm3():
+    return RobotModel.load('arm3')
+
+
+def test_good_commands(arm3):
+    assert check_command([0.0, 0.0, 0.0], arm3) is None
+    assert check_command(arm3.effort_max, arm3) is None  # the limit itself is allowed
+    assert check_command(-arm3.effort_max, arm3) is None
+    assert check_command(np.array(arm3.qd_max) * 0.99, arm3, 'velocity') is None
+
+
+@pytest.mark.parametrize('values, match', [
+    ([], 'has 0 values, expected 3'),
+    ([1.0, 2.0], 'has 2 values, expected 3'),
+    ([1.0, 2.0, 3.0, 4.0], 'has 4 values, expected 3'),
+    ([math.nan, 0.0, 0.0], 'non-finite values at arm3_joint1=nan'),
+    ([0.0, math.inf, 0.0], 'non-finite values at arm3_joint2=inf'),
+    ([0.0, 0.0, -math.inf], 'non-finite values at arm3_joint3=-inf'),
+    ([1e9, 0.0, 0.0], r'beyond limits at arm3_joint1=1e\+09 \(limit 20 Nm\)'),
+    ([0.0, 0.0, -10.5], r'beyond limits at arm3_joint3=-10.5 \(limit 10 Nm\)'),
+    (['a', 'b', 'c'], 'not a sequence of numbers'),
+])
+def test_bad_effort_commands(arm3, values, match):
+    reason = check_command(values, arm3, 'effort')
+    assert reason is not None
+    assert re.search(match, reason), reason
+
+
+def test_velocity_limits_are_used_for_velocity(arm3):
+    # 15 rad/s is within the 20 Nm effort limit but beyond the 3 rad/s velocity limit.
+    assert check_command([15.0, 0.0, 0.0], arm3, 'effort') is None
+    assert 'rad/s' in check_command([15.0, 0.0, 0.0], arm3, 'velocity')
+
+
+def test_unknown_interface(arm3):
+    assert 'unknown command interface' in check_command([0, 0, 0], arm3, 'position')
