@@ -16,6 +16,7 @@ COMMANDS = {
     'demo': ('mbrl_ros.commands.demo', 'the stack on the simulated arm with a live readout'),
     'train': ('mbrl_ros.commands.train', 'train the ensemble world model and write a model bundle'),
     'evaluate-model': ('mbrl_ros.commands.evaluate_model', 'one-step, open-loop and calibration metrics of a bundle'),
+    'bench': ('mbrl_ros.commands.bench', 'benchmarks that print numbers (bench sim: rates, jitter, latency)'),
 }
 
 

@@ -83,9 +83,6 @@ class StateEstimatorNode(Node):
             return [str(n) for n in override]
         try:
             from mbrl_ros.core.robot import RobotModel
-        except ImportError as exc:
-            raise StartupError(f'robot models unavailable ({exc}); set joint_names') from exc
-        try:
             return list(RobotModel.load(self.params['robot']).joint_names)
         except Exception as exc:  # unknown name, unreadable MJCF: say which
             raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc

@@ -1,0 +1,36 @@
+"""`mbrl-ros bench <name>`: benchmark programs that print numbers (timed unit tests don't).
+
+Add a benchmark with one line in BENCHES: name -> (module, one-line help); the module provides
+`add_arguments(parser)` and `run(args) -> int` and keeps heavy imports inside `run`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHES = {
+    'sim': ('mbrl_ros.bench.sim', 'sim_robot + state_estimator: real-time factor, '
+                                  '/joint_states rate and jitter, /mbrl/state latency'),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest='bench', metavar='BENCH')
+    sub.required = True
+    for name, (module, help_) in BENCHES.items():
+        bp = sub.add_parser(name, help=help_, description=help_)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:  # e.g. a training-only dependency missing on a robot
+            bp.set_defaults(_bench_error=f"bench '{name}' unavailable: {exc}")
+            continue
+        mod.add_arguments(bp)
+        bp.set_defaults(_bench_run=mod.run)
+
+
+def run(args) -> int:
+    error = getattr(args, '_bench_error', None)
+    if error:
+        print(error)
+        return 2
+    return int(args._bench_run(args) or 0)
