@@ -1,0 +1,48 @@
+"""The figures of `mbrl-ros bench sim`, computed from synthetic receive logs (no ROS)."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from mbrl_ros.bench.sim import analyse, format_table
+
+
+def _logs(rate=250.0, n=2500, latency=0.001, rtf=0.9, wall_stamps=True, seed=0):
+    rng = np.random.default_rng(seed)
+    t0 = 1_700_000_000.0
+    recv = t0 + np.arange(n) / rate + rng.uniform(0, 2e-4, n)  # up to 0.2 ms arrival jitter
+    stamps = recv - 2e-4 if wall_stamps else np.arange(n) / rate
+    js = [(float(r), int(s), int(round((s - int(s)) * 1e9))) for r, s in zip(recv, stamps)]
+    st = [(r + latency, s, ns) for r, s, ns in js[::2]]  # every other one reaches /mbrl/state
+    clk = [(t0 + k * 0.01, rtf * k * 0.01) for k in range(int(n / rate * 100))]
+    return js, st, clk, t0, float(recv[-1]) + 0.1
+
+
+def test_rates_jitter_latency_and_rtf():
+    js, st, clk, w0, w1 = _logs()
+    r = analyse(js, st, clk, {}, w0, w1, 250.0, argparse.Namespace(robot='arm3'), np)
+    assert r['real_time_factor'] == pytest.approx(0.9, rel=1e-6)
+    assert r['joint_states']['mean_rate_hz'] == pytest.approx(250.0, rel=1e-3)
+    assert abs(r['joint_states']['rate_error_pct']) < 0.1
+    assert 3.7 < r['joint_states']['interarrival_p50_ms'] < 4.3
+    assert r['joint_states']['interarrival_p99_ms'] < 4.3
+    assert r['joint_states']['stamps_wall_clock']
+    s = r['mbrl_state']
+    assert s['fraction_of_joint_states'] == pytest.approx(0.5, abs=0.01)
+    assert s['estimator_hop_p50_ms'] == pytest.approx(1.0, abs=1e-3)
+    assert s['latency_from_stamp_p99_ms'] == pytest.approx(1.2, abs=1e-3)
+    table = format_table(r)
+    assert 'real-time factor' in table and '0.900' in table
+    json.dumps(r)  # --json must serialise
+
+
+def test_sim_time_stamps_skip_stamp_latency_but_keep_the_hop():
+    js, st, clk, w0, w1 = _logs(wall_stamps=False)
+    r = analyse(js, st, [], {}, w0, w1, None, argparse.Namespace(robot='arm3'), np)
+    assert r['real_time_factor'] is None
+    assert not r['joint_states']['stamps_wall_clock']
+    assert r['joint_states']['rate_error_pct'] is None
+    assert 'latency_from_stamp_p50_ms' not in r['mbrl_state']
+    assert r['mbrl_state']['estimator_hop_p99_ms'] == pytest.approx(1.0, abs=1e-3)
+    assert 'n/a' in format_table(r)
