@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-def _f(default, lo=None, hi=None, help='', choices=None):
+def setting(default, lo=None, hi=None, help='', choices=None):
+    """A dataclass field with its range, choices and one-line help in the metadata."""
     meta = {'help': help}
     if lo is not None or hi is not None:
         meta['range'] = (lo, hi)
@@ -35,26 +36,26 @@ class PlannerConfig:
     shrinks by `population_decay` per iteration, reuse of a fraction of the elites across
     iterations and time steps, and the mean as a candidate in the last iteration.
     """
-    planner: str = _f('icem', help='trajectory optimiser', choices=PLANNERS)
-    horizon: int = _f(12, 1, 100, 'planning horizon in control steps')
-    num_samples: int = _f(300, 4, 10000, 'action sequences sampled in the first iteration')
-    num_iterations: int = _f(3, 1, 50, 'optimiser iterations per plan (fewer if the time budget cuts)')
-    num_elites: int = _f(30, 2, 1000, 'best samples that refit the sampling distribution')
-    alpha: float = _f(0.1, 0.0, 0.99, 'momentum: weight of the old mean/std when refitting')
-    init_std: float = _f(0.25, 0.01, 2.0, 'initial sampling std, as a fraction of the action half-range')
-    min_std: float = _f(0.02, 0.0, 1.0, 'floor of the sampling std (fraction of half-range)')
-    noise_beta: float = _f(2.0, 0.0, 4.0, 'iCEM coloured-noise exponent (0 = white)')
-    population_decay: float = _f(1.25, 1.0, 4.0, 'iCEM population shrink factor per iteration')
-    keep_elites_fraction: float = _f(0.3, 0.0, 1.0, 'iCEM: fraction of elites carried to the next iteration / step')
-    shift_fill: str = _f('zero', help='action appended when the warm start is shifted', choices=SHIFT_FILL)
-    execute: str = _f('best', help="plan returned: best sample seen ('best') or the final mean ('mean')",
+    planner: str = setting('icem', help='trajectory optimiser', choices=PLANNERS)
+    horizon: int = setting(12, 1, 100, 'planning horizon in control steps')
+    num_samples: int = setting(300, 4, 10000, 'action sequences sampled in the first iteration')
+    num_iterations: int = setting(3, 1, 50, 'optimiser iterations per plan (fewer if the time budget cuts)')
+    num_elites: int = setting(30, 2, 1000, 'best samples that refit the sampling distribution')
+    alpha: float = setting(0.1, 0.0, 0.99, 'momentum: weight of the old mean/std when refitting')
+    init_std: float = setting(0.25, 0.01, 2.0, 'initial sampling std, as a fraction of the action half-range')
+    min_std: float = setting(0.02, 0.0, 1.0, 'floor of the sampling std (fraction of half-range)')
+    noise_beta: float = setting(2.0, 0.0, 4.0, 'iCEM coloured-noise exponent (0 = white)')
+    population_decay: float = setting(1.25, 1.0, 4.0, 'iCEM population shrink factor per iteration')
+    keep_elites_fraction: float = setting(0.3, 0.0, 1.0, 'iCEM: fraction of elites carried to the next iteration / step')
+    shift_fill: str = setting('zero', help='action appended when the warm start is shifted', choices=SHIFT_FILL)
+    execute: str = setting('best', help="plan returned: best sample seen ('best') or the final mean ('mean')",
                       choices=EXECUTE)
-    time_budget_ms: float = _f(15.0, 0.0, 10000.0, 'anytime budget per plan; 0 = no limit')
-    seed: int = _f(0, 0, 2 ** 31 - 1, 'random seed of the sampler')
+    time_budget_ms: float = setting(15.0, 0.0, 10000.0, 'anytime budget per plan; 0 = no limit')
+    seed: int = setting(0, 0, 2 ** 31 - 1, 'random seed of the sampler')
 
     def errors(self) -> list[str]:
         """Why this configuration cannot be used (empty when it can)."""
-        return _range_errors(self) + self._cross_errors()
+        return range_errors(self) + self._cross_errors()
 
     def _cross_errors(self) -> list[str]:
         errs = []
@@ -84,17 +85,17 @@ class PlannerConfig:
 @dataclass(frozen=True)
 class CostWeights:
     """Weights of the task cost terms (0 disables a term: it is then not computed at all)."""
-    ee_distance: float = _f(1.0, 0.0, 1e6, 'running end-effector distance to the goal [1/m]')
-    effort: float = _f(0.01, 0.0, 1e6, 'running squared effort, normalised by effort limits')
-    joint_velocity: float = _f(0.01, 0.0, 1e6, 'running squared joint velocity, normalised by qd limits')
-    terminal_distance: float = _f(5.0, 0.0, 1e6, 'end-effector distance at the end of the horizon')
-    terminal_velocity: float = _f(1.0, 0.0, 1e6, 'squared normalised joint velocity at the end of the horizon')
-    joint_limit: float = _f(10.0, 0.0, 1e6, 'penalty for entering the joint-limit margin')
-    joint_limit_margin: float = _f(0.1, 0.0, 1.0, 'joint-limit margin [rad]')
-    uncertainty: float = _f(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
+    ee_distance: float = setting(1.0, 0.0, 1e6, 'running end-effector distance to the goal [1/m]')
+    effort: float = setting(0.01, 0.0, 1e6, 'running squared effort, normalised by effort limits')
+    joint_velocity: float = setting(0.01, 0.0, 1e6, 'running squared joint velocity, normalised by qd limits')
+    terminal_distance: float = setting(5.0, 0.0, 1e6, 'end-effector distance at the end of the horizon')
+    terminal_velocity: float = setting(1.0, 0.0, 1e6, 'squared normalised joint velocity at the end of the horizon')
+    joint_limit: float = setting(10.0, 0.0, 1e6, 'penalty for entering the joint-limit margin')
+    joint_limit_margin: float = setting(0.1, 0.0, 1.0, 'joint-limit margin [rad]')
+    uncertainty: float = setting(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
 
     def errors(self) -> list[str]:
-        return _range_errors(self)
+        return range_errors(self)
 
     def validated(self) -> 'CostWeights':
         errs = self.errors()
@@ -123,7 +124,8 @@ def from_mapping(cls, values: dict[str, Any], base: Optional[Any] = None):
     return dataclasses.replace(base, **{k: v for k, v in values.items() if k in names})
 
 
-def _range_errors(obj) -> list[str]:
+def range_errors(obj) -> list[str]:
+    """Type, choice and range violations of a dataclass built with `setting` fields."""
     errs = []
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
@@ -131,6 +133,10 @@ def _range_errors(obj) -> list[str]:
         if choices is not None:
             if v not in choices:
                 errs.append(f'{f.name} = {v!r} is not one of {list(choices)}')
+            continue
+        if f.type in ('bool', bool):
+            if not isinstance(v, bool):
+                errs.append(f'{f.name} must be true or false, got {v!r}')
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             errs.append(f'{f.name} must be a number, got {type(v).__name__}')
