@@ -17,6 +17,7 @@ COMMANDS = {
     'train': ('mbrl_ros.commands.train', 'train the ensemble world model and write a model bundle'),
     'evaluate-model': ('mbrl_ros.commands.evaluate_model', 'one-step, open-loop and calibration metrics of a bundle'),
     'bench': ('mbrl_ros.commands.bench', 'benchmarks that print numbers (bench sim: rates, jitter, latency)'),
+    'collect': ('mbrl_ros.commands.collect', 'record exploration data as a rosbag2 MCAP bag (sim fast path or --live)'),
 }
 
 
