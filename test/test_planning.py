@@ -1,0 +1,406 @@
+"""Planning core: coloured noise, cost terms, rollout, ensemble adapter, CEM/iCEM planner
+(closed-loop reaching with a known analytic model, time budget, warm start)."""
+import time
+
+import numpy as np
+import pytest
+
+from mbrl_ros.core.planning import (
+    ColoredNoise, CostWeights, DoubleIntegratorDynamics, EffortCost, EndEffectorDistanceCost,
+    EnsembleDynamics, JointLimitCost, JointVelocityCost, Planner, PlannerConfig, TerminalDistanceCost,
+    TerminalVelocityCost, TrajectoryBatch, TrajectoryCost, UncertaintyCost, field_specs, from_mapping,
+    make_task_cost, powerlaw_psd_gaussian, rollout)
+from mbrl_ros.core.planning.costs import INVALID_COST
+from mbrl_ros.core.planning.rollout import RolloutBuffers
+from mbrl_ros.core.robot import RobotModel
+
+
+@pytest.fixture(scope='module', params=['arm3', 'arm7'])
+def robot(request):
+    return RobotModel.load(request.param)
+
+
+@pytest.fixture(scope='module')
+def arm3():
+    return RobotModel.load('arm3')
+
+
+# ---- coloured noise -----------------------------------------------------------------------------
+@pytest.mark.parametrize('beta', [0.0, 1.0, 2.0])
+def test_colored_noise_spectrum_slope_and_unit_variance(beta):
+    rng = np.random.default_rng(0)
+    x = powerlaw_psd_gaussian(beta, (64, 1024), rng)
+    assert x.shape == (64, 1024)
+    assert abs(x.std() - 1.0) < 0.1
+    f = np.fft.rfftfreq(1024)[1:]
+    psd = (np.abs(np.fft.rfft(x, axis=-1)) ** 2).mean(axis=0)[1:]
+    slope = np.polyfit(np.log(f), np.log(psd), 1)[0]
+    assert abs(slope + beta) < 0.15, slope
+
+
+@pytest.mark.parametrize('n', [1, 2, 11, 12])
+def test_colored_noise_short_sequences_have_unit_variance(n):
+    x = ColoredNoise(2.0, n).sample(np.random.default_rng(1), (20000, 2))
+    assert x.shape == (20000, 2, n)
+    assert np.allclose(x.std(axis=0), 1.0, atol=0.05)
+
+
+def test_colored_noise_is_smoother_than_white():
+    rng = np.random.default_rng(2)
+    white = ColoredNoise(0.0, 15).sample(rng, (5000,))
+    red = ColoredNoise(2.0, 15).sample(rng, (5000,))
+    assert np.abs(np.diff(red)).mean() < 0.5 * np.abs(np.diff(white)).mean()
+
+
+def test_colored_noise_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        ColoredNoise(-1.0, 10)
+    with pytest.raises(ValueError):
+        ColoredNoise(1.0, 0)
+
+
+# ---- config -------------------------------------------------------------------------------------
+def test_config_validation_and_population():
+    assert PlannerConfig().errors() == []
+    errs = PlannerConfig(num_elites=500, num_samples=100, planner='mppi', horizon=0).errors()
+    assert any('num_elites' in e for e in errs)
+    assert any('planner' in e for e in errs)
+    assert any('horizon' in e for e in errs)
+    with pytest.raises(ValueError, match='num_elites'):
+        PlannerConfig(num_elites=500, num_samples=100).validated()
+    c = PlannerConfig(planner='icem', num_samples=300, num_elites=30, population_decay=2.0)
+    assert [c.population(i) for i in range(5)] == [300, 150, 75, 60, 60]
+    assert PlannerConfig(planner='cem').population(3) == 300
+
+
+def test_config_field_specs_and_mapping():
+    specs = {s['name']: s for s in field_specs(PlannerConfig)}
+    assert specs['horizon']['range'] == (1, 100) and specs['planner']['choices'] == ('cem', 'icem')
+    c = from_mapping(PlannerConfig, {'horizon': 7, 'not_a_field': 1})
+    assert c.horizon == 7
+    assert CostWeights(uncertainty=-1.0).errors()
+
+
+# ---- costs --------------------------------------------------------------------------------------
+def _batch(robot, n=4, p=1, h=5, goal=None, q=None, qd=None, actions=None, dis=None):
+    dof = robot.dof
+    states = np.zeros((n, p, h + 1, 2 * dof))
+    states[..., :dof] = robot.home_q if q is None else q
+    if qd is not None:
+        states[..., dof:] = qd
+    actions = np.zeros((n, h, dof)) if actions is None else actions
+    dis = np.zeros((n, p, h)) if dis is None else dis
+    return TrajectoryBatch(states, actions, dis, goal, dof, robot.fk)
+
+
+def test_ee_distance_cost_uses_forward_kinematics(robot):
+    goal = robot.fk(robot.home_q) + np.array([0.0, 0.0, 0.1])
+    b = _batch(robot, h=5, goal=goal)
+    np.testing.assert_allclose(EndEffectorDistanceCost(1.0).evaluate(b), 0.5, rtol=1e-9)
+    np.testing.assert_allclose(TerminalDistanceCost(1.0).evaluate(b), 0.1, rtol=1e-9)
+    # Moving the last state to a configuration whose EE is on the goal zeroes the terminal term.
+    b.states[:, :, -1, :robot.dof] = robot.home_q
+    b2 = _batch(robot, goal=robot.fk(robot.home_q))
+    np.testing.assert_allclose(TerminalDistanceCost(1.0).evaluate(b2), 0.0, atol=1e-12)
+
+
+def test_effort_and_velocity_costs_are_normalised_squares(robot):
+    h, dof = 4, robot.dof
+    actions = np.broadcast_to(robot.effort_max * 0.5, (3, h, dof)).copy()
+    actions[1] = 0.0
+    b = _batch(robot, n=3, h=h, actions=actions, qd=robot.qd_max)
+    np.testing.assert_allclose(EffortCost(1.0, robot.effort_max).evaluate(b), [h * 0.25, 0.0, h * 0.25])
+    np.testing.assert_allclose(JointVelocityCost(1.0, robot.qd_max).evaluate(b), h * 1.0)
+    np.testing.assert_allclose(TerminalVelocityCost(1.0, robot.qd_max).evaluate(b), 1.0)
+
+
+def test_joint_limit_cost_zero_inside_growing_into_margin_and_beyond(robot):
+    term = JointLimitCost(1.0, robot.q_min, robot.q_max, margin=0.1)
+    mid = 0.5 * (robot.q_min + robot.q_max)
+    costs = []
+    for depth in (-0.05, 0.05, 0.1, 0.2):  # into the margin of joint 0's upper limit
+        q = mid.copy()
+        q[0] = robot.q_max[0] - 0.1 + depth
+        costs.append(JointLimitCost.evaluate(term, _batch(robot, n=1, h=3, q=q))[0])
+    assert costs[0] == 0.0
+    assert 0.0 < costs[1] < costs[2] < costs[3]
+    np.testing.assert_allclose(costs[1], 3 * 0.5 ** 2)
+
+
+def test_uncertainty_cost_sums_disagreement_and_averages_particles(arm3):
+    dis = np.zeros((2, 3, 4))
+    dis[0] = [[1, 1, 1, 1], [0, 0, 0, 0], [2, 2, 2, 2]]
+    b = _batch(arm3, n=2, p=3, h=4, dis=dis)
+    np.testing.assert_allclose(UncertaintyCost(1.0).evaluate(b), [4.0, 0.0])
+
+
+def test_trajectory_cost_weights_goal_and_non_finite(arm3):
+    cost = make_task_cost(arm3, CostWeights(ee_distance=2.0, uncertainty=0.0))
+    goal = arm3.fk(arm3.home_q) + 0.1
+    b = _batch(arm3, n=3, h=5, goal=goal)
+    b.states[2, 0, 3, 0] = np.nan  # a model that blew up
+    total = cost(b)
+    parts = cost.breakdown(b)
+    assert 'uncertainty' not in parts  # weight 0: not computed
+    np.testing.assert_allclose(total[:2], sum(parts.values())[:2])
+    assert total[2] == INVALID_COST
+    np.testing.assert_allclose(parts['ee_distance'][0], 2.0 * 5 * np.linalg.norm([0.1] * 3))
+    # Without a goal only the goal-free terms are active.
+    b.goal = None
+    assert 'ee_distance' not in cost.breakdown(b)
+    cost.set_weights(CostWeights(effort=3.0, joint_limit_margin=0.2))
+    terms = {t.name: t for t in cost.terms}
+    assert terms['effort'].weight == 3.0 and terms['joint_limit'].margin == 0.2
+
+
+def test_goal_term_without_fk_is_refused():
+    with pytest.raises(ValueError, match='forward-kinematics'):
+        TrajectoryCost([EndEffectorDistanceCost(1.0)], dof=3, fk=None)
+
+
+# ---- rollout and dynamics -----------------------------------------------------------------------
+def test_double_integrator_rollout_matches_closed_form():
+    dyn = DoubleIntegratorDynamics(2, dt=0.1, inertia=2.0, damping=0.0)
+    u = np.zeros((3, 4, 2))
+    u[:, :, 0] = [[2.0], [0.0], [-2.0]]
+    buf = RolloutBuffers(3, 4, 4)
+    assert rollout(dyn, np.array([0.5, 0, 0, 0]), u, buf, np.random.default_rng(0))
+    # Constant acceleration 1 rad/s² with semi-implicit Euler: qd_k = k·a·dt, q_k = a·dt²·k(k+1)/2.
+    k = np.arange(5)
+    np.testing.assert_allclose(buf.states[0, :, 2], k * 0.1)
+    np.testing.assert_allclose(buf.states[0, :, 0], 0.5 + 0.01 * k * (k + 1) / 2)
+    np.testing.assert_allclose(buf.states[1, :, 0], 0.5)
+    np.testing.assert_allclose(buf.states[2, :, 0], 0.5 - 0.01 * k * (k + 1) / 2)
+    assert np.all(buf.disagreement[:3] == 0)
+
+
+def test_double_integrator_from_robot_uses_mass_matrix(arm3):
+    dyn = DoubleIntegratorDynamics.from_robot(arm3)
+    assert dyn.state_dim == 6 and np.all(dyn.inv_m > 0) and not np.allclose(dyn.inv_m, 1.0)
+
+
+class NumpyEnsemble:
+    """A real, analytic ensemble: E double integrators whose inertias differ by member.
+    Same interface as EnsembleRuntime.predict (float32 (E,B,S) mean deltas and log-variances)."""
+
+    def __init__(self, dof, inertias, dt=0.02):
+        self.members = [DoubleIntegratorDynamics(dof, dt, m, 0.1) for m in inertias]
+        self.ensemble_size = len(self.members)
+        self.state_dim, self.action_dim = 2 * dof, dof
+        self.calls = []
+
+    def predict(self, states, actions):
+        self.calls.append(states.shape[0])
+        means = np.stack([m.step(np.asarray(states, float), np.asarray(actions, float))[0] - states
+                          for m in self.members]).astype(np.float32)
+        return means, np.full_like(means, -6.0)
+
+
+def test_ensemble_adapter_expectation_is_member_mean_with_disagreement():
+    ens = NumpyEnsemble(2, [1.0, 1.0, 1.0])
+    dyn = EnsembleDynamics(ens)
+    s = np.zeros((4, 4))
+    a = np.ones((4, 2))
+    nxt, dis = dyn.step(s, a)
+    ref, _ = ens.members[0].step(s, a)
+    np.testing.assert_allclose(nxt, ref, rtol=1e-6)
+    np.testing.assert_allclose(dis, 0.0, atol=1e-7)
+    ens2 = NumpyEnsemble(2, [0.5, 1.0, 2.0])
+    nxt2, dis2 = EnsembleDynamics(ens2).step(s, a)
+    assert np.all(dis2 > 0)
+    expected = np.mean([m.step(s, a)[0] for m in ens2.members], axis=0)
+    np.testing.assert_allclose(nxt2, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('mode', ['ts1', 'tsinf'])
+def test_ensemble_adapter_particles_follow_members(mode):
+    ens = NumpyEnsemble(1, [0.5, 1.0, 2.0])
+    dyn = EnsembleDynamics(ens, propagation=mode, num_particles=3, seed=0)
+    n, h = 5, 6
+    u = np.ones((n, h, 1))
+    buf = RolloutBuffers(n * 3, h, 2)
+    rollout(dyn, np.zeros(2), u, buf, np.random.default_rng(0))
+    assert ens.calls == [n * 3] * h  # one model call per step for the whole population
+    final_qd = buf.states[:n * 3, -1, 1].reshape(n, 3)
+    if mode == 'tsinf':
+        # Each sample's three particles follow the three different members all the way.
+        for row in final_qd:
+            np.testing.assert_allclose(np.sort(row), [0.02 * h * c for c in (0.5, 1.0, 2.0)], rtol=0.05)
+    assert np.all(buf.disagreement[:n * 3] > 0)
+
+
+# ---- planner ------------------------------------------------------------------------------------
+def _planner(robot, dyn=None, **cfg):
+    dyn = dyn or DoubleIntegratorDynamics.from_robot(robot)
+    base = dict(horizon=12, num_samples=200, num_elites=20, num_iterations=3, time_budget_ms=0.0)
+    base.update(cfg)
+    return Planner(PlannerConfig(**base), dyn, make_task_cost(robot), -robot.effort_max, robot.effort_max), dyn
+
+
+def _goal(robot, seed=1):
+    rng = np.random.default_rng(seed)
+    q = np.clip(robot.home_q + rng.uniform(-0.6, 0.6, robot.dof), robot.q_min + 0.2, robot.q_max - 0.2)
+    return robot.fk(q)
+
+
+@pytest.mark.parametrize('kind', ['cem', 'icem'])
+def test_iterations_reduce_cost(arm3, kind):
+    start = np.concatenate([arm3.home_q, np.zeros(3)])
+    goal = _goal(arm3)
+    costs = []
+    for iters in (1, 2, 4):
+        planner, _ = _planner(arm3, planner=kind, num_iterations=iters, seed=3)
+        costs.append(planner.plan(start, goal).cost)
+    assert costs[2] < costs[0]
+    assert costs[1] <= costs[0] * 1.05
+    # And the optimised plan is far better than doing nothing.
+    planner, _ = _planner(arm3, planner=kind)
+    zero = planner._predict(np.zeros((12, 3)), start)
+    b = planner.cost.batch(zero[None, None], np.zeros((1, 12, 3)), np.zeros((1, 1, 12)), goal)
+    assert costs[2] < 0.5 * planner.cost(b)[0]
+
+
+@pytest.mark.parametrize('kind', ['cem', 'icem'])
+def test_closed_loop_reaches_goal(robot, kind):
+    """3 s of simulated time at 50 Hz with the known model as both plant and planner model."""
+    planner, plant = _planner(robot, planner=kind)
+    goal = _goal(robot)
+    s = np.concatenate([robot.home_q, np.zeros(robot.dof)])
+    d0 = np.linalg.norm(robot.fk(s[:robot.dof]) - goal)
+    dists = []
+    for _ in range(150):
+        plan = planner.plan(s, goal)
+        assert np.all(np.abs(plan.action) <= robot.effort_max + 1e-9)
+        s = plant.step(s[None], plan.action[None])[0][0]
+        dists.append(np.linalg.norm(robot.fk(s[:robot.dof]) - goal))
+    assert d0 > 0.1
+    final = np.mean(dists[-25:])
+    tol = 0.02 if kind == 'icem' else 0.06  # white-noise CEM chatters more (as in the iCEM paper)
+    assert final < tol, (d0, final)
+
+
+def test_plan_outputs_shapes_bounds_and_ee_path(robot):
+    planner, _ = _planner(robot, num_samples=50, num_elites=5, horizon=8)
+    s = np.concatenate([robot.home_q, np.zeros(robot.dof)])
+    plan = planner.plan(s, _goal(robot))
+    assert plan.action.shape == (robot.dof,) and plan.actions.shape == (8, robot.dof)
+    assert plan.states.shape == (9, 2 * robot.dof)
+    np.testing.assert_allclose(plan.states[0], s)
+    np.testing.assert_allclose(plan.ee_path, robot.fk(plan.states[:, :robot.dof]))
+    np.testing.assert_array_equal(plan.action, plan.actions[0])
+    assert np.all(np.abs(plan.actions) <= robot.effort_max + 1e-9)
+    assert plan.stats.iterations == 3 and not plan.stats.budget_cut
+    assert plan.stats.samples_evaluated == sum(plan.stats.populations)
+    assert np.isfinite(plan.cost) and plan.cost == plan.stats.best_cost
+
+
+def test_icem_population_decays_and_reuses_elites(arm3):
+    planner, _ = _planner(arm3, planner='icem', num_samples=200, num_elites=20, population_decay=2.0,
+                          keep_elites_fraction=0.5, num_iterations=3)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    first = planner.plan(s, _goal(arm3)).stats.populations
+    # 200 sampled; then 100 + 10 kept elites; then 50 + 10 kept + the mean.
+    assert first == [200, 110, 61]
+    # Next plan: the first iteration also carries the shifted elites of the previous plan.
+    assert planner.plan(s, _goal(arm3)).stats.populations[0] == 210
+
+
+def test_warm_start_shifts_previous_mean(arm3):
+    planner, _ = _planner(arm3, horizon=6, num_iterations=1, num_elites=5, num_samples=20,
+                          init_std=0.01, min_std=0.0, alpha=0.99)
+    seq = np.linspace(-1, 1, 18).reshape(6, 3)
+    planner._mean = seq.copy()
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    planner.plan(s, _goal(arm3), shift=1)
+    # With alpha≈1 the refit barely moves the mean: it is the previous mean shifted by one step,
+    # the last step filled with zero effort.
+    expected = np.vstack([seq[1:], np.zeros((1, 3))])
+    np.testing.assert_allclose(planner.warm_start, expected, atol=0.02)
+    planner._mean = seq.copy()
+    planner.plan(s, _goal(arm3), shift=2)
+    np.testing.assert_allclose(planner.warm_start, np.vstack([seq[2:], np.zeros((2, 3))]), atol=0.02)
+    planner.configure(planner.config.replace(shift_fill='last'))
+    planner._mean = seq.copy()
+    planner.plan(s, _goal(arm3), shift=1)
+    np.testing.assert_allclose(planner.warm_start, np.vstack([seq[1:], seq[-1:]]), atol=0.02)
+
+
+def test_configure_changes_horizon_live(arm3):
+    planner, _ = _planner(arm3, horizon=10)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    planner.plan(s, _goal(arm3))
+    planner.configure(planner.config.replace(horizon=5, num_samples=40, num_elites=4))
+    plan = planner.plan(s, _goal(arm3))
+    assert plan.actions.shape == (5, 3) and planner.warm_start.shape == (5, 3)
+    planner.configure(planner.config.replace(horizon=14))
+    assert planner.plan(s, _goal(arm3)).actions.shape == (14, 3)
+    with pytest.raises(ValueError):
+        planner.configure(planner.config.replace(num_elites=1000))
+
+
+class SlowDynamics(DoubleIntegratorDynamics):
+    """The analytic model plus a fixed sleep per step: a stand-in for an expensive network."""
+
+    def __init__(self, robot, sleep_s):
+        m = DoubleIntegratorDynamics.from_robot(robot)
+        super().__init__(robot.dof, m.dt, 1.0 / m.inv_m, m.damping)
+        self.sleep_s = sleep_s
+        self.step_times = []
+
+    def step(self, states, actions):
+        t = time.perf_counter()
+        time.sleep(self.sleep_s)
+        out = super().step(states, actions)
+        self.step_times.append(time.perf_counter() - t)
+        return out
+
+
+def test_time_budget_is_honoured_and_best_plan_returned(arm3):
+    dyn = SlowDynamics(arm3, 0.002)
+    planner, _ = _planner(arm3, dyn=dyn, horizon=10, num_iterations=20, time_budget_ms=60.0)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    for _ in range(3):
+        dyn.step_times.clear()
+        t = time.perf_counter()
+        plan = planner.plan(s, _goal(arm3))
+        wall = (time.perf_counter() - t) * 1e3
+        st = plan.stats
+        assert st.budget_cut and 1 <= st.iterations < 20
+        # Over budget by at most one model step plus the cost evaluation (generous on a loaded box).
+        assert st.elapsed_ms <= 60.0 + 1e3 * max(dyn.step_times) + 15.0, st
+        assert wall >= st.elapsed_ms
+        assert plan.states is not None and np.isfinite(plan.cost)
+
+
+def test_budget_too_small_for_one_iteration_returns_warm_start(arm3):
+    dyn = SlowDynamics(arm3, 0.005)
+    planner, _ = _planner(arm3, dyn=dyn, horizon=10, time_budget_ms=1.0)
+    seq = np.full((10, 3), 0.5)
+    planner._mean = seq.copy()
+    plan = planner.plan(np.concatenate([arm3.home_q, np.zeros(3)]), _goal(arm3))
+    assert plan.stats.iterations == 0 and plan.stats.budget_cut
+    assert plan.states is None and plan.ee_path is None and plan.cost == float('inf')
+    np.testing.assert_allclose(plan.actions, np.vstack([seq[1:], np.zeros((1, 3))]))
+    assert len(dyn.step_times) == 1  # abandoned after the first step past the deadline
+
+
+def test_planner_with_ensemble_adapter_avoids_uncertain_actions(arm3):
+    """The risk term steers the plan: members disagree more the harder joint 0 is pushed."""
+    ens = NumpyEnsemble(3, [np.array([0.05, 0.13, 0.03]), np.array([0.5, 0.13, 0.03]),
+                            np.array([0.005, 0.13, 0.03])])
+    dyn = EnsembleDynamics(ens)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    goal = arm3.fk(arm3.home_q + np.array([0.8, 0.0, 0.0]))  # reaching it needs joint 0
+    push = []
+    for beta in (0.0, 50.0):
+        cost = make_task_cost(arm3, CostWeights(uncertainty=beta))
+        planner = Planner(PlannerConfig(horizon=10, num_samples=200, num_elites=20, time_budget_ms=0.0),
+                          dyn, cost, -arm3.effort_max, arm3.effort_max)
+        push.append(np.abs(planner.plan(s, goal).actions[:, 0]).mean())
+    assert push[1] < 0.5 * push[0], push
+
+
+def test_planner_rejects_mismatched_bounds(arm3):
+    dyn = DoubleIntegratorDynamics.from_robot(arm3)
+    with pytest.raises(ValueError, match='3 entries'):
+        Planner(PlannerConfig(), dyn, make_task_cost(arm3), -np.ones(2), np.ones(2))
