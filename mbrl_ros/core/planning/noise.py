@@ -16,7 +16,7 @@ import numpy as np
 class ColoredNoise:
     """Unit-variance 1/f^β noise of a fixed length `n` along the last axis.
 
-    The frequency scaling is computed once per (n, β); `sample` then costs one irfft.
+    The basis is built once per (n, β); `sample` then costs one small matmul of white noise.
     """
 
     def __init__(self, beta: float, n: int):
@@ -40,27 +40,28 @@ class ColoredNoise:
         sigma = np.sqrt(var) / self.n
         self._scale = scale
         self._sigma = sigma if sigma > 0 else 1.0
-        self._nf = scale.shape[0]
+        # The construction is linear in the Gaussian coefficients, so sampling is one small
+        # matmul of white noise with this (k, n) basis (the irfft of each scaled coefficient):
+        # the same distribution as running the FFT per sample, at a fraction of the cost.
+        nf = scale.shape[0]
+        cols = []
+        for j in range(nf):
+            for imag in (False, True):
+                if imag and (j == 0 or (self.n % 2 == 0 and j == nf - 1)):
+                    continue  # DC and Nyquist coefficients are real
+                c = np.zeros(nf, complex)
+                c[j] = scale[j] * (1j if imag else 1.0)
+                if not imag and (j == 0 or (self.n % 2 == 0 and j == nf - 1)):
+                    c[j] *= np.sqrt(2.0)
+                cols.append(np.fft.irfft(c, n=self.n) / self._sigma)
+        self.basis = np.array(cols)  # (k, n), k == n
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """Noise of shape `shape + (n,)`, correlated along the last axis."""
-        if self.beta == 0.0:
+        if self.beta == 0.0 or self.n == 1:
             return rng.standard_normal(shape + (self.n,))
-        if self.n == 1:
-            return rng.standard_normal(shape + (1,))
-        coeff = rng.standard_normal(shape + (self._nf, 2))
-        coeff *= self._scale[:, None]
-        re = coeff[..., 0]
-        im = coeff[..., 1]
-        # DC (and Nyquist for even n) are real: their variance goes to the real part.
-        im[..., 0] = 0.0
-        re[..., 0] *= np.sqrt(2.0)
-        if self.n % 2 == 0:
-            im[..., -1] = 0.0
-            re[..., -1] *= np.sqrt(2.0)
-        out = np.fft.irfft(re + 1j * im, n=self.n, axis=-1)
-        out /= self._sigma
-        return out
+        white = rng.standard_normal(shape + (self.basis.shape[0],))
+        return white @ self.basis
 
 
 def powerlaw_psd_gaussian(beta: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
