@@ -24,3 +24,5 @@ def _no_orphan_processes():
         f'{p.pid} {" ".join(p.cmdline()[:3])}' for p in left)
 
 
+
+pytest_plugins = ['mbrl_ros.testing.pytest_plugin']

@@ -203,6 +203,8 @@ class ProcessManager:
                 self.failed.append(p.desc.name)
                 self.request_shutdown()
                 break
+        else:
+            self.info(f'all {len(self.procs)} processes started')  # the test fixture waits for this line
         while not self._stop.is_set():
             now = time.monotonic()
             for p in self.procs:
