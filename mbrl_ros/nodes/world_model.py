@@ -1,0 +1,254 @@
+"""world_model: serves the learned ensemble's one-step predictions and owns the model bundle.
+
+/mbrl/state + /forward_effort_controller/commands -> /mbrl/world_model/prediction (state +
+ensemble-mean delta, stamped state stamp + dt), /uncertainty (ensemble disagreement), and the
+latched /active_model ("<path> <sha256>"). Setting `model_dir` validates the new bundle inside
+the set-parameters callback (every check of mbrl_ros.core.runtime.bundle); a bundle that fails
+is refused with the failed check named and the old model keeps serving; a good one is swapped
+in atomically after the change is accepted. Predictions and parameter services run in separate
+callback groups, so predictions keep flowing while a new bundle is being validated.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64, Float64MultiArray, String
+
+from mbrl_ros.core.commands import check_command
+from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
+from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
+from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.node_main import StartupError, main_for
+from mbrl_ros.ros.parameters import Param, ParameterHandler
+
+SPECS = [
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path; bundles are checked against it',
+          dynamic=False),
+    Param('model_dir', '', "model bundle directory (or a name under the package models/); '' = the "
+          'shipped bundle for the robot. Changing it validates the new bundle and swaps it in, or refuses it'),
+    Param('prediction_rate_hz', 50.0, 'most predictions per second (one per /mbrl/state message at most); '
+          '0 = one per state message', range=(0.0, 2000.0)),
+    Param('command_timeout_s', 0.1, 'an older command is no longer in force: predict with zero effort '
+          '(gravity compensation only)', range=(0.001, 10.0)),
+    Param('error_window', 200, 'number of settled predictions in the running RMSE', range=(1, 100000),
+          dynamic=False),
+]
+
+
+class WorldModelNode(Node):
+    def __init__(self):
+        super().__init__('world_model')
+        self.params = ParameterHandler(self, SPECS, on_validate=self._validate, on_applied=self._applied)
+        try:
+            from mbrl_ros.core.robot import RobotModel
+            self.robot = RobotModel.load(self.params['robot'])
+        except Exception as exc:
+            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        self.names = list(self.robot.joint_names)
+        self.dof = self.robot.dof
+        self.bundle = self._load_at_start()
+        self._pending = None            # validated in on_validate, swapped in on_applied
+        self._lock = threading.Lock()   # guards the tracker and counters across the two groups
+        self.tracker = PredictionErrorTracker(self.dof, window=self.params['error_window'],
+                                              max_gap_s=max(0.1, 2 * self.bundle.dt))
+        self._command = np.zeros(self.dof)
+        self._command_t = None
+        self._last_pred_t = None
+        self._state_t = None
+        self._index: dict = {}
+        self.counts = {'predictions': 0, 'bad_states': 0, 'bad_commands': 0, 'no_fresh_command': 0,
+                       'swaps': 0, 'refused_swaps': 0, 'internal_errors': 0}
+        self._infer_s = 0.0
+        self._last_refusal = 'none'
+        self._last_bad = 'none'
+
+        group = MutuallyExclusiveCallbackGroup()
+        self._pub_pred = self.create_publisher(JointState, '/mbrl/world_model/prediction', SENSOR)
+        self._pub_unc = self.create_publisher(Float64, '/mbrl/world_model/uncertainty', SENSOR)
+        self._pub_active = self.create_publisher(String, '/mbrl/world_model/active_model', LATCHED)
+        self.create_subscription(JointState, '/mbrl/state', self._on_state, SENSOR, callback_group=group)
+        self.create_subscription(Float64MultiArray, '/forward_effort_controller/commands', self._on_command,
+                                 CONTROL, callback_group=group)
+        self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        self._publish_active()
+        self.get_logger().info(f'serving {self.bundle.identity}')
+
+    # ---- the bundle ---------------------------------------------------------------------
+    def _resolve(self, value: str) -> Path:
+        from mbrl_ros.resources import default_model_dir, find_resource
+        if not value:
+            return default_model_dir(self.robot.name)
+        try:
+            return find_resource('models', value)
+        except FileNotFoundError:
+            return Path(value).expanduser()  # load_bundle names it as missing_file
+
+    def _load(self, value: str):
+        from mbrl_ros.core.runtime.bundle import load_bundle
+        return load_bundle(self._resolve(value), self.robot)
+
+    def _load_at_start(self):
+        from mbrl_ros.core.runtime.bundle import BundleError
+        path = self._resolve(self.params['model_dir'])
+        try:
+            return self._load(self.params['model_dir'])
+        except BundleError as exc:
+            hint = ''
+            if exc.check == 'missing_file' and not self.params['model_dir']:
+                hint = (f'; no shipped bundle for {self.robot.name!r}: train one with `mbrl-ros train '
+                        f'--robot {self.robot.name} --out models/{self.robot.name}` or set model_dir')
+            raise StartupError(f'cannot load the model bundle {path}: {exc}{hint}') from exc
+
+    def _validate(self, changes: dict):
+        if 'model_dir' not in changes:
+            return None
+        from mbrl_ros.core.runtime.bundle import BundleError
+        try:
+            bundle = self._load(changes['model_dir'])
+        except BundleError as exc:
+            self.counts['refused_swaps'] += 1
+            self._last_refusal = str(exc)
+            self.get_logger().error(f"refused model_dir {changes['model_dir']!r}: {exc}; "
+                                    f'still serving {self.bundle.identity}')
+            return str(exc)
+        except Exception as exc:  # anything unexpected must refuse, not crash the service
+            self.counts['refused_swaps'] += 1
+            self._last_refusal = f'model bundle rejected: {exc!r}'
+            return self._last_refusal
+        self._pending = (changes['model_dir'], bundle)
+        return None
+
+    def _applied(self, changes: dict) -> None:
+        if 'model_dir' not in changes or self._pending is None or self._pending[0] != changes['model_dir']:
+            return
+        _, bundle = self._pending
+        self._pending = None
+        old = self.bundle
+        self.bundle = bundle  # one reference assignment: a prediction in flight keeps the model it took
+        with self._lock:
+            self.tracker = PredictionErrorTracker(self.dof, window=self.params['error_window'],
+                                                  max_gap_s=max(0.1, 2 * bundle.dt))
+        self.counts['swaps'] += 1
+        self._publish_active()
+        self.get_logger().info(f'swapped model: {old.identity} -> {bundle.identity}')
+
+    def _publish_active(self) -> None:
+        self._pub_active.publish(String(data=self.bundle.identity))
+
+    # ---- inputs -----------------------------------------------------------------------
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        reason = check_command(msg.data, self.robot, 'effort')
+        if reason:
+            self.counts['bad_commands'] += 1
+            self._last_bad = f'command: {reason}'
+            self.get_logger().warn(f'ignoring command: {reason}', throttle_duration_sec=2.0)
+            return
+        self._command = np.asarray(msg.data, dtype=np.float64)
+        self._command_t = time.monotonic()
+
+    def _state_vector(self, msg: JointState):
+        key = tuple(msg.name)
+        if key not in self._index:
+            where = {n: i for i, n in enumerate(key)}
+            self._index[key] = (np.array([where[n] for n in self.names])
+                                if all(n in where for n in self.names) and len(where) == len(key) else None)
+        idx = self._index[key]
+        if idx is None:
+            return None, f'joint names {list(key)} do not cover {self.names}'
+        if len(msg.position) != len(key) or len(msg.velocity) != len(key):
+            return None, f'{len(msg.position)} positions / {len(msg.velocity)} velocities for {len(key)} names'
+        x = np.concatenate([np.asarray(msg.position, np.float64)[idx], np.asarray(msg.velocity, np.float64)[idx]])
+        if not np.all(np.isfinite(x)):
+            return None, 'non-finite position or velocity'
+        t = stamp_to_sec(msg.header.stamp)
+        if not np.isfinite(t):
+            return None, 'bad stamp'
+        return (t, x), None
+
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            got, reason = self._state_vector(msg)
+            if got is None:
+                self.counts['bad_states'] += 1
+                self._last_bad = f'state: {reason}'
+                self.get_logger().warn(f'ignoring /mbrl/state: {reason}', throttle_duration_sec=2.0)
+                return
+            t, x = got
+            self._state_t = time.monotonic()
+            with self._lock:
+                self.tracker.observe(t, x)
+            rate = self.params['prediction_rate_hz']
+            if rate > 0 and self._last_pred_t is not None and t - self._last_pred_t < 1.0 / rate - 1e-6 \
+                    and t >= self._last_pred_t:
+                return
+            self._last_pred_t = t
+            self._predict(msg, t, x)
+        except Exception as exc:  # never let one message take the node down
+            self.counts['internal_errors'] += 1
+            self._last_bad = f'internal error: {exc!r}'
+            self.get_logger().error(f'/mbrl/state callback failed: {exc!r}', throttle_duration_sec=2.0)
+
+    def _predict(self, msg: JointState, t: float, x: np.ndarray) -> None:
+        bundle = self.bundle
+        fresh = self._command_t is not None and \
+            time.monotonic() - self._command_t <= self.params['command_timeout_s']
+        if not fresh:
+            self.counts['no_fresh_command'] += 1
+        action = self._command if fresh else np.zeros(self.dof)
+        t0 = time.perf_counter()
+        pred = predict_next(bundle, x, action)
+        self._infer_s += time.perf_counter() - t0
+        if not (np.all(np.isfinite(pred.next_state)) and np.isfinite(pred.uncertainty)):
+            self.counts['internal_errors'] += 1
+            self._last_bad = 'model produced non-finite output for the current state'
+            self.get_logger().error(self._last_bad, throttle_duration_sec=2.0)
+            return
+        target = t + bundle.dt
+        with self._lock:
+            self.tracker.add_prediction(target, pred.next_state)
+        out = JointState()
+        out.header.stamp = sec_to_stamp(target)
+        out.header.frame_id = msg.header.frame_id
+        out.name = self.names
+        out.position = pred.next_state[:self.dof].tolist()
+        out.velocity = pred.next_state[self.dof:].tolist()
+        self._pub_pred.publish(out)
+        self._pub_unc.publish(Float64(data=pred.uncertainty))
+        self.counts['predictions'] += 1
+
+    # ---- health -----------------------------------------------------------------------
+    def _status(self):
+        with self._lock:
+            rmse_q, rmse_qd = self.tracker.rmse()
+            settled, missed = self.tracker.settled, self.tracker.missed
+        n = self.counts['predictions']
+        values = {'active_model': self.bundle.identity, 'robot': self.robot.name,
+                  'rmse_q': 'n/a' if rmse_q is None else rmse_q,
+                  'rmse_qd': 'n/a' if rmse_qd is None else rmse_qd,
+                  'settled_predictions': settled, 'unsettled_predictions': missed,
+                  'inference_mean_ms': 1e3 * self._infer_s / n if n else 0.0,
+                  'last_refused_swap': self._last_refusal, 'last_bad_input': self._last_bad, **self.counts}
+        age = None if self._state_t is None else time.monotonic() - self._state_t
+        values['state_age_s'] = 'never' if age is None else age
+        if self.counts['internal_errors']:
+            return ERROR, f'errors while predicting: {self._last_bad}', values
+        if age is None:
+            return WARN, 'waiting for /mbrl/state', values
+        if age > 1.0:
+            return WARN, f'no /mbrl/state for {age:.1f} s', values
+        return OK, 'ok' if rmse_q is None else f'ok (one-step RMSE q {rmse_q:.3g} rad, qd {rmse_qd:.3g} rad/s)', \
+            values
+
+
+def main():
+    main_for(WorldModelNode, threads=2)
+
+
+if __name__ == '__main__':
+    main()
