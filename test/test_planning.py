@@ -341,15 +341,15 @@ def test_configure_changes_horizon_live(arm3):
 class SlowDynamics(DoubleIntegratorDynamics):
     """The analytic model plus a fixed sleep per step: a stand-in for an expensive network."""
 
-    def __init__(self, robot, sleep_s):
+    def __init__(self, robot, sleep_s, per_row_s=0.0):
         m = DoubleIntegratorDynamics.from_robot(robot)
         super().__init__(robot.dof, m.dt, 1.0 / m.inv_m, m.damping)
-        self.sleep_s = sleep_s
+        self.sleep_s, self.per_row_s = sleep_s, per_row_s
         self.step_times = []
 
     def step(self, states, actions):
         t = time.perf_counter()
-        time.sleep(self.sleep_s)
+        time.sleep(self.sleep_s + self.per_row_s * states.shape[0])
         out = super().step(states, actions)
         self.step_times.append(time.perf_counter() - t)
         return out
@@ -370,6 +370,21 @@ def test_time_budget_is_honoured_and_best_plan_returned(arm3):
         assert st.elapsed_ms <= 60.0 + 1e3 * max(dyn.step_times) + 15.0, st
         assert wall >= st.elapsed_ms
         assert plan.states is not None and np.isfinite(plan.cost)
+
+
+def test_budget_shrinks_the_population_so_an_iteration_fits(arm3):
+    dyn = SlowDynamics(arm3, 0.0, per_row_s=5e-5)  # 200 samples x 10 steps = 100 ms > budget
+    planner, _ = _planner(arm3, dyn=dyn, horizon=10, num_samples=200, num_elites=20, time_budget_ms=60.0)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    first = planner.plan(s, _goal(arm3))  # no speed estimate yet: abandoned mid-rollout
+    assert first.stats.iterations == 0 and first.states is None
+    for _ in range(2):
+        dyn.step_times.clear()
+        plan = planner.plan(s, _goal(arm3))
+        assert plan.stats.population_capped and plan.stats.iterations >= 1, plan.stats
+        assert 20 <= plan.stats.populations[0] < 200
+        assert plan.states is not None
+        assert plan.stats.elapsed_ms <= 60.0 + 1e3 * max(dyn.step_times) + 15.0, plan.stats
 
 
 def test_budget_too_small_for_one_iteration_returns_warm_start(arm3):

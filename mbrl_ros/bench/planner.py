@@ -66,8 +66,8 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             dyn, label = _dynamics(args, robot, tmp)
-        except (ImportError, ValueError, FileNotFoundError) as e:
-            print(f'mbrl-ros bench planner: cannot build the model: {e}')
+        except Exception as e:  # CLI boundary: any failure to build the model is reported, not raised
+            print(f'mbrl-ros bench planner: cannot build the model ({type(e).__name__}): {e}')
             return 2
         for kind in [k.strip() for k in args.planner.split(',') if k.strip()]:
             try:

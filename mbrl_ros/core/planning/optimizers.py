@@ -14,9 +14,12 @@
         mean, std ← α·(mean, std) + (1-α)·(mean, std of elites)
     return the best sample seen (or the mean)
 
-Anytime: the clock is checked before each iteration (an iteration predicted to overrun the
-budget is not started) and after each rollout step (an overrunning one is abandoned), so a
-plan ends within one model step of `time_budget_ms` and returns the best plan found so far.
+Anytime: the planner learns its speed (seconds per sample and horizon step) as it runs.
+Before each iteration it shrinks the population to what fits in the time left (the first
+iteration always runs, with at least num_elites samples, so there is a plan; a later one is
+skipped when fewer fit), and the clock is checked after each rollout step (an overrunning
+iteration is abandoned), so a plan ends within one model step of `time_budget_ms` and
+returns the best plan found so far.
 """
 from __future__ import annotations
 
@@ -39,12 +42,13 @@ class PlanStats:
     best_cost: float = float('inf')
     elapsed_ms: float = 0.0
     budget_cut: bool = False             # the time budget stopped the optimiser early
+    population_capped: bool = False      # the time budget shrank a population
     populations: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {'iterations': self.iterations, 'samples_evaluated': self.samples_evaluated,
                 'best_cost': self.best_cost, 'elapsed_ms': self.elapsed_ms,
-                'budget_cut': self.budget_cut}
+                'budget_cut': self.budget_cut, 'population_capped': self.population_capped}
 
 
 @dataclass
@@ -89,6 +93,7 @@ class Planner:
         self.config: Optional[PlannerConfig] = None
         self._mean: Optional[np.ndarray] = None       # warm start (H, A)
         self._elites: Optional[np.ndarray] = None     # elites of the last iteration (K', H, A)
+        self._sec_per_sample_step: Optional[float] = None
         self.configure(config)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -143,22 +148,23 @@ class Planner:
         min_std = c.min_std * self._half
         kept = self._shifted_elites(shift)
         best_actions, best_states, best_cost = mean.copy(), None, INVALID_COST
-        seconds_per_sample = None
 
         for i in range(c.num_iterations):
-            n = c.population(i)
-            if deadline is not None and seconds_per_sample is not None:
-                if self.clock() + seconds_per_sample * n > deadline:
-                    stats.budget_cut = True
-                    break
+            last = i == c.num_iterations - 1
+            extra = (0 if kept is None else kept.shape[0]) + (1 if last and c.planner == 'icem' else 0)
+            n = self._fit_population(c.population(i), extra, deadline, first=(i == 0))
+            if n == 0:
+                stats.budget_cut = True
+                break
+            stats.population_capped |= n < c.population(i)
             t_iter = self.clock()
-            samples = self._sample(mean, std, n, kept, last=(i == c.num_iterations - 1))
-            costs, ok = self._evaluate(samples, state, goal, deadline)
-            if not ok:
+            samples = self._sample(mean, std, n, kept, last)
+            costs, steps = self._evaluate(samples, state, goal, deadline)
+            self._learn_speed(self.clock() - t_iter, samples.shape[0] * max(steps, 1))
+            if costs is None:
                 stats.budget_cut = True
                 break
             rows = samples.shape[0]
-            seconds_per_sample = (self.clock() - t_iter) / rows
             stats.iterations += 1
             stats.samples_evaluated += rows
             stats.populations.append(rows)
@@ -223,15 +229,42 @@ class Planner:
         return samples
 
     def _evaluate(self, samples, state, goal, deadline):
-        """Costs (N,) of the samples, or ok=False when the deadline passed mid-rollout."""
+        """(costs (N,), steps rolled out); costs is None when the deadline passed mid-rollout."""
         n, h, _ = samples.shape
-        if not rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline):
-            return None, False
+        steps = rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline, self.clock)
+        if steps < h:
+            return None, steps
         p = self.dynamics.num_particles
         states = self._buffers.states[:n * p].reshape(n, p, h + 1, -1)
         dis = self._buffers.disagreement[:n * p].reshape(n, p, h)
         costs = self.cost(self.cost.batch(states, samples, dis, goal), out=self._costs[:n])
-        return costs, True
+        return costs, h
+
+    # Anytime sizing: seconds per (sample x horizon step), learnt from the iterations so far.
+    _SPEED_EMA = 0.5
+    _SAFETY = 0.85
+
+    def _learn_speed(self, seconds: float, sample_steps: int) -> None:
+        measured = seconds / sample_steps
+        self._sec_per_sample_step = measured if self._sec_per_sample_step is None else (
+            self._SPEED_EMA * self._sec_per_sample_step + (1 - self._SPEED_EMA) * measured)
+
+    def _fit_population(self, n: int, extra: int, deadline, first: bool) -> int:
+        """Samples to draw so the iteration ends before the deadline (0: do not start it).
+
+        The first iteration always runs, shrunk if need be (down to num_elites), so a plan
+        exists; a later one runs only if at least num_elites samples fit.
+        """
+        if deadline is None or self._sec_per_sample_step is None:
+            return n
+        left = (deadline - self.clock()) * self._SAFETY
+        fit = int(left / (self._sec_per_sample_step * self.config.horizon)) - extra
+        floor = min(self.config.num_elites, n)
+        if fit >= n:
+            return n
+        if fit >= floor:
+            return fit
+        return floor if first else 0
 
     def _clip(self, actions):
         return np.clip(actions, self.low, self.high, out=actions)

@@ -199,14 +199,15 @@ class RolloutBuffers:
 
 
 def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers: RolloutBuffers,
-            rng: np.random.Generator, deadline: Optional[float] = None) -> bool:
+            rng: np.random.Generator, deadline: Optional[float] = None,
+            clock=time.perf_counter) -> int:
     """Roll `actions` (N, H, A) out from `state` (S,) with `dynamics.num_particles` particles each.
 
     Fills buffers.states[:N·P] with (N·P, H+1, S) trajectories (row n·P + p is particle p of
     sample n; index 0 is the start state) and buffers.disagreement[:N·P] with (N·P, H).
-    With a `deadline` (time.perf_counter() seconds) the clock is checked after every step
-    and the rollout abandoned (returns False) once it has passed, so a plan never overruns
-    its budget by more than one model step.
+    Returns the number of steps rolled out: H, or fewer when a `deadline`
+    (in `clock()` seconds) passed; the clock is checked after every step so that a
+    plan never overruns its budget by more than one model step.
     """
     n, horizon, _ = actions.shape
     p = dynamics.num_particles
@@ -220,6 +221,6 @@ def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers:
         nxt, d = dynamics.step(states[:, t], a_t)
         states[:, t + 1] = nxt
         dis[:, t] = d
-        if deadline is not None and time.perf_counter() > deadline and t + 1 < horizon:
-            return False
-    return True
+        if deadline is not None and t + 1 < horizon and clock() > deadline:
+            return t + 1
+    return horizon
