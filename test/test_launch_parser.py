@@ -140,6 +140,13 @@ def test_unknown_cli_arg(parse):
     assert 'unknown launch argument(s) given: robt' in msg and 'robot' in msg
 
 
+def test_cli_arg_of_a_skipped_entry_is_not_unknown(parse):
+    text = ('launch:\n- arg: {name: use_b, default: "false"}\n'
+            '- group: {if: $(var use_b), children: [arg: {name: b_rate, default: "1"}]}\n')
+    assert parse(text, {'b_rate': '5'}).arguments == {'use_b': 'false'}
+    assert parse(text, {'b_rate': '5', 'use_b': 'true'}).arguments == {'use_b': 'true', 'b_rate': '5'}
+
+
 def test_choices_enforced(parse):
     assert 'is not one of' in error_of(parse, ARGS_FILE, {'needed': 'n', 'mode': 'medium'})
 

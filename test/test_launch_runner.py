@@ -16,7 +16,7 @@ from mbrl_ros.testing.pytest_plugin import LaunchedSystem, LaunchFailed
 
 HERE = Path(__file__).parent / 'launch'
 PROCS = HERE / 'procs.launch.yaml'
-FAST = dict(sigint_timeout=2.0, sigterm_timeout=1.0)
+FAST = dict(sigint_timeout=5.0, sigterm_timeout=2.0)  # generous: the machine may be loaded
 
 
 def gone(pid: int, timeout: float = 5.0) -> bool:
@@ -97,6 +97,15 @@ def test_respawn_restarts_the_process(launch_system):
         assert s.runner.poll() is None  # respawned processes do not end the launch
         assert s.wait_for_output(r"process 'b' \(pid \d+\) exited with code 1; respawning in 0.1 s")
     assert s.returncode == 0
+
+
+def test_respawn_gives_up_after_max_retries(launch_system):
+    args = procs_args(b_opts='--text beta --exit-after 0.1 --code 1', b_respawn='true', b_retries='2')
+    with launch_system(PROCS, args, **FAST) as s:
+        assert s.wait_exit(30) == 1
+    out = s.output_text()
+    assert out.count("started process 'b'") == 3  # the first start and two retries
+    assert 'respawned 2 times already (respawn_max_retries 2): shutting down the other processes' in out
 
 
 def test_processes_ignoring_sigint_and_sigterm_get_sigkill(launch_system):

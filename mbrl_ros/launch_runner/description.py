@@ -19,6 +19,7 @@ class ProcessDescription:
     kind: str = 'node'              # 'node' | 'process' (an `executable` entry)
     respawn: bool = False
     respawn_delay: float = 0.0
+    respawn_max_retries: int = -1   # -1: no limit; past it, an exit counts as the process dying
     cwd: str | None = None
     source: str = ''                # 'file:line' of the entry, for messages
     params_files: list[str] = field(default_factory=list)

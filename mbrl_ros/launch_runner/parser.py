@@ -53,9 +53,9 @@ _KEYS = {
     'arg': {'name', 'default', 'description', 'choices', 'if', 'unless'},
     'let': {'name', 'value', 'if', 'unless'},
     'node': {'pkg', 'exec', 'name', 'namespace', 'output', 'args', 'ros_args', 'param', 'remap',
-             'respawn', 'respawn_delay', 'env', 'if', 'unless'},
+             'respawn', 'respawn_delay', 'respawn_max_retries', 'env', 'if', 'unless'},
     'executable': {'cmd', 'name', 'output', 'args', 'cwd', 'env', 'shell', 'respawn', 'respawn_delay',
-                   'if', 'unless'},
+                   'respawn_max_retries', 'if', 'unless'},
     'group': {'scoped', 'forwarding', 'keep', 'namespace', 'children', 'launch', 'if', 'unless'},
     'include': {'file', 'arg', 'if', 'unless'},
     'push-ros-namespace': {'namespace', 'if', 'unless'},
@@ -162,6 +162,7 @@ class LaunchParser:
         self._workdir = workdir
         self.processes: list[ProcessDescription] = []
         self.declared: dict[str, str] = {}  # every argument declared in the tree -> its value
+        self.known: set[str] = set()         # argument names in entries skipped by if/unless
         self._params_count = 0
 
     # -- entry points
@@ -171,7 +172,7 @@ class LaunchParser:
             raise LaunchError(f'launch file {path} does not exist')
         try:
             self._parse_file(path, _Scope(dict(self.cli_args)), chain=())
-            unknown = sorted(set(self.cli_args) - set(self.declared))
+            unknown = sorted(set(self.cli_args) - set(self.declared) - self.known)
             if unknown:
                 declared = ', '.join(sorted(self.declared)) or 'none'
                 raise LaunchError(
@@ -224,6 +225,7 @@ class LaunchParser:
             e = _Entry(path, tag, body, i)
             self._check_keys(e)
             if not self._enabled(e, scope):
+                self.known.update(_arg_names([item]))
                 continue
             getattr(self, '_' + tag.replace('-', '_'))(e, scope, chain)
 
@@ -403,9 +405,9 @@ class LaunchParser:
             env[self._str(item['name'], scope, e, 'env')] = self._str(item['value'], scope, e, 'env')
         return env
 
-    def _respawn(self, e: _Entry, scope: _Scope) -> tuple[bool, float]:
+    def _respawn(self, e: _Entry, scope: _Scope) -> dict:
         respawn = self._bool(e, 'respawn', scope, False)
-        delay = 0.0
+        delay, retries = 0.0, -1
         if 'respawn_delay' in e.body:
             text = self._str(e.body['respawn_delay'], scope, e, 'respawn_delay')
             try:
@@ -414,7 +416,13 @@ class LaunchParser:
                 raise e.error(f'`respawn_delay` must be a number of seconds, got {text!r}') from None
             if delay < 0:
                 raise e.error('`respawn_delay` must be >= 0')
-        return respawn, delay
+        if 'respawn_max_retries' in e.body:
+            text = self._str(e.body['respawn_max_retries'], scope, e, 'respawn_max_retries')
+            try:
+                retries = int(text)
+            except ValueError:
+                raise e.error(f'`respawn_max_retries` must be an integer (-1: no limit), got {text!r}') from None
+        return {'respawn': respawn, 'respawn_delay': delay, 'respawn_max_retries': retries}
 
     def _split(self, e: _Entry, key: str, scope: _Scope) -> list[str]:
         if key not in e.body:
@@ -445,10 +453,9 @@ class LaunchParser:
         cwd = self._str(e.body['cwd'], scope, e, 'cwd') if 'cwd' in e.body else None
         if cwd is not None and not Path(cwd).is_dir():
             raise e.error(f'`cwd` {cwd} is not a directory')
-        respawn, delay = self._respawn(e, scope)
         self.processes.append(ProcessDescription(
             name=name, cmd=cmd, env=self._env(e, scope), output=self._output(e, scope), kind='process',
-            respawn=respawn, respawn_delay=delay, cwd=cwd, source=f'{e.file}:{e.line}'))
+            cwd=cwd, source=f'{e.file}:{e.line}', **self._respawn(e, scope)))
 
     def _node(self, e: _Entry, scope: _Scope, chain):
         pkg = self._required(e, 'pkg', scope)
@@ -479,10 +486,9 @@ class LaunchParser:
         if ros:
             cmd += ['--ros-args'] + ros
         label = name or exe
-        respawn, delay = self._respawn(e, scope)
         self.processes.append(ProcessDescription(
-            name=label, cmd=cmd, env=env, output=self._output(e, scope), kind='node', respawn=respawn,
-            respawn_delay=delay, source=f'{e.file}:{e.line}', params_files=files, namespace=ns))
+            name=label, cmd=cmd, env=env, output=self._output(e, scope), kind='node',
+            source=f'{e.file}:{e.line}', params_files=files, namespace=ns, **self._respawn(e, scope)))
 
     # -- parameters
     def _params(self, items: list, scope: _Scope, e: _Entry, label: str) -> list[str]:
@@ -683,23 +689,29 @@ def declared_arguments(path: str | os.PathLike) -> list[LaunchArgument]:
     doc = load_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get('launch'), list):
         raise LaunchError(f'{path}: not a YAML launch file (no `launch:` list)')
-    out: list[LaunchArgument] = []
-
-    def walk(entries):
-        for item in entries:
-            if not isinstance(item, dict) or len(item) != 1:
-                continue
-            (tag, body), = item.items()
-            if tag == 'arg' and isinstance(body, dict) and 'name' in body:
-                default = body.get('default')
-                out.append(LaunchArgument(
-                    str(body['name']), None if default is None else str(default),
-                    str(body.get('description', '')),
-                    [str(c) for c in body['choices']] if isinstance(body.get('choices'), list) else None,
-                    str(path)))
-            elif tag == 'group':
-                children = body if isinstance(body, list) else (body or {}).get('children', (body or {}).get('launch'))
-                if isinstance(children, list):
-                    walk(children)
-    walk(doc['launch'])
+    out = []
+    for body in _arg_entries(doc['launch']):
+        default = body.get('default')
+        out.append(LaunchArgument(
+            str(body['name']), None if default is None else str(default), str(body.get('description', '')),
+            [str(c) for c in body['choices']] if isinstance(body.get('choices'), list) else None, str(path)))
     return out
+
+
+def _arg_entries(entries) -> list[dict]:
+    """`arg` bodies of a list of entries and of its groups (not of includes), without evaluating."""
+    out = []
+    for item in entries if isinstance(entries, list) else []:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        (tag, body), = item.items()
+        if tag == 'arg' and isinstance(body, dict) and 'name' in body:
+            out.append(body)
+        elif tag == 'group':
+            out += _arg_entries(body if isinstance(body, list)
+                                else (body or {}).get('children', (body or {}).get('launch')))
+    return out
+
+
+def _arg_names(entries) -> set[str]:
+    return {str(b['name']) for b in _arg_entries(entries)}

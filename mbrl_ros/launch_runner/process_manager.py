@@ -228,7 +228,12 @@ class ProcessManager:
         code = self._reap(p)
         d = p.desc
         msg = f'{d.kind} {d.name!r} (pid {p.popen.pid}) {describe_exit(code)}'
-        if d.respawn:
+        if d.respawn and 0 <= d.respawn_max_retries < p.starts:
+            self.failed.append(d.name)
+            self.info(f'{msg}; respawned {p.starts - 1} times already (respawn_max_retries '
+                      f'{d.respawn_max_retries}): shutting down the other processes')
+            self._stop.set()
+        elif d.respawn:
             p.respawn_at = time.monotonic() + d.respawn_delay
             self.info(f'{msg}; respawning in {d.respawn_delay:g} s')
         elif code != 0:
