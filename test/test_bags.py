@@ -173,6 +173,10 @@ def test_read_bag_errors_are_clear(tmp_path):
         w.write_command(1, [0.0])
     with pytest.raises(BagError, match='no usable /joint_states'):
         read_bag(tmp_path / 'cmds_only')
+    with BagWriter(tmp_path / 'states_only') as w:
+        w.write_joint_state(1, ['a'], [0.0], [0.0])
+    with pytest.raises(BagError, match='no usable /forward_effort_controller/commands'):
+        read_bag(tmp_path / 'states_only')
 
 
 def test_streams_round_trip_through_write_bag(tmp_path):

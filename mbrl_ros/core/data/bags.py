@@ -397,6 +397,9 @@ def read_bag(path: str | Path, robot=None, dt: Optional[float] = None, **kwargs)
         names = str(custom['joint_names']).split(',') if custom.get('joint_names') else None
         robot_name = str(custom.get('robot', ''))
     streams = read_streams(path, names)
+    if len(streams.cmd_time_ns) == 0:
+        raise BagError(f'{bag_dir(path)}: no usable {COMMANDS} messages; transitions need the commands '
+                       'that were in force (record that topic too)')
     meta = {k[len('meta.'):]: v for k, v in custom.items() if str(k).startswith('meta.')}
     meta['bag'] = str(bag_dir(path))
     return streams_to_dataset(streams, dt=dt, robot=robot_name, meta=meta, **kwargs)
