@@ -2,6 +2,7 @@
 fixture) running real processes: output prefixing, orderly shutdown on SIGINT/SIGTERM, a dying node
 bringing the launch down, respawn, escalation to SIGKILL, and no process left behind. The ROS tests
 run a real rclpy node over DDS."""
+import io
 import os
 import signal
 import stat
@@ -12,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mbrl_ros.launch_runner import ProcessDescription, ProcessManager
 from mbrl_ros.testing.pytest_plugin import LaunchedSystem, LaunchFailed
 
 HERE = Path(__file__).parent / 'launch'
@@ -159,6 +161,29 @@ def test_bad_launch_file_fails_the_fixture_with_the_parse_error(launch_system):
     with pytest.raises(LaunchFailed, match=r"required argument 'py' not given"):
         with launch_system(PROCS, {}, **FAST):
             pass
+
+
+def test_manager_in_process_all_exit_cleanly():
+    """ProcessManager on its own: processes that finish by themselves end the launch with 0."""
+    out = io.StringIO()
+    procs = [ProcessDescription('one', [sys.executable, '-c', 'print("a"); print("b")']),
+             ProcessDescription('two', [sys.executable, '-c', 'import sys; print("c", file=sys.stderr)'],
+                                env={'UNUSED': None})]
+    assert ProcessManager(procs, out=out).run() == 0
+    text = out.getvalue()
+    assert '[one] a\n[one] b\n' in text and '[two] c\n' in text
+    assert "process 'one'" not in text  # kind defaults to node
+    assert text.count('exited with code 0') == 2
+
+
+def test_manager_reports_a_command_that_cannot_start():
+    out = io.StringIO()
+    procs = [ProcessDescription('ok', [sys.executable, '-c', 'import time; time.sleep(30)']),
+             ProcessDescription('bad', ['/nonexistent/binary'])]
+    t0 = time.monotonic()
+    assert ProcessManager(procs, out=out).run() == 1
+    assert time.monotonic() - t0 < 15  # 'ok' was shut down, not waited for
+    assert "node 'bad' could not be started" in out.getvalue()
 
 
 # ---- a real ROS node ----------------------------------------------------------------------------

@@ -137,9 +137,9 @@ def join_namespace(base: str, ns: str) -> str:
 class _Entry:
     """Position of one entry, for error messages."""
 
-    def __init__(self, file: Path, tag: str, body: Any, index: int):
+    def __init__(self, file: Path, tag: str, body: Any, index: int, line: int = 0):
         self.file, self.tag, self.body = file, tag, body
-        self.line = getattr(body, 'line', 0)
+        self.line = getattr(body, 'line', 0) or line
         self.index = index
 
     def label(self) -> str:
@@ -164,6 +164,7 @@ class LaunchParser:
         self.declared: dict[str, str] = {}  # every argument declared in the tree -> its value
         self.known: set[str] = set()         # argument names in entries skipped by if/unless
         self._params_count = 0
+        self._made_workdir = False
 
     # -- entry points
     def parse(self, path: str | os.PathLike) -> LaunchPlan:
@@ -187,8 +188,6 @@ class LaunchParser:
     def _remove_workdir(self):
         if self._workdir is not None and self._made_workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
-
-    _made_workdir = False
 
     def workdir(self) -> Path:
         if self._workdir is None:
@@ -222,7 +221,7 @@ class LaunchParser:
             tag = _ALIASES.get(tag, tag)
             if tag not in _KEYS:
                 raise LaunchError(f'{where}: entry {i}: unknown tag {tag!r} (known: {", ".join(sorted(_KEYS))})')
-            e = _Entry(path, tag, body, i)
+            e = _Entry(path, tag, body, i, line)
             self._check_keys(e)
             if not self._enabled(e, scope):
                 self.known.update(_arg_names([item]))

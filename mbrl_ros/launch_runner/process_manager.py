@@ -59,10 +59,11 @@ class _Proc:
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
     log: TextIO | None = None
+    reaped: bool = True  # no process, or its exit has been handled
 
     @property
     def alive(self) -> bool:
-        return self.popen is not None and self.popen.returncode is None
+        return self.popen is not None and not self.reaped
 
 
 class ProcessManager:
@@ -131,6 +132,7 @@ class ProcessManager:
             proc.popen = None
             return False
         proc.starts += 1
+        proc.reaped = False
         if d.output == 'log' and self.log_dir is not None and proc.log is None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             proc.log = open(self.log_dir / f'{d.name.replace("/", "_")}.log', 'a')
@@ -160,6 +162,7 @@ class ProcessManager:
         # A child the node left behind in its group goes with it.
         self._signal_group(proc, signal.SIGKILL)
         proc.exit_codes.append(code)
+        proc.reaped = True
         return code
 
     # ---- main loop ----------------------------------------------------------------------------
@@ -208,7 +211,7 @@ class ProcessManager:
         while not self._stop.is_set():
             now = time.monotonic()
             for p in self.procs:
-                if p.popen is not None and p.popen.returncode is None and p.popen.poll() is not None:
+                if p.alive and p.popen.poll() is not None:
                     self._on_exit(p)
                 if p.respawn_at is not None and now >= p.respawn_at and not self._stop.is_set():
                     if not self._spawn(p):
@@ -252,7 +255,11 @@ class ProcessManager:
                   (signal.SIGKILL, 5.0)]
         forced: list[str] = []
         for sig, timeout in phases:
-            running = [p for p in self.procs if p.alive and p.popen.poll() is None]
+            for p in self.procs:  # exited since the last look: report it like the others
+                if p.alive and p.popen.poll() is not None:
+                    code = self._reap(p)
+                    self.info(f'{p.desc.kind} {p.desc.name!r} (pid {p.popen.pid}) {describe_exit(code)}')
+            running = [p for p in self.procs if p.alive]
             if not running:
                 break
             if sig == signal.SIGKILL:
@@ -275,7 +282,7 @@ class ProcessManager:
                     code = self._reap(p)
                     self.info(f'{p.desc.kind} {p.desc.name!r} (pid {p.popen.pid}) {describe_exit(code)}')
         # Whatever is still there (cannot happen short of an unkillable D-state process): say so.
-        stuck = [p for p in self.procs if p.alive and p.popen.poll() is None]
+        stuck = [p for p in self.procs if p.alive]
         for p in stuck:
             self.info(f'{p.desc.name!r} (pid {p.popen.pid}) did not exit even after SIGKILL')
         return forced + [p.desc.name for p in stuck]
