@@ -217,6 +217,23 @@ def test_arm7_positive_effort_each_joint(probe):
             arm7.hold(cmd, 0.25)
             assert arm7.q()[k] - q0[k] > 0.02, k
     finally:
+        assert stop_node(proc, signal.SIGTERM) == 0
+
+
+def test_velocity_interface(probe):
+    proc = start_node(robot='arm3', command_interface='velocity')
+    try:
+        arm = Robot(probe, proc, 'arm3')
+        arm.hold([0.5, 0.0, 0.0], 0.5)
+        assert arm.latest().velocity[0] == pytest.approx(0.5, abs=0.05)
+        # Within the 20 Nm effort limit but beyond the 3 rad/s velocity limit: refused.
+        time.sleep(0.5)  # the watchdog's zero-velocity target stops the arm
+        assert abs(arm.latest().velocity[0]) < 0.01
+        q0 = arm.q()
+        arm.hold([10.0, 0.0, 0.0], 0.3)
+        assert abs(arm.q()[0] - q0[0]) < 1e-3
+        assert 'rad/s' in arm.diagnostics(after=time.time())['last_rejection']
+    finally:
         assert stop_node(proc) == 0
 
 

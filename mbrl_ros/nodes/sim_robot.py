@@ -106,6 +106,10 @@ class SimRobotNode(Node):
         self.create_service(Trigger, '~/reset', self._on_reset)
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
 
+        if self.get_parameter('use_sim_time').value and self.pub_clock is None:
+            self.get_logger().warning(
+                'use_sim_time is true but publish_clock is false: nothing publishes /clock, so this '
+                "node's timers (diagnostics) stall; set publish_clock:=true")
         self._running = True
         self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
         self._thread.start()
