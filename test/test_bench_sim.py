@@ -21,7 +21,7 @@ def _logs(rate=250.0, n=2500, latency=0.001, rtf=0.9, wall_stamps=True, seed=0):
 
 def test_rates_jitter_latency_and_rtf():
     js, st, clk, w0, w1 = _logs()
-    r = analyse(js, st, clk, {}, w0, w1, 250.0, argparse.Namespace(robot='arm3'), np)
+    r = analyse(js, st, clk, [], w0, w1, 250.0, argparse.Namespace(robot='arm3'), np)
     assert r['real_time_factor'] == pytest.approx(0.9, rel=1e-6)
     assert r['joint_states']['mean_rate_hz'] == pytest.approx(250.0, rel=1e-3)
     assert abs(r['joint_states']['rate_error_pct']) < 0.1
@@ -39,10 +39,22 @@ def test_rates_jitter_latency_and_rtf():
 
 def test_sim_time_stamps_skip_stamp_latency_but_keep_the_hop():
     js, st, clk, w0, w1 = _logs(wall_stamps=False)
-    r = analyse(js, st, [], {}, w0, w1, None, argparse.Namespace(robot='arm3'), np)
+    r = analyse(js, st, [], [], w0, w1, None, argparse.Namespace(robot='arm3'), np)
     assert r['real_time_factor'] is None
     assert not r['joint_states']['stamps_wall_clock']
     assert r['joint_states']['rate_error_pct'] is None
     assert 'latency_from_stamp_p50_ms' not in r['mbrl_state']
     assert r['mbrl_state']['estimator_hop_p99_ms'] == pytest.approx(1.0, abs=1e-3)
     assert 'n/a' in format_table(r)
+
+
+def test_rtf_from_sim_time_in_diagnostics_when_there_is_no_clock():
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+    js, st, _, w0, w1 = _logs()
+    diags = [(w0 + k, DiagnosticStatus(name='/sim_robot', message='ok', level=b'\x00',
+                                       values=[KeyValue(key='sim_time_s', value=f'{3.0 + 0.95 * k:.6g}')]))
+             for k in range(1, 10)]
+    r = analyse(js, st, [], diags, w0, w1, 250.0, argparse.Namespace(robot='arm3'), np)
+    assert r['real_time_factor'] == pytest.approx(0.95, rel=1e-4)
+    assert 'sim_time_s' in r['real_time_factor_source']
+    assert r['diagnostics']['/sim_robot']['level'] == 0

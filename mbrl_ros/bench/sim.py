@@ -3,12 +3,12 @@
 Starts `sim_robot` and `state_estimator` as real processes in an isolated ROS domain, watches
 their topics from a probe node for `--duration` seconds and prints:
 
-- physics real-time factor: sim time advanced / wall time, from /clock (the sim is started
-  with publish_clock:=true), else from a real-time-factor value in the sim's diagnostics;
+- physics real-time factor: sim time advanced / wall time over the whole run, from the
+  `sim_time_s` the sim reports in /diagnostics (or from /clock with --sim-time);
 - /joint_states: mean publish rate over the run vs the sim's publish_rate_hz (error %), and
   inter-arrival p50/p99/max (jitter);
 - /mbrl/state latency from the joint_states header stamp (receive time here minus the stamp;
-  only when the stamps are wall-clock time), and the estimator hop: /mbrl/state receipt minus
+  only when the stamps are wall-clock time, i.e. not with --sim-time), and the estimator hop: /mbrl/state receipt minus
   the receipt of the /joint_states with the same stamp (valid whatever clock stamps them).
 
 All times are taken by the probe in this process, so its own Python/GIL delay is included:
@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sim_robot publish_rate_hz (default: the node's own default)")
     p.add_argument('--startup-timeout', type=float, default=60.0,
                    help='seconds to wait for /mbrl/state to flow before giving up (default 60)')
+    p.add_argument('--sim-time', action='store_true',
+                   help='run the sim with publish_clock:=true (stamps in sim time: no stamp latency)')
     p.add_argument('--json', action='store_true', help='print the results as JSON instead of a table')
 
 
@@ -44,7 +46,7 @@ def run(args) -> int:
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else \
         (lambda *a: print(*a, flush=True))
     log(f'[bench sim] ROS_DOMAIN_ID={domain}; robot {args.robot}; measuring {args.duration:.0f} s')
-    sim_params = [f'robot:={args.robot}', 'publish_clock:=true']
+    sim_params = [f'robot:={args.robot}', f'publish_clock:={str(args.sim_time).lower()}']
     if args.publish_rate is not None:
         sim_params.append(f'publish_rate_hz:={args.publish_rate}')
     procs = {}
@@ -115,7 +117,7 @@ def _measure(args, procs, log) -> dict:
 
     with RosProbe('bench_sim') as probe:
         # Keep only what is needed (receive time, stamp), not whole messages.
-        js, st, clk, diags = [], [], [], {}
+        js, st, clk, diags = [], [], [], []
         probe.subscribe('/joint_states', JointState, qos,
                         lambda m, t: js.append((t, m.header.stamp.sec, m.header.stamp.nanosec)))
         probe.subscribe('/mbrl/state', JointState, qos,
@@ -123,8 +125,7 @@ def _measure(args, procs, log) -> dict:
         probe.subscribe('/clock', Clock, qos, lambda m, t: clk.append((t, stamp_to_sec(m.clock))))
 
         def on_diag(m, t):
-            for s in m.status:
-                diags[s.name] = (t, s)
+            diags.extend((t, s) for s in m.status)
         probe.subscribe('/diagnostics', DiagnosticArray, 50, on_diag)
 
         t_start = time.monotonic()
@@ -136,6 +137,7 @@ def _measure(args, procs, log) -> dict:
         time.sleep(1.0)  # let discovery and start-up transients settle
         # Fix the measurement window by receive time (wall clock, as the probe stamps it).
         w0 = time.time()
+        cpu0 = _cpu_seconds(procs)
         next_report = time.monotonic() + 10
         end = time.monotonic() + args.duration
         while time.monotonic() < end:
@@ -146,13 +148,34 @@ def _measure(args, procs, log) -> dict:
                 next_report += 10
                 log(f'[bench sim]   {args.duration - (end - time.monotonic()):.0f} s ...')
         w1 = time.time()
+        cpu1 = _cpu_seconds(procs)
         try:
             rate_setting = float(probe.get_param('/sim_robot', 'publish_rate_hz'))
         except Exception:  # noqa: BLE001 - the figure is optional, the bench still reports
             rate_setting = None
-        diag_snapshot = {name: (t, s) for name, (t, s) in diags.items()}
-        js, st, clk = list(js), list(st), list(clk)
-    return analyse(js, st, clk, diag_snapshot, w0, w1, rate_setting, args, np)
+        js, st, clk, diag_log = list(js), list(st), list(clk), list(diags)
+    out = analyse(js, st, clk, diag_log, w0, w1, rate_setting, args, np)
+    # Context for reading the figures on a shared machine.
+    out['cpu_percent'] = {n: 100.0 * (cpu1[n] - cpu0[n]) / (w1 - w0) for n in cpu0 if n in cpu1}
+    out['load_average_1min'] = os.getloadavg()[0]
+    out['cpu_count'] = os.cpu_count()
+    return out
+
+
+def _cpu_seconds(procs: dict) -> dict:
+    """user+system CPU seconds used so far by each node process (empty without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    out = {}
+    for name, p in procs.items():
+        try:
+            t = psutil.Process(p.pid).cpu_times()
+            out[name] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
 
 
 def _pct(np, a, q):
@@ -160,7 +183,14 @@ def _pct(np, a, q):
 
 
 def analyse(js, st, clk, diags, w0, w1, rate_setting, args, np) -> dict:
-    """Turn the raw receive logs into the bench's figures (pure; no ROS)."""
+    """Turn the raw receive logs into the bench's figures (pure; no ROS).
+
+    js, st: (receive time, stamp sec, stamp nanosec); clk: (receive time, sim time);
+    diags: (receive time, DiagnosticStatus); w0..w1: the measurement window (receive time).
+    """
+    last_diag = {s.name: s for _, s in diags}  # the latest status of each node
+    sim_diag = [(t, {kv.key: kv.value for kv in s.values}) for t, s in diags
+                if w0 <= t <= w1 and 'sim' in s.name]
     js = [x for x in js if w0 <= x[0] <= w1]
     st = [x for x in st if w0 <= x[0] <= w1]
     clk = [x for x in clk if w0 <= x[0] <= w1]
@@ -168,18 +198,19 @@ def analyse(js, st, clk, diags, w0, w1, rate_setting, args, np) -> dict:
 
     # Real-time factor.
     rtf, rtf_source = None, None
+    sim_times = [(t, float(kv['sim_time_s'])) for t, kv in sim_diag if _is_float(kv.get('sim_time_s'))]
     if len(clk) >= 2:
         rtf = (clk[-1][1] - clk[0][1]) / (clk[-1][0] - clk[0][0])
         rtf_source = '/clock'
+    elif len(sim_times) >= 2 and sim_times[-1][0] > sim_times[0][0]:
+        # Diagnostics arrive ~1 s apart, so over a long run the receive jitter averages out.
+        rtf = (sim_times[-1][1] - sim_times[0][1]) / (sim_times[-1][0] - sim_times[0][0])
+        rtf_source = f'sim_time_s in /diagnostics over {sim_times[-1][0] - sim_times[0][0]:.0f} s'
     else:
-        for name, (_, s) in diags.items():
-            if 'sim' in name:
-                for kv in s.values:
-                    if 'real_time' in kv.key or kv.key.lower() in ('rtf', 'realtime_factor'):
-                        try:
-                            rtf, rtf_source = float(kv.value), f'diagnostics {name} {kv.key}'
-                        except ValueError:
-                            pass
+        per_window = [float(kv['real_time_factor']) for _, kv in sim_diag
+                      if _is_float(kv.get('real_time_factor'))]
+        if per_window:
+            rtf, rtf_source = float(np.mean(per_window)), 'mean real_time_factor in /diagnostics'
     out['real_time_factor'] = rtf
     out['real_time_factor_source'] = rtf_source
 
@@ -221,8 +252,15 @@ def analyse(js, st, clk, diags, w0, w1, rate_setting, args, np) -> dict:
     out['mbrl_state'] = st_out
     out['diagnostics'] = {name: {'level': int.from_bytes(s.level, 'little') if isinstance(s.level, bytes)
                                  else int(s.level), 'message': s.message}
-                          for name, (_, s) in diags.items()}
+                          for name, s in last_diag.items()}
     return out
+
+
+def _is_float(v) -> bool:
+    try:
+        return v is not None and float(v) == float(v)
+    except ValueError:
+        return False
 
 
 def format_table(r: dict) -> str:
@@ -257,6 +295,10 @@ def format_table(r: dict) -> str:
                      f"p50 {f(st['estimator_hop_p50_ms'], '{:.3f}')} ms  "
                      f"p99 {f(st['estimator_hop_p99_ms'], '{:.3f}')} ms  "
                      f"max {f(st['estimator_hop_max_ms'], '{:.3f}')} ms"))
+    for name, pct in sorted(r.get('cpu_percent', {}).items()):
+        rows.append((f'CPU {name}', f'{pct:.0f} % of one core'))
+    if 'load_average_1min' in r:
+        rows.append(('host load (1 min)', f"{r['load_average_1min']:.2f} on {r['cpu_count']} cores"))
     for name, d in sorted(r['diagnostics'].items()):
         level = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}.get(d['level'], str(d['level']))
         rows.append((f'diagnostics {name}', f"{level}: {d['message']}"))
