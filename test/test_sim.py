@@ -91,6 +91,10 @@ def test_observation_noise_level(arm3):
     q = np.array([sim.observe()[0] for _ in range(2000)])
     assert np.std(q - sim.q, axis=0) == pytest.approx([0.05] * 3, rel=0.1)
     assert np.array_equal(SimArm(arm3).observe()[0], SimArm(arm3).q)
+    # A reset does not replay the same noise (collection resets every episode).
+    first = sim.observe()[0]
+    sim.reset()
+    assert not np.array_equal(sim.observe()[0], first)
 
 
 def test_reset_and_ee_position(arm3):

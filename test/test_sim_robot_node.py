@@ -16,6 +16,8 @@ from std_srvs.srv import Trigger
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.testing.ros_probe import RosProbe
 
+pytestmark = pytest.mark.ros
+
 CMD_TOPIC = '/forward_effort_controller/commands'
 
 

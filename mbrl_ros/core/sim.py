@@ -164,7 +164,7 @@ class SimArm:
         self.data.qvel[self._v_adr] = qd
         self.set_command(np.zeros(r.dof))
         mujoco.mj_forward(self.model, self.data)
-        self._rng = np.random.default_rng(self.seed)
+        # The noise stream is not reseeded: episodes after a reset must not repeat the same noise.
 
     def set_command(self, cmd) -> None:
         """Hold `cmd` (Nm on top of gravity compensation, or rad/s targets) from the next step on,
