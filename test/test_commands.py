@@ -4,6 +4,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mbrl_ros.core.commands import check_command
 from mbrl_ros.core.robot import RobotModel
@@ -46,3 +48,14 @@ def test_velocity_limits_are_used_for_velocity(arm3):
 
 def test_unknown_interface(arm3):
     assert 'unknown command interface' in check_command([0, 0, 0], arm3, 'position')
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=6),
+       st.sampled_from(['effort', 'velocity']))
+@settings(max_examples=300, deadline=None)
+def test_accepts_exactly_the_applicable_commands(values, interface):
+    robot = RobotModel.load('arm3')
+    limit = robot.effort_max if interface == 'effort' else robot.qd_max
+    applicable = (len(values) == robot.dof and all(math.isfinite(v) for v in values)
+                  and all(abs(v) <= lim for v, lim in zip(values, limit)))
+    assert (check_command(values, robot, interface) is None) == applicable

@@ -1,9 +1,12 @@
 """RobotModel: MJCF parsing, limits, and forward kinematics against MuJoCo itself."""
+import functools
 import hashlib
 
 import mujoco
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mbrl_ros.core.robot import RobotDescriptionError, RobotModel, builtin_path
 
@@ -132,3 +135,16 @@ def test_missing_velocity_limit_names_the_fix(tmp_path):
 def test_unknown_robot():
     with pytest.raises(RobotDescriptionError, match="unknown robot 'arm99'"):
         RobotModel.load('arm99')
+
+
+@functools.lru_cache(maxsize=1)
+def _arm7():
+    return RobotModel.load('arm7')
+
+
+@given(st.lists(st.floats(-10.0, 10.0), min_size=7, max_size=7))
+@settings(max_examples=200, deadline=None)
+def test_fk_matches_mujoco_anywhere(q):
+    robot = _arm7()
+    np.testing.assert_allclose(robot.fk(np.array(q)), mujoco_site_positions(robot, [q])[0], atol=1e-6, rtol=0)
+
