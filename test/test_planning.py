@@ -345,46 +345,73 @@ class SlowDynamics(DoubleIntegratorDynamics):
         m = DoubleIntegratorDynamics.from_robot(robot)
         super().__init__(robot.dof, m.dt, 1.0 / m.inv_m, m.damping)
         self.sleep_s, self.per_row_s = sleep_s, per_row_s
-        self.step_times = []
+        self.step_times, self.step_starts = [], []
 
     def step(self, states, actions):
         t = time.perf_counter()
+        self.step_starts.append(t)
         time.sleep(self.sleep_s + self.per_row_s * states.shape[0])
         out = super().step(states, actions)
         self.step_times.append(time.perf_counter() - t)
         return out
 
 
+class RecordingClock:
+    """perf_counter that remembers its readings: the first one of a plan is its start."""
+
+    def __init__(self):
+        self.readings = []
+
+    def __call__(self):
+        t = time.perf_counter()
+        self.readings.append(t)
+        return t
+
+
+def _assert_within_budget(planner, dyn, clock, budget_ms, plan):
+    """No model step starts after the deadline (so the overrun is at most one step plus the
+    cost evaluation of a rollout that just made it); the wall-clock bound is loose because
+    this box is shared."""
+    deadline = clock.readings[0] + budget_ms * 1e-3
+    late = [t - deadline for t in dyn.step_starts if t > deadline + 5e-3]
+    assert not late, f'{len(late)} model steps started after the deadline: {late}'
+    assert plan.stats.elapsed_ms <= budget_ms + 1e3 * max(dyn.step_times) + 50.0, plan.stats
+
+
+def _reset_recorders(dyn, clock):
+    dyn.step_times.clear()
+    dyn.step_starts.clear()
+    clock.readings.clear()
+
+
 def test_time_budget_is_honoured_and_best_plan_returned(arm3):
     dyn = SlowDynamics(arm3, 0.002)
     planner, _ = _planner(arm3, dyn=dyn, horizon=10, num_iterations=20, time_budget_ms=60.0)
+    planner.clock = clock = RecordingClock()
     s = np.concatenate([arm3.home_q, np.zeros(3)])
     for _ in range(3):
-        dyn.step_times.clear()
-        t = time.perf_counter()
+        _reset_recorders(dyn, clock)
         plan = planner.plan(s, _goal(arm3))
-        wall = (time.perf_counter() - t) * 1e3
         st = plan.stats
         assert st.budget_cut and 1 <= st.iterations < 20
-        # Over budget by at most one model step plus the cost evaluation (generous on a loaded box).
-        assert st.elapsed_ms <= 60.0 + 1e3 * max(dyn.step_times) + 15.0, st
-        assert wall >= st.elapsed_ms
+        _assert_within_budget(planner, dyn, clock, 60.0, plan)
         assert plan.states is not None and np.isfinite(plan.cost)
 
 
 def test_budget_shrinks_the_population_so_an_iteration_fits(arm3):
     dyn = SlowDynamics(arm3, 0.0, per_row_s=5e-5)  # 200 samples x 10 steps = 100 ms > budget
     planner, _ = _planner(arm3, dyn=dyn, horizon=10, num_samples=200, num_elites=20, time_budget_ms=60.0)
+    planner.clock = clock = RecordingClock()
     s = np.concatenate([arm3.home_q, np.zeros(3)])
     first = planner.plan(s, _goal(arm3))  # no speed estimate yet: abandoned mid-rollout
     assert first.stats.iterations == 0 and first.states is None
     for _ in range(2):
-        dyn.step_times.clear()
+        _reset_recorders(dyn, clock)
         plan = planner.plan(s, _goal(arm3))
         assert plan.stats.population_capped and plan.stats.iterations >= 1, plan.stats
         assert 20 <= plan.stats.populations[0] < 200
         assert plan.states is not None
-        assert plan.stats.elapsed_ms <= 60.0 + 1e3 * max(dyn.step_times) + 15.0, plan.stats
+        _assert_within_budget(planner, dyn, clock, 60.0, plan)
 
 
 def test_budget_too_small_for_one_iteration_returns_warm_start(arm3):
