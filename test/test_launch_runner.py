@@ -123,6 +123,22 @@ def test_processes_ignoring_sigint_and_sigterm_get_sigkill(launch_system):
     assert gone(pid, 0)
 
 
+def test_second_sigint_skips_the_wait(launch_system):
+    """Like ros2 launch: a second Ctrl-C does not wait out the SIGINT grace period."""
+    with launch_system(PROCS, procs_args(b_opts='--ignore-sigint'), sigint_timeout=60, sigterm_timeout=60) as s:
+        ready(s)
+        pid = s.pid('b')
+        t0 = time.monotonic()
+        s.runner.send_signal(signal.SIGINT)
+        assert s.wait_for_output(r"process 'a' \(pid \d+\) exited with code 0")
+        s.runner.send_signal(signal.SIGINT)
+        assert s.wait_exit(30) == 0  # b honoured SIGTERM
+        assert time.monotonic() - t0 < 30
+    assert f"[launch] process 'b' (pid {pid}) exited with code 0" in s.output_text() or \
+        f"[launch] process 'b' (pid {pid}) killed by SIGTERM" in s.output_text()
+    assert 'still running after SIGINT, sending SIGTERM: b' in s.output_text()
+
+
 def test_runner_killed_outright_takes_its_children(tmp_path):
     """PR_SET_PDEATHSIG: even a SIGKILLed runner leaves no node behind."""
     s = LaunchedSystem(PROCS, procs_args(), **FAST)

@@ -271,16 +271,16 @@ class ProcessManager:
                 self._signal_group(p, sig)
             hurry_seen = self._hurry.is_set()
             deadline = time.monotonic() + (min(timeout, 0.5) if hurry_seen else timeout)
-            while time.monotonic() < deadline:
-                if all(p.popen.poll() is not None for p in running):
+            while True:
+                for p in running:  # report each exit as it happens
+                    if p.alive and p.popen.poll() is not None:
+                        code = self._reap(p)
+                        self.info(f'{p.desc.kind} {p.desc.name!r} (pid {p.popen.pid}) {describe_exit(code)}')
+                if not any(p.alive for p in running) or time.monotonic() > deadline:
                     break
                 if self._hurry.is_set() and not hurry_seen and sig != signal.SIGKILL:
                     break  # a second Ctrl-C: on to the next phase now
                 time.sleep(0.02)
-            for p in running:
-                if p.popen.poll() is not None:
-                    code = self._reap(p)
-                    self.info(f'{p.desc.kind} {p.desc.name!r} (pid {p.popen.pid}) {describe_exit(code)}')
         # Whatever is still there (cannot happen short of an unkillable D-state process): say so.
         stuck = [p for p in self.procs if p.alive]
         for p in stuck:
