@@ -120,9 +120,10 @@ class StateEstimatorNode(Node):
                 out.effort = est.effort.tolist()
             self._pub.publish(out)
             self._published += 1
-            self._ever_accepted = True
             if self._stale:
-                self._set_stale(False)
+                first = not self._ever_accepted
+                self._ever_accepted = True
+                self._set_stale(False, first)
         except Exception as exc:  # a malformed message must never take the node down
             self._internal_errors += 1
             self._last_reason = f'internal error: {exc!r}'
@@ -139,7 +140,7 @@ class StateEstimatorNode(Node):
         if self.estimator.is_stale(time.monotonic()) and not self._stale and self._ever_accepted:
             self._set_stale(True)
 
-    def _set_stale(self, stale: bool) -> None:
+    def _set_stale(self, stale: bool, first: bool = False) -> None:
         self._stale = stale
         if stale:
             self.get_logger().error(
@@ -148,7 +149,8 @@ class StateEstimatorNode(Node):
             # No reset here: on resume the estimator's gap_timeout_s restarts the filter, and
             # keeping the last stamp still drops old samples replayed after the outage.
         else:
-            self.get_logger().info('/joint_states fresh again; publishing /mbrl/state')
+            self.get_logger().info('/joint_states ' + ('received' if first else 'fresh again')
+                                   + '; publishing /mbrl/state')
         self.diagnostics.publish()  # tell monitors now, not at the next period
 
     def _status(self):
