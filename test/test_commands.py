@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mbrl_ros.core.commands import check_command
+from mbrl_ros.core.commands import CommandWatchdog, check_command
 from mbrl_ros.core.robot import RobotModel
 
 
@@ -59,3 +59,21 @@ def test_accepts_exactly_the_applicable_commands(values, interface):
     applicable = (len(values) == robot.dof and all(math.isfinite(v) for v in values)
                   and all(abs(v) <= lim for v, lim in zip(values, limit)))
     assert (check_command(values, robot, interface) is None) == applicable
+
+
+def test_watchdog_holds_then_zeroes_and_counts_trips():
+    wd = CommandWatchdog(3, timeout_s=0.1)
+    cmd, tripped = wd.current(now=0.0)
+    assert np.all(cmd == 0) and not tripped and wd.trips == 0  # never had a command: no trip
+    wd.accept([1.0, 2.0, 3.0], now=1.0)
+    np.testing.assert_array_equal(wd.current(1.05)[0], [1, 2, 3])
+    np.testing.assert_array_equal(wd.current(1.099)[0], [1, 2, 3])
+    cmd, tripped = wd.current(1.1001)
+    assert np.all(cmd == 0) and tripped and wd.trips == 1 and wd.tripped
+    assert not wd.current(5.0)[1] and wd.trips == 1  # one trip per outage, not per cycle
+    wd.accept([0.5, 0.0, 0.0], now=6.0)
+    assert wd.current(6.0)[0][0] == 0.5 and not wd.tripped
+    assert wd.age(6.25) == pytest.approx(0.25)
+    wd.clear()
+    assert np.all(wd.current(6.01)[0] == 0) and wd.age(6.01) is None
+    assert wd.trips == 2

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.sim import SimArm
+from mbrl_ros.core.sim import Pacer, SimArm
 
 
 @pytest.fixture(scope='module')
@@ -121,3 +121,45 @@ def test_physics_rate_sets_timestep(arm3):
     assert SimArm(arm3, physics_rate_hz=1000.0).dt == pytest.approx(0.001)
     with pytest.raises(ValueError, match='command_interface'):
         SimArm(arm3, command_interface='position')
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+        self.slept = []
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, d):
+        self.slept.append(d)
+        self.t += d + 0.0003  # sleep always overshoots a little
+
+
+def test_pacer_has_no_cumulative_drift():
+    clock = FakeClock()
+    pacer = Pacer(0.002, resync_after_s=0.1, clock=clock, sleep=clock.sleep)
+    rng = np.random.default_rng(0)
+    for _ in range(10000):
+        clock.t += rng.uniform(0.0, 0.0015)  # the cycle's work
+        assert pacer.wait() is None
+    # 10000 periods of 2 ms end at 20 s, give or take one overshoot, not 10000 of them.
+    assert clock.t == pytest.approx(20.0, abs=0.002)
+    assert pacer.resyncs == 0
+
+
+def test_pacer_catches_up_small_lag_and_resyncs_after_a_stall():
+    clock = FakeClock()
+    pacer = Pacer(0.002, resync_after_s=0.1, clock=clock, sleep=clock.sleep)
+    clock.t += 0.01  # 5 periods late: run without sleeping until caught up
+    n_sleep = len(clock.slept)
+    for _ in range(4):
+        assert pacer.wait() is None
+    assert len(clock.slept) == n_sleep
+    clock.t += 1.0  # a stall: skip ahead instead of racing through 500 cycles
+    behind = pacer.wait()
+    assert behind == pytest.approx(1.0 + 0.01 - 0.002 * 5, abs=1e-3)
+    assert pacer.resyncs == 1 and pacer.deadline == clock.t
+    assert pacer.wait() is None and clock.slept  # back to sleeping to the deadline
+    with pytest.raises(ValueError):
+        Pacer(0.0)

@@ -6,6 +6,8 @@ would hide that. (The safety filter clamps *well-formed* commands to the limits.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 INTERFACES = ('effort', 'velocity')
@@ -38,3 +40,45 @@ def check_command(values, robot, interface: str = 'effort', tolerance: float = 1
         return f'{interface} command beyond limits at ' + ', '.join(
             f'{robot.joint_names[i]}={a[i]:.6g} (limit {limit[i]:g} {unit})' for i in over)
     return None
+
+
+class CommandWatchdog:
+    """The latest good command and the watchdog over it, shared between a subscriber thread
+    (`accept`) and a control loop (`current`), like ros2_control's real-time buffer plus a
+    command timeout: a command older than `timeout_s` is no longer in force and zero is.
+    """
+
+    def __init__(self, dof: int, timeout_s: float):
+        self.zero = np.zeros(int(dof))
+        self.timeout_s = float(timeout_s)
+        self.trips = 0          # fresh -> stale transitions
+        self.tripped = True     # nothing in force yet
+        self._cmd: np.ndarray | None = None
+        self._time = 0.0
+        self._lock = threading.Lock()
+
+    def accept(self, values, now: float) -> None:
+        """Hold `values` (already checked with check_command) from time `now` on."""
+        a = np.array(values, dtype=np.float64)
+        with self._lock:
+            self._cmd, self._time = a, now
+
+    def clear(self) -> None:
+        """Drop the held command (e.g. after a reset it must not push the arm on)."""
+        with self._lock:
+            self._cmd = None
+
+    def age(self, now: float) -> float | None:
+        with self._lock:
+            return None if self._cmd is None else now - self._time
+
+    def current(self, now: float) -> tuple[np.ndarray, bool]:
+        """(command in force, whether the watchdog has just tripped)."""
+        with self._lock:
+            cmd, t = self._cmd, self._time
+        fresh = cmd is not None and now - t <= self.timeout_s
+        just_tripped = not fresh and not self.tripped
+        if just_tripped:
+            self.trips += 1
+        self.tripped = not fresh
+        return (cmd if fresh else self.zero), just_tripped

@@ -15,6 +15,7 @@ inside one `mj_step(nstep=n)` call: this is also the data-collection path and mu
 from __future__ import annotations
 
 import os
+import time
 
 import mujoco
 import numpy as np
@@ -189,3 +190,33 @@ class SimArm:
         if not np.all(np.isfinite(a)):
             raise ValueError(f'{what}: non-finite values {a.tolist()}')
         return a
+
+
+class Pacer:
+    """Paces a loop against absolute deadlines: deadline += period each cycle, so sleep overshoot
+    and work time never accumulate into drift. More than `resync_after_s` behind (a stall), it
+    starts afresh from now instead of racing through the backlog.
+    """
+
+    def __init__(self, period_s: float, resync_after_s: float = 0.1, clock=time.monotonic,
+                 sleep=time.sleep):
+        if not period_s > 0:
+            raise ValueError(f'period must be positive, got {period_s}')
+        self.period = float(period_s)
+        self.resync_after = float(resync_after_s)
+        self._clock, self._sleep = clock, sleep
+        self.deadline = clock()
+        self.resyncs = 0
+
+    def wait(self) -> float | None:
+        """Sleep until the next deadline. Returns None, or how far behind (s) it was when it resynced."""
+        self.deadline += self.period
+        delay = self.deadline - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+            return None
+        if -delay > self.resync_after:
+            self.resyncs += 1
+            self.deadline = self._clock()
+            return -delay
+        return None  # a little late: run the next cycle at once and catch up

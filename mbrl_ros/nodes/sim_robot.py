@@ -27,9 +27,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mbrl_ros.core.commands import check_command
+from mbrl_ros.core.commands import CommandWatchdog, check_command
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.sim import INTERFACES, SimArm, SimError
+from mbrl_ros.core.sim import INTERFACES, Pacer, SimArm, SimError
 from mbrl_ros.ros.conversions import SENSOR, sec_to_stamp
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.node_main import StartupError, main_for
@@ -84,18 +84,14 @@ class SimRobotNode(Node):
                                f"physics_rate_hz ({p['physics_rate_hz']})")
         self.interface = p['command_interface']
         self.period = 1.0 / p['physics_rate_hz']
-        self.zero = np.zeros(self.robot.dof)
+        self.watchdog = CommandWatchdog(self.robot.dof, p['command_timeout_s'])
 
-        # Shared with the physics thread under _lock: latest good command, counters, requests.
+        # Shared between the executor and the physics thread under _lock.
         self._lock = threading.Lock()
-        self._cmd = None
-        self._cmd_time = 0.0
         self._reset_request = None
-        self.counts = dict(received=0, rejected=0, watchdog_trips=0, resyncs=0, sim_errors=0,
-                           thread_errors=0, published=0)
+        self.counts = dict(received=0, rejected=0, sim_errors=0, thread_errors=0, published=0)
         self._last_rejection = ''
         self._last_error = ''
-        self._watchdog_active = True
         self._window = (time.monotonic(), 0.0, 0, 0)  # wall time, sim time, published, rejected
 
         self.pub_js = self.create_publisher(JointState, '/joint_states', SENSOR)
@@ -110,6 +106,7 @@ class SimRobotNode(Node):
             self.get_logger().warning(
                 'use_sim_time is true but publish_clock is false: nothing publishes /clock, so this '
                 "node's timers (diagnostics) stall; set publish_clock:=true")
+        self._pacer = Pacer(self.period, RESYNC_AFTER_S)
         self._running = True
         self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
         self._thread.start()
@@ -138,6 +135,8 @@ class SimRobotNode(Node):
         return None
 
     def _on_params(self, changes: dict) -> None:
+        if 'command_timeout_s' in changes:
+            self.watchdog.timeout_s = float(changes['command_timeout_s'])
         if 'state_noise_std' in changes:
             self.sim.state_noise_std = float(changes['state_noise_std'])
 
@@ -153,8 +152,7 @@ class SimRobotNode(Node):
         with self._lock:
             self.counts['received'] += 1
             if reason is None:
-                self._cmd = np.asarray(msg.data, dtype=np.float64)
-                self._cmd_time = time.monotonic()
+                self.watchdog.accept(msg.data, time.monotonic())
                 return
             self.counts['rejected'] += 1
             self._last_rejection = reason
@@ -177,7 +175,7 @@ class SimRobotNode(Node):
     # ---- physics thread ---------------------------------------------------------------------
     def _physics_loop(self) -> None:
         step = 0
-        next_t = time.monotonic()
+        pacer = self._pacer
         while self._running:
             try:
                 self._tick()
@@ -193,35 +191,24 @@ class SimRobotNode(Node):
                 self.counts['thread_errors'] += 1
                 self._last_error = repr(exc)
                 self.get_logger().error(f'physics loop error: {exc!r}', throttle_duration_sec=1.0)
-            next_t += self.period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif -delay > RESYNC_AFTER_S:
-                self.counts['resyncs'] += 1
+            behind = pacer.wait()
+            if behind is not None:
                 self.get_logger().warning(
-                    f'physics fell {-delay * 1e3:.0f} ms behind real time; resynchronising',
+                    f'physics fell {behind * 1e3:.0f} ms behind real time; resynchronising',
                     throttle_duration_sec=1.0)
-                next_t = time.monotonic()
 
     def _tick(self) -> None:
-        now = time.monotonic()
         with self._lock:
             reset, self._reset_request = self._reset_request, None
-            if reset is not None:
-                self._cmd = None  # a command from before the reset must not push the arm on
-            cmd, age = self._cmd, now - self._cmd_time
-            timeout = self.params['command_timeout_s']
         if reset is not None:
+            self.watchdog.clear()  # a command from before the reset must not push the arm on
             self.sim.reset(self.start_q)
             reset.set()
-        fresh = cmd is not None and age <= timeout
-        if not fresh and not self._watchdog_active:
-            self.counts['watchdog_trips'] += 1
+        cmd, tripped = self.watchdog.current(time.monotonic())
+        if tripped:
             self.get_logger().warning(
-                f'no command for {timeout:g} s: watchdog commands zero {self.interface}')
-        self._watchdog_active = not fresh
-        self.sim.set_command(cmd if fresh else self.zero)
+                f'no command for {self.watchdog.timeout_s:g} s: watchdog commands zero {self.interface}')
+        self.sim.set_command(cmd)
         self.sim.step(1)
 
     def _publish(self) -> None:
@@ -251,8 +238,8 @@ class SimRobotNode(Node):
         rtf = (sim_t - sim0) / span if sim_t >= sim0 else float('nan')  # nan across a reset
         with self._lock:
             counts = dict(self.counts)
-            age = now - self._cmd_time if self._cmd is not None else None
             rejection = self._last_rejection
+        age = self.watchdog.age(now)
         values = {
             'robot': self.robot.name,
             'command_interface': self.interface,
@@ -261,10 +248,10 @@ class SimRobotNode(Node):
             'sim_time_s': sim_t,
             'commands_received': counts['received'],
             'rejected_commands': counts['rejected'],
-            'watchdog_trips': counts['watchdog_trips'],
-            'watchdog_active': self._watchdog_active,
+            'watchdog_trips': self.watchdog.trips,
+            'watchdog_active': self.watchdog.tripped,
             'command_age_s': 'never' if age is None else age,
-            'resyncs': counts['resyncs'],
+            'resyncs': self._pacer.resyncs,
             'sim_errors': counts['sim_errors'],
             'thread_errors': counts['thread_errors'],
             'last_rejection': rejection or 'none',
@@ -278,7 +265,7 @@ class SimRobotNode(Node):
             return WARN, f'running slower than real time (factor {rtf:.2f})', values
         if counts['rejected'] > rej0:
             return WARN, f"{counts['rejected']} commands rejected; last: {rejection}", values
-        return OK, 'holding (watchdog: no fresh command)' if self._watchdog_active else 'ok', values
+        return OK, 'holding (watchdog: no fresh command)' if self.watchdog.tripped else 'ok', values
 
     def close(self) -> None:
         self._running = False
