@@ -209,10 +209,10 @@ class LaunchedSystem:
             procs = list(self._procs)
         gone_by = time.monotonic() + 2.0  # PR_SET_PDEATHSIG / group kills land asynchronously
         for proc in procs:
-            while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and time.monotonic() < gone_by:
+            while _alive(proc) and time.monotonic() < gone_by:
                 time.sleep(0.02)
             with contextlib.suppress(psutil.NoSuchProcess):
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                if _alive(proc):
                     left.append(f'{proc.pid} {" ".join(proc.cmdline()[:4])}')
                     proc.kill()
         if left and check:
@@ -225,6 +225,14 @@ class LaunchedSystem:
 
     def __exit__(self, exc_type, *_):
         self.stop(check=exc_type is None)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Still running (a zombie has exited; whoever inherited it reaps it)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _arg_text(v) -> str:
