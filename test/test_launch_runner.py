@@ -72,6 +72,17 @@ def test_sigterm_to_runner_also_takes_grandchildren(launch_system, tmp_path):
     assert gone(node_pid) and gone(child_pid)
 
 
+def test_fixture_catches_and_kills_a_process_that_escaped(launch_system, tmp_path):
+    """A grandchild in its own session survives group kills; the fixture finds it, kills it, fails."""
+    pid_file = tmp_path / 'pids'
+    with pytest.raises(LaunchFailed, match='processes left behind after shutdown') as info:
+        with launch_system(PROCS, procs_args(a_opts=f'--child --escape --pid-file {pid_file}'), **FAST) as s:
+            ready(s)
+    _, child_pid = map(int, pid_file.read_text().split())
+    assert str(child_pid) in str(info.value)
+    assert gone(child_pid)
+
+
 def test_a_dying_process_takes_the_launch_down(launch_system):
     with launch_system(PROCS, procs_args(b_opts='--text beta --exit-after 0.5 --code 3'), **FAST) as s:
         ready(s)

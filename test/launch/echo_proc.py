@@ -1,6 +1,6 @@
 """Test helper process for the launch runner: prints, then sleeps, exits or misbehaves on request.
 
-    echo_proc.py --lines 3 --text hi --exit-after 0.5 --code 3 --ignore-sigint --child --pid-file F
+    echo_proc.py --lines 3 --text hi --exit-after 0.5 --code 3 --ignore-sigint --child [--escape] --pid-file F
 """
 import argparse
 import os
@@ -18,6 +18,7 @@ p.add_argument('--code', type=int, default=0)
 p.add_argument('--ignore-sigint', action='store_true')
 p.add_argument('--ignore-sigterm', action='store_true')
 p.add_argument('--child', action='store_true', help='start a sleeping grandchild in the same group')
+p.add_argument('--escape', action='store_true', help='the grandchild starts its own session (escapes group kills)')
 p.add_argument('--pid-file', default=None, help='append "pid child_pid" here')
 a = p.parse_args()
 
@@ -31,7 +32,8 @@ if a.ignore_sigterm:
 child = None
 if a.child:
     # This grandchild ignores SIGINT: only the runner's group kill can end it.
-    child = subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)'])
+    child = subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)'],
+                             start_new_session=a.escape)
 if a.pid_file:
     with open(a.pid_file, 'a') as f:
         f.write(f'{os.getpid()} {child.pid if child else 0}\n')
