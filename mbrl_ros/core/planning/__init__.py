@@ -8,6 +8,7 @@ from .config import CostWeights, PlannerConfig, field_specs, from_mapping
 from .costs import (CostTerm, EffortCost, EndEffectorDistanceCost, JointLimitCost, JointVelocityCost,
                     TerminalDistanceCost, TerminalVelocityCost, TrajectoryBatch, TrajectoryCost,
                     UncertaintyCost, make_task_cost)
+from .mpc import MpcController, MpcResult
 from .noise import ColoredNoise, powerlaw_psd_gaussian
 from .optimizers import Plan, Planner, PlanStats
 from .rollout import DoubleIntegratorDynamics, Dynamics, EnsembleDynamics, rollout
@@ -17,5 +18,5 @@ __all__ = [
     'CostTerm', 'EffortCost', 'EndEffectorDistanceCost', 'JointLimitCost', 'JointVelocityCost',
     'TerminalDistanceCost', 'TerminalVelocityCost', 'TrajectoryBatch', 'TrajectoryCost',
     'UncertaintyCost', 'make_task_cost', 'ColoredNoise', 'powerlaw_psd_gaussian',
-    'Plan', 'Planner', 'PlanStats', 'DoubleIntegratorDynamics', 'Dynamics', 'EnsembleDynamics', 'rollout',
+    'MpcController', 'MpcResult', 'Plan', 'Planner', 'PlanStats', 'DoubleIntegratorDynamics', 'Dynamics', 'EnsembleDynamics', 'rollout',
 ]

@@ -24,6 +24,7 @@ returns the best plan found so far.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -59,6 +60,8 @@ class Plan:
     (H+1, S) its predicted state sequence from the start state (first particle), or None
     when not a single iteration finished within the budget (the actions are then the
     warm-started previous plan). ee_path: (H+1, 3) end-effector positions of `states`.
+    disagreement: (H,) the model's disagreement along the plan (None with `states`);
+    disagreement[0] is the uncertainty about `action`, what the safety filter checks.
     """
     action: np.ndarray
     actions: np.ndarray
@@ -66,6 +69,7 @@ class Plan:
     cost: float
     stats: PlanStats
     ee_path: Optional[np.ndarray] = None
+    disagreement: Optional[np.ndarray] = None
 
 
 class Planner:
@@ -93,7 +97,7 @@ class Planner:
         self.config: Optional[PlannerConfig] = None
         self._mean: Optional[np.ndarray] = None       # warm start (H, A)
         self._elites: Optional[np.ndarray] = None     # elites of the last iteration (K', H, A)
-        self._sec_per_sample_step: Optional[float] = None
+        self._speed = StepTimeModel()
         self.configure(config)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -119,6 +123,16 @@ class Planner:
             self._elites = None
         if self._mean is None:
             self._mean = np.broadcast_to(self._mid, (h, a)).copy()
+
+    def set_dynamics(self, dynamics: Dynamics) -> None:
+        """Swap the model (e.g. a new bundle): buffers, warm start and speed estimate start afresh."""
+        if dynamics.action_dim != self.low.shape[0]:
+            raise ValueError(f'model action dim {dynamics.action_dim} != {self.low.shape[0]} action bounds')
+        self.dynamics = dynamics
+        self._speed = StepTimeModel()
+        self._mean = None
+        self.configure(self.config)
+        self._elites = None
 
     def reset(self) -> None:
         """Forget the warm start (e.g. after the robot was reset or a new model was loaded)."""
@@ -147,7 +161,7 @@ class Planner:
         std = np.broadcast_to(c.init_std * self._half, mean.shape).copy()
         min_std = c.min_std * self._half
         kept = self._shifted_elites(shift)
-        best_actions, best_states, best_cost = mean.copy(), None, INVALID_COST
+        best_actions, best_states, best_dis, best_cost = mean.copy(), None, None, INVALID_COST
 
         for i in range(c.num_iterations):
             last = i == c.num_iterations - 1
@@ -160,7 +174,7 @@ class Planner:
             t_iter = self.clock()
             samples = self._sample(mean, std, n, kept, last)
             costs, steps = self._evaluate(samples, state, goal, deadline)
-            self._learn_speed(self.clock() - t_iter, samples.shape[0] * max(steps, 1))
+            self._learn_speed(self.clock() - t_iter, samples.shape[0] * self.dynamics.num_particles, steps)
             if costs is None:
                 stats.budget_cut = True
                 break
@@ -176,7 +190,9 @@ class Planner:
             if costs[b] < best_cost or best_states is None:
                 best_cost = float(costs[b])
                 best_actions = samples[b].copy()
-                best_states = self._buffers.states[b * self.dynamics.num_particles].copy()
+                p = self.dynamics.num_particles
+                best_states = self._buffers.states[b * p].copy()
+                best_dis = self._buffers.disagreement[b * p:(b + 1) * p].mean(axis=0)
             mean = c.alpha * mean + (1.0 - c.alpha) * elites.mean(axis=0)
             std = np.maximum(c.alpha * std + (1.0 - c.alpha) * elites.std(axis=0), min_std)
             if self._keep:
@@ -186,15 +202,16 @@ class Planner:
         self._elites = kept if self._keep else None
         stats.best_cost = best_cost if best_states is not None else float('inf')
         if c.execute == 'mean' and best_states is not None:
-            actions, states = self._clip(mean.copy()), self._predict(self._clip(mean.copy()), state)
+            actions = self._clip(mean.copy())
+            states, dis = self._predict(actions, state)
         else:
-            actions, states = best_actions, best_states
+            actions, states, dis = best_actions, best_states, best_dis
         stats.elapsed_ms = (self.clock() - t0) * 1e3
         ee = None
         if states is not None and self.cost.fk is not None:
             ee = np.asarray(self.cost.fk(states[:, :self.cost.dof]))
         return Plan(action=actions[0].copy(), actions=actions, states=states,
-                    cost=stats.best_cost, stats=stats, ee_path=ee)
+                    cost=stats.best_cost, stats=stats, ee_path=ee, disagreement=dis)
 
     # ---- steps of the algorithm ---------------------------------------------------------------
     def _shifted(self, seq: np.ndarray, shift: int) -> np.ndarray:
@@ -240,14 +257,11 @@ class Planner:
         costs = self.cost(self.cost.batch(states, samples, dis, goal), out=self._costs[:n])
         return costs, h
 
-    # Anytime sizing: seconds per (sample x horizon step), learnt from the iterations so far.
-    _SPEED_EMA = 0.5
+    # Anytime sizing: share of the time left that an iteration may be planned to use.
     _SAFETY = 0.85
 
-    def _learn_speed(self, seconds: float, sample_steps: int) -> None:
-        measured = seconds / sample_steps
-        self._sec_per_sample_step = measured if self._sec_per_sample_step is None else (
-            self._SPEED_EMA * self._sec_per_sample_step + (1 - self._SPEED_EMA) * measured)
+    def _learn_speed(self, seconds: float, rows: int, steps: int) -> None:
+        self._speed.observe(rows, seconds / max(steps, 1))
 
     def _fit_population(self, n: int, extra: int, deadline, first: bool) -> int:
         """Samples to draw so the iteration ends before the deadline (0: do not start it).
@@ -255,10 +269,10 @@ class Planner:
         The first iteration always runs, shrunk if need be (down to num_elites), so a plan
         exists; a later one runs only if at least num_elites samples fit.
         """
-        if deadline is None or self._sec_per_sample_step is None:
+        if deadline is None or not self._speed.ready:
             return n
-        left = (deadline - self.clock()) * self._SAFETY
-        fit = int(left / (self._sec_per_sample_step * self.config.horizon)) - extra
+        per_step = (deadline - self.clock()) * self._SAFETY / self.config.horizon
+        fit = self._speed.rows_within(per_step) // self.dynamics.num_particles - extra
         floor = min(self.config.num_elites, n)
         if fit >= n:
             return n
@@ -269,7 +283,41 @@ class Planner:
     def _clip(self, actions):
         return np.clip(actions, self.low, self.high, out=actions)
 
-    def _predict(self, actions, state) -> np.ndarray:
+    def _predict(self, actions, state) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted states (H+1, S) (first particle) and disagreement (H,) of one sequence."""
         buf = RolloutBuffers(self.dynamics.num_particles, actions.shape[0], self.dynamics.state_dim)
         rollout(self.dynamics, state, actions[None], buf, self.rng)
-        return buf.states[0].copy()
+        return buf.states[0].copy(), buf.disagreement.mean(axis=0)
+
+
+class StepTimeModel:
+    """Seconds per horizon step (model call + planner bookkeeping, with the iteration's cost
+    evaluation spread over its steps) as an affine function a + b·rows of the batch size,
+    fitted to the recent iterations. The fixed part a matters: a model call has a per-call
+    overhead, so a halved population takes more than half the time."""
+
+    def __init__(self, memory: int = 12):
+        self._obs = deque(maxlen=memory)
+        self._a, self._b = 0.0, None
+
+    @property
+    def ready(self) -> bool:
+        return self._b is not None
+
+    def observe(self, rows: int, seconds_per_step: float) -> None:
+        self._obs.append((float(rows), float(seconds_per_step)))
+        r, t = np.array(self._obs).T
+        if np.ptp(r) > 0.1 * r.max():
+            b, a = np.polyfit(r, t, 1)
+            if b > 0 and a >= 0:
+                self._a, self._b = a, b
+                return
+        # One batch size seen (or a fit without physical meaning): proportional to rows.
+        self._a, self._b = 0.0, float(np.mean(t / r))
+
+    def predict(self, rows: int) -> float:
+        return self._a + self._b * rows
+
+    def rows_within(self, seconds_per_step: float) -> int:
+        """Most rows whose step takes at most `seconds_per_step` (negative when none fit)."""
+        return int(np.floor((seconds_per_step - self._a) / self._b)) if self._b else 0

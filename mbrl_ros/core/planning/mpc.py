@@ -1,0 +1,118 @@
+"""Receding-horizon controller: what the `mpc_controller` node wires to ROS.
+
+Holds the planner, the task cost and the goal; validates inputs (a malformed state or goal
+is refused with a reason, never planned from); maps the node's parameters onto the typed
+settings and refuses an invalid live change as a whole; swaps the dynamics model when the
+world model changes; and moves the warm start by the number of control periods that really
+elapsed since the previous plan.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from .config import CostWeights, PlannerConfig
+from .costs import make_task_cost
+from .optimizers import Plan, Planner
+
+# Parameter names of the node (DESIGN.md) that differ from the settings' field names.
+ALIASES = {'uncertainty_penalty': 'uncertainty'}
+
+
+@dataclass
+class MpcResult:
+    command: Optional[np.ndarray]       # (dof,) effort to publish, None when refused
+    plan: Optional[Plan]
+    reason: Optional[str] = None        # why no command was produced
+
+
+class MpcController:
+    def __init__(self, robot, dynamics, config: Optional[PlannerConfig] = None,
+                 weights: Optional[CostWeights] = None, dt: float = 0.02):
+        self.robot = robot
+        self.dt = float(dt)
+        self.weights = (weights or CostWeights()).validated()
+        self.cost = make_task_cost(robot, self.weights)
+        self.planner = Planner((config or PlannerConfig()).validated(), dynamics, self.cost,
+                               -np.asarray(robot.effort_max, float), np.asarray(robot.effort_max, float))
+        self.goal: Optional[np.ndarray] = None
+        self._last_time: Optional[float] = None
+
+    @property
+    def config(self) -> PlannerConfig:
+        return self.planner.config
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def set_goal(self, goal) -> Optional[str]:
+        """Set the end-effector goal (3,); returns why it was refused, or None."""
+        g = _finite(goal, 3)
+        if g is None:
+            return f'goal must be 3 finite numbers, got {goal!r}'
+        self.goal = g
+        return None
+
+    def set_dynamics(self, dynamics) -> None:
+        """Swap the model (a new bundle): the old warm start belongs to the old model."""
+        if dynamics.state_dim != 2 * self.robot.dof or dynamics.action_dim != self.robot.dof:
+            raise ValueError(f'model has state/action dims {dynamics.state_dim}/{dynamics.action_dim}, '
+                             f'robot {self.robot.name} needs {2 * self.robot.dof}/{self.robot.dof}')
+        self.planner.set_dynamics(dynamics)
+        self._last_time = None
+
+    def reset(self) -> None:
+        self.planner.reset()
+        self._last_time = None
+
+    def check_parameters(self, values: Mapping[str, Any]) -> tuple[Optional[str], PlannerConfig, CostWeights]:
+        """(reason or None, new config, new weights) for a batch of parameter changes."""
+        values = {ALIASES.get(k, k): v for k, v in values.items()}
+        cfg_fields = {f.name for f in dataclasses.fields(PlannerConfig)}
+        w_fields = {f.name for f in dataclasses.fields(CostWeights)}
+        try:
+            cfg = dataclasses.replace(self.config, **{k: v for k, v in values.items() if k in cfg_fields})
+            w = dataclasses.replace(self.weights, **{k: v for k, v in values.items() if k in w_fields})
+        except TypeError as e:
+            return str(e), self.config, self.weights
+        errs = cfg.errors() + w.errors()
+        return ('; '.join(errs) if errs else None), cfg, w
+
+    def apply_parameters(self, values: Mapping[str, Any]) -> Optional[str]:
+        """Apply live parameter changes (all or nothing); returns why they were refused, or None."""
+        reason, cfg, w = self.check_parameters(values)
+        if reason:
+            return reason
+        self.planner.configure(cfg)
+        self.weights = w
+        self.cost.set_weights(w)
+        return None
+
+    # ---- one control period -------------------------------------------------------------------
+    def compute(self, q, qd, now: Optional[float] = None) -> MpcResult:
+        """Plan from the measured state; `now` (s) moves the warm start by the periods elapsed."""
+        dof = self.robot.dof
+        qv, qdv = _finite(q, dof), _finite(qd, dof)
+        if qv is None or qdv is None:
+            return MpcResult(None, None, f'state must be {dof} finite positions and velocities')
+        shift = 1
+        if now is not None and self._last_time is not None:
+            shift = int(np.clip(round((now - self._last_time) / self.dt), 1, self.config.horizon))
+        plan = self.planner.plan(np.concatenate([qv, qdv]), self.goal, shift=shift)
+        if now is not None:
+            self._last_time = float(now)
+        if plan.stats.iterations == 0:
+            # Nothing was evaluated: sending the blind warm start would be a guess.
+            return MpcResult(None, plan, 'time budget too small for a single planner iteration')
+        return MpcResult(plan.action, plan)
+
+
+def _finite(x, n: int) -> Optional[np.ndarray]:
+    try:
+        v = np.array(x, dtype=float).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if v.shape != (n,) or not np.all(np.isfinite(v)):
+        return None
+    return v
