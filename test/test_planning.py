@@ -535,7 +535,7 @@ def test_step_time_model_learns_fixed_and_per_row_cost():
     m = StepTimeModel()
     assert not m.ready
     m.observe(200, 0.001 + 200 * 1e-5)
-    assert m.ready and m.rows_within(0.003) == 100  # one batch size: proportional guess
+    assert m.ready and m.rows_within(0.0015) == 100  # one batch size: proportional guess
     m.observe(50, 0.001 + 50 * 1e-5)
     assert m.predict(100) == pytest.approx(0.002)
     assert m.rows_within(0.002) == pytest.approx(100, abs=1)
