@@ -23,8 +23,10 @@ def stamp_to_sec(stamp: Time) -> float:
 
 
 def sec_to_stamp(t: float) -> Time:
-    sec = int(np.floor(t))
-    return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+    # Round once, then split: rounding the fraction alone turned e.g. 1.9999999999 into
+    # (1 s, 0 ns), a stamp 1 s in the past.
+    sec, nanosec = divmod(int(round(t * 1e9)), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def as_array(values, n: int | None = None) -> np.ndarray | None:
