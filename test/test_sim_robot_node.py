@@ -205,6 +205,15 @@ class TestArm3Node:
             assert (len(arm3.states) - n0) / (time.monotonic() - t0) == pytest.approx(100.0, rel=0.15)
         finally:
             assert probe.set_param('/sim_robot', 'publish_rate_hz', 250.0)[0]
+        # Live state noise: the resting arm's published positions start to scatter.
+        arm3.reset()
+        assert probe.set_param('/sim_robot', 'state_noise_std', 0.01)[0]
+        try:
+            time.sleep(0.3)
+            q = np.array([m.position for _, m in arm3.states[-50:]])
+            assert np.std(q - arm3.model.home_q, axis=0) == pytest.approx([0.01] * 3, rel=0.5)
+        finally:
+            assert probe.set_param('/sim_robot', 'state_noise_std', 0.0)[0]
 
 
 def test_arm7_positive_effort_each_joint(probe):
