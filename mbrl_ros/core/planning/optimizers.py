@@ -257,8 +257,11 @@ class Planner:
         costs = self.cost(self.cost.batch(states, samples, dis, goal), out=self._costs[:n])
         return costs, h
 
-    # Anytime sizing: share of the time left that an iteration may be planned to use.
+    # Anytime sizing: share of the time left that an iteration may be planned to use. The
+    # first iteration is sized to half of it: it is the one that must finish for a plan to
+    # exist at all, and step times jitter by 2x on a loaded machine.
     _SAFETY = 0.85
+    _FIRST_SAFETY = 0.5
 
     def _learn_speed(self, seconds: float, rows: int, steps: int) -> None:
         self._speed.observe(rows, seconds / max(steps, 1))
@@ -271,7 +274,8 @@ class Planner:
         """
         if deadline is None or not self._speed.ready:
             return n
-        per_step = (deadline - self.clock()) * self._SAFETY / self.config.horizon
+        share = self._FIRST_SAFETY if first else self._SAFETY
+        per_step = (deadline - self.clock()) * share / self.config.horizon
         fit = self._speed.rows_within(per_step) // self.dynamics.num_particles - extra
         floor = min(self.config.num_elites, n)
         if fit >= n:
