@@ -247,17 +247,18 @@ def _goal(robot, seed=1):
 def test_iterations_reduce_cost(arm3, kind):
     start = np.concatenate([arm3.home_q, np.zeros(3)])
     goal = _goal(arm3)
-    costs = []
-    for iters in (1, 2, 4):
-        planner, _ = _planner(arm3, planner=kind, num_iterations=iters, seed=3)
-        costs.append(planner.plan(start, goal).cost)
-    assert costs[2] < costs[0]
-    assert costs[1] <= costs[0] * 1.05
+    costs = np.zeros((4, 3))  # seeds x (1, 2, 4 iterations)
+    for seed in range(4):
+        for j, iters in enumerate((1, 2, 4)):
+            planner, _ = _planner(arm3, planner=kind, num_iterations=iters, seed=seed)
+            costs[seed, j] = planner.plan(start, goal).cost
+    # Same seed, same first population: more iterations never end worse (best sample is kept).
+    assert np.all(costs[:, 1] <= costs[:, 0] + 1e-12) and np.all(costs[:, 2] <= costs[:, 1] + 1e-12)
+    assert costs[:, 2].mean() < 0.85 * costs[:, 0].mean(), costs
     # And the optimised plan is far better than doing nothing.
-    planner, _ = _planner(arm3, planner=kind)
     zero, _ = planner._predict(np.zeros((12, 3)), start)
     b = planner.cost.batch(zero[None, None], np.zeros((1, 12, 3)), np.zeros((1, 1, 12)), goal)
-    assert costs[2] < 0.5 * planner.cost(b)[0]
+    assert costs[:, 2].mean() < 0.7 * planner.cost(b)[0]
 
 
 @pytest.mark.parametrize('kind', ['cem', 'icem'])
