@@ -17,14 +17,15 @@ def toy_data(n, S=4, A=2, seed=0, noise=0.01):
     return types.SimpleNamespace(states=s, actions=a, next_states=s + d + noise * rng.standard_normal((n, S)))
 
 
-def make_model(S, A, E=3, hidden=(16, 16), seed=0):
+def make_model(S, A, E=3, hidden=(16, 16), seed=0, **config):
     import torch
 
     from mbrl_ros.core.dynamics.ensemble import EnsembleConfig, ProbabilisticEnsemble
     torch.manual_seed(seed)
-    model = ProbabilisticEnsemble(EnsembleConfig(S, A, ensemble_size=E, hidden_sizes=list(hidden)))
+    model = ProbabilisticEnsemble(EnsembleConfig(S, A, ensemble_size=E, hidden_sizes=list(hidden), **config))
     rng = np.random.default_rng(seed)
-    model.fit_normaliser(rng.normal(0, 2, (256, S + A)), rng.normal(0.1, 0.3, (256, S)))
+    s, a = rng.normal(0, 2, (256, S)), rng.normal(0, 2, (256, A))
+    model.fit_normaliser(model.features(s, a), rng.normal(0.1, 0.3, (256, S)))
     return model.eval()
 
 

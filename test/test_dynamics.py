@@ -15,7 +15,7 @@ def test_parameters_are_batched_over_members():
     m = ProbabilisticEnsemble(EnsembleConfig(6, 3, ensemble_size=5, hidden_sizes=[32, 24]))
     # Every layer holds all members in one (E, in, out) tensor: no per-member modules to loop over.
     assert [tuple(l.weight.shape) for l in m.hidden] == [(5, 9, 32), (5, 32, 24)]
-    assert tuple(m.out.weight.shape) == (5, 24, 12)
+    assert tuple(m.out.weight.shape) == (5, 24, 12 + 6 * 3)   # mean, logvar, control-affine gain
     assert all(isinstance(l, EnsembleLinear) for l in m.hidden)
     assert all(p.shape[0] == 5 for p in m.parameters())
     mean, logvar = m(torch.randn(7, 6), torch.randn(7, 3))
@@ -36,11 +36,11 @@ def test_per_member_batches_match_shared_batch():
 def test_logvar_stays_within_soft_bounds():
     m = make_model(4, 2, E=2)
     with torch.no_grad():
-        m.out.bias[..., 4:] = 100.0    # wild raw log-variance
+        m.out.bias[..., 4:8] = 100.0    # wild raw log-variance
     _, lv = m.forward_normalised(torch.randn(10, 6))
     assert (lv <= m.max_logvar + 1e-4).all()   # softplus tail: within exp(-(max-min))
     with torch.no_grad():
-        m.out.bias[..., 4:] = -100.0
+        m.out.bias[..., 4:8] = -100.0
     _, lv = m.forward_normalised(torch.randn(10, 6))
     assert (lv >= m.min_logvar - 1e-5).all()
 
@@ -88,8 +88,9 @@ def test_training_rejects_nonfinite_data():
 
 
 @pytest.mark.parametrize('partitioned', [False, True])
-def test_export_parity(tmp_path, partitioned):
-    m = make_model(6, 3, E=4, hidden=(32, 32, 32))
+@pytest.mark.parametrize('affine,angles', [(True, 3), (False, 0)])
+def test_export_parity(tmp_path, partitioned, affine, angles):
+    m = make_model(6, 3, E=4, hidden=(32, 32, 32), control_affine=affine, angle_features=angles)
     files = export_ensemble(m, tmp_path, partitioned=True)
     name = 'ensemble_partitioned.onnx' if partitioned else 'ensemble.onnx'
     assert files[name]['parity_max_error'] <= 1e-5
@@ -117,3 +118,14 @@ def test_parity_check_fails_loudly_on_a_mismatch(tmp_path):
     onnx.save_model(build_graph(other), str(tmp_path / 'x.onnx'))
     with pytest.raises(ExportError, match='parity'):
         verify_parity(m, tmp_path / 'x.onnx')
+
+
+def test_model_round_trips_through_onnx(tmp_path):
+    from mbrl_ros.core.dynamics.export import model_from_onnx
+    m = make_model(6, 3, E=2, hidden=(8, 8))
+    export_ensemble(m, tmp_path, partitioned=False)
+    back = model_from_onnx(tmp_path / 'ensemble.onnx')
+    s, a = torch.randn(5, 6), torch.randn(5, 3)
+    with torch.no_grad():
+        for x, y in zip(m(s, a), back(s, a)):
+            torch.testing.assert_close(x, y)

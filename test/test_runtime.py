@@ -30,7 +30,8 @@ def _member_id_model():
         m.out_std.fill_(1.0)
         for e in range(E):
             m.out.bias[e, 0, :S] = float(e)
-            m.out.bias[e, 0, S:] = -20.0
+            m.out.bias[e, 0, S:2 * S] = -20.0     # log-variance
+            m.out.bias[e, 0, 2 * S:] = 0.0        # control-affine gain
     return m
 
 
@@ -95,7 +96,7 @@ def test_ts_inf_keeps_members_and_ts1_redraws(tmp_path):
 def test_aleatoric_sampling_spread(tmp_path):
     m = _member_id_model()
     with torch.no_grad():
-        m.out.bias[:, 0, S:] = np.log(0.25)        # sigma 0.5 in every member
+        m.out.bias[:, 0, S:2 * S] = np.log(0.25)   # sigma 0.5 in every member
     rt = _runtime(tmp_path, m)
     B = 4000
     members = np.zeros(B, int)

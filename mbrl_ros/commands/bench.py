@@ -11,6 +11,7 @@ import importlib
 BENCHES = {
     'sim': ('mbrl_ros.bench.sim', 'sim_robot + state_estimator: real-time factor, '
                                   '/joint_states rate and jitter, /mbrl/state latency'),
+    'model': ('mbrl_ros.bench.model', 'world-model ensemble latency/throughput: onnxruntime vs torch eager'),
 }
 
 

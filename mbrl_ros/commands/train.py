@@ -33,6 +33,8 @@ def add_arguments(p):
     g.add_argument('--ensemble-size', type=int, default=5)
     g.add_argument('--hidden', default=DEFAULT_HIDDEN, help=f'hidden widths (default {DEFAULT_HIDDEN})')
     g.add_argument('--activation', default='silu', choices=['silu', 'relu', 'tanh'])
+    g.add_argument('--no-affine', action='store_true', help='plain MLP mean head (no control-affine term)')
+    g.add_argument('--no-angle-features', action='store_true', help='no sin/cos(q) inputs')
     g = p.add_argument_group('training')
     g.add_argument('--epochs', type=int, default=200, help='maximum epochs')
     g.add_argument('--batch-size', type=int, default=256)
@@ -71,7 +73,8 @@ def run(args) -> int:
             source = str(args.data)
         model_cfg = EnsembleConfig(state_dim=2 * robot.dof, action_dim=robot.dof,
                                    ensemble_size=args.ensemble_size, hidden_sizes=hidden,
-                                   activation=args.activation)
+                                   activation=args.activation, control_affine=not args.no_affine,
+                                   angle_features=0 if args.no_angle_features else robot.dof)
         train_cfg = TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, patience=args.patience,
                                 seed=args.seed, max_time_s=args.max_time, threads=args.threads)

@@ -27,6 +27,13 @@ class EnsembleConfig:
     # PETS initial soft bounds on the log-variance, in normalised target units.
     max_logvar_init: float = 0.5
     min_logvar_init: float = -10.0
+    # Control-affine mean head: mean = f(s, a) + B(s, a) a (normalised units). Rigid-body dynamics
+    # under torque control are affine in the torque (qdd = M(q)^-1 (tau - h(q, qd))), a product a
+    # plain MLP learns only slowly; the full MLP input keeps the model general.
+    control_affine: bool = True
+    # Extra inputs sin(q), cos(q) for the first `angle_features` state dims (the joint angles):
+    # the inertia and Coriolis terms are trigonometric in q.
+    angle_features: int = 0
 
     def __post_init__(self):
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
@@ -37,7 +44,7 @@ class EnsembleConfig:
 
     @property
     def input_dim(self) -> int:
-        return self.state_dim + self.action_dim
+        return self.state_dim + self.action_dim + 2 * self.angle_features
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +72,8 @@ class ProbabilisticEnsemble(nn.Module):
         E, S = config.ensemble_size, config.state_dim
         sizes = [config.input_dim] + config.hidden_sizes
         self.hidden = nn.ModuleList(EnsembleLinear(E, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = EnsembleLinear(E, sizes[-1], 2 * S)
+        A = config.action_dim
+        self.out = EnsembleLinear(E, sizes[-1], 2 * S + (S * A if config.control_affine else 0))
         self.act = ACTIVATIONS[config.activation]
         # Learned soft bounds on the log-variance (per member, per output dim).
         self.max_logvar = nn.Parameter(torch.full((E, 1, S), float(config.max_logvar_init)))
@@ -90,8 +98,17 @@ class ProbabilisticEnsemble(nn.Module):
         self.in_mean, self.in_std = stats(inputs)
         self.out_mean, self.out_std = stats(targets)
 
+    def features(self, states, actions):
+        """Raw network inputs [s, a, sin(q), cos(q)] (torch tensors or numpy arrays)."""
+        k = self.config.angle_features
+        if isinstance(states, np.ndarray):
+            parts = [states, actions] + ([np.sin(states[..., :k]), np.cos(states[..., :k])] if k else [])
+            return np.concatenate(parts, axis=-1)
+        parts = [states, actions] + ([torch.sin(states[..., :k]), torch.cos(states[..., :k])] if k else [])
+        return torch.cat(parts, dim=-1)
+
     def normalise_inputs(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return (torch.cat([states, actions], dim=-1) - self.in_mean) / self.in_std
+        return (self.features(states, actions) - self.in_mean) / self.in_std
 
     def normalise_targets(self, delta: torch.Tensor) -> torch.Tensor:
         return (delta - self.out_mean) / self.out_std
@@ -109,8 +126,11 @@ class ProbabilisticEnsemble(nn.Module):
         for layer in self.hidden:
             h = self.act(layer(h))
         out = self.out(h)
-        S = self.config.state_dim
-        mean, logvar = out[..., :S], out[..., S:]
+        S, A = self.config.state_dim, self.config.action_dim
+        mean, logvar = out[..., :S], out[..., S:2 * S]
+        if self.config.control_affine:
+            gain = out[..., 2 * S:].reshape(out.shape[:-1] + (S, A))
+            mean = mean + (gain @ x[..., S:S + A].unsqueeze(-1)).squeeze(-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar

@@ -55,24 +55,44 @@ def build_graph(model: ProbabilisticEnsemble, partitioned: bool = False) -> onnx
     outputs = [helper.make_tensor_value_info('mean', TensorProto.FLOAT, [E, 'batch', S]),
                helper.make_tensor_value_info('logvar', TensorProto.FLOAT, [E, 'batch', S])]
 
-    x = node('Concat', ['state', 'action'], 'x', axis=-1)
+    feats = ['state', 'action']
+    k = cfg.angle_features
+    if k:
+        q = f'q_{k}'
+        nodes.append(helper.make_node('Slice', ['state', const_i64(inits, 'q_start', [0]),
+                                                const_i64(inits, 'q_end', [k]), const_i64(inits, 'q_axis', [-1])],
+                                      [q], name='slice_q'))
+        feats += [node('Sin', [q], 'sin_q'), node('Cos', [q], 'cos_q')]
+    x = node('Concat', feats, 'x', axis=-1)
     x = node('Sub', [x, const('in_mean', _np(model.in_mean))], 'x_centered')
-    h = node('Mul', [x, const('in_inv_std', 1.0 / _np(model.in_std))], 'x_norm')
+    h = x_norm = node('Mul', [x, const('in_inv_std', 1.0 / _np(model.in_std))], 'x_norm')
     for i, layer in enumerate(model.hidden):
         # (B,in) @ (E,in,out) broadcasts to (E,B,out); (E,b,in) @ (E,in,out) is a batched matmul.
         h = node('MatMul', [h, const(f'w{i}', _np(layer.weight))], f'mm{i}')
         h = node('Add', [h, const(f'b{i}', _np(layer.bias))], f'pre{i}')
         if cfg.activation == 'silu':
-            s = node('Sigmoid', [h], f'sig{i}')
-            h = node('Mul', [h, s], f'h{i}')
+            sg = node('Sigmoid', [h], f'sig{i}')
+            h = node('Mul', [h, sg], f'h{i}')
         elif cfg.activation == 'relu':
             h = node('Relu', [h], f'h{i}')
         else:
             h = node('Tanh', [h], f'h{i}')
     o = node('MatMul', [h, const('w_out', _np(model.out.weight))], 'mm_out')
     o = node('Add', [o, const('b_out', _np(model.out.bias))], 'out')
-    nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S])],
-                                  ['mean_n', 'logvar_raw'], axis=-1, name='split'))
+    if cfg.control_affine:
+        nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S, S * A])],
+                                      ['mean_f', 'logvar_raw', 'gain_flat'], axis=-1, name='split'))
+        gain = node('Reshape', ['gain_flat', const_i64(inits, 'gain_shape', [0, 0, S, A])], 'gain')
+        nodes.append(helper.make_node('Slice', [x_norm, const_i64(inits, 'a_start', [S]),
+                                                const_i64(inits, 'a_end', [S + A]), const_i64(inits, 'a_axis', [-1])],
+                                      ['a_norm'], name='slice_a'))
+        a_col = node('Unsqueeze', ['a_norm', const_i64(inits, 'last_axis', [-1])], 'a_col')
+        ga = node('MatMul', [gain, a_col], 'gain_a')          # (E,B,S,A) @ (B,A,1) -> (E,B,S,1)
+        ga = node('Squeeze', [ga, 'last_axis'], 'gain_a_sq')
+        node('Add', ['mean_f', ga], 'mean_n')
+    else:
+        nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S])],
+                                      ['mean_n', 'logvar_raw'], axis=-1, name='split'))
     # PETS soft bounds: max - softplus(max - lv), then min + softplus(lv - min).
     mx, mn = const('max_logvar', _np(model.max_logvar)), const('min_logvar', _np(model.min_logvar))
     t = node('Sub', [mx, 'logvar_raw'], 'lv_a')
@@ -127,8 +147,9 @@ def verify_parity(model: ProbabilisticEnsemble, onnx_path, partitioned: bool = F
     cfg = model.config
     rng = np.random.default_rng(seed)
     lead = (cfg.ensemble_size, n) if partitioned else (n,)
-    z = rng.standard_normal(lead + (cfg.input_dim,)).astype(np.float32) * 3.0
-    x = z * _np(model.in_std) + _np(model.in_mean)
+    SA = cfg.state_dim + cfg.action_dim
+    z = rng.standard_normal(lead + (SA,)).astype(np.float32) * 3.0
+    x = z * _np(model.in_std)[:SA] + _np(model.in_mean)[:SA]
     s, a = np.ascontiguousarray(x[..., :cfg.state_dim]), np.ascontiguousarray(x[..., cfg.state_dim:])
     sess = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
     got = sess.run(['mean', 'logvar'], {'state': s, 'action': a})
@@ -159,3 +180,29 @@ def export_ensemble(model: ProbabilisticEnsemble, out_dir, partitioned: bool = T
         err = verify_parity(model, path, partitioned=part)
         files[name] = {'sha256': sha256_file(path), 'parity_max_error': err}
     return files
+
+
+def model_from_onnx(path) -> ProbabilisticEnsemble:
+    """The torch module back from an exported ensemble.onnx (its weights are the graph's initialisers).
+
+    Used to compare the same model in torch and onnxruntime (bench, tests).
+    """
+    from .ensemble import EnsembleConfig
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    cfg = EnsembleConfig(**json.loads(props['mbrl_ros.architecture']))
+    w = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in proto.graph.initializer}
+    model = ProbabilisticEnsemble(cfg)
+    with torch.no_grad():
+        for i, layer in enumerate(model.hidden):
+            layer.weight.copy_(w[f'w{i}'])
+            layer.bias.copy_(w[f'b{i}'])
+        model.out.weight.copy_(w['w_out'])
+        model.out.bias.copy_(w['b_out'])
+        model.max_logvar.copy_(w['max_logvar'])
+        model.min_logvar.copy_(w['min_logvar'])
+        model.in_mean.copy_(w['in_mean'])
+        model.in_std.copy_(1.0 / w['in_inv_std'])
+        model.out_mean.copy_(w['out_mean'])
+        model.out_std.copy_(w['out_std'])
+    return model.eval()

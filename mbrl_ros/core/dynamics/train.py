@@ -90,6 +90,9 @@ def train_ensemble(train, holdout, model_config: EnsembleConfig, config: TrainCo
         raise ValueError(f'need training and holdout data (got {len(x_np)} and {len(hx_np)} transitions)')
 
     model = ProbabilisticEnsemble(model_config)
+    S = model_config.state_dim
+    x_np = model.features(x_np[:, :S], x_np[:, S:]).astype(np.float32)
+    hx_np = model.features(hx_np[:, :S], hx_np[:, S:]).astype(np.float32)
     model.fit_normaliser(x_np, y_np)
     with torch.no_grad():
         x = (torch.from_numpy(x_np) - model.in_mean) / model.in_std
