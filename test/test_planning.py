@@ -541,3 +541,14 @@ def test_step_time_model_learns_fixed_and_per_row_cost():
     assert m.predict(100) == pytest.approx(0.002)
     assert m.rows_within(0.002) == pytest.approx(100, abs=1)
     assert m.rows_within(0.0005) < 0  # not even the fixed cost fits
+
+
+def test_planner_refuses_non_finite_inputs(arm3):
+    planner, _ = _planner(arm3, num_samples=20, num_elites=4)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    with pytest.raises(ValueError, match='non-finite'):
+        planner.plan(np.where(np.arange(6) == 2, np.nan, s), _goal(arm3))
+    with pytest.raises(ValueError, match='non-finite'):
+        planner.plan(s, [0.1, np.inf, 0.2])
+    with pytest.raises(ValueError):
+        planner.plan(s[:4], _goal(arm3))

@@ -155,6 +155,8 @@ class Planner:
         deadline = t0 + c.time_budget_ms * 1e-3 if c.time_budget_ms > 0 else None
         state = np.asarray(state, float).reshape(self.dynamics.state_dim)
         goal = None if goal is None else np.asarray(goal, float).reshape(3)
+        if not np.all(np.isfinite(state)) or (goal is not None and not np.all(np.isfinite(goal))):
+            raise ValueError('cannot plan from a non-finite state or towards a non-finite goal')
         stats = PlanStats()
 
         mean = self._shifted(self._mean, shift)
