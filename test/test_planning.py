@@ -552,3 +552,59 @@ def test_planner_refuses_non_finite_inputs(arm3):
         planner.plan(s, [0.1, np.inf, 0.2])
     with pytest.raises(ValueError):
         planner.plan(s[:4], _goal(arm3))
+
+
+def _linear_ensemble_onnx(path, weights):
+    """A real ONNX ensemble without torch: member e predicts delta = [s, a] @ W_e (linear)."""
+    onnx = pytest.importorskip('onnx')
+    from onnx import TensorProto, helper, numpy_helper
+    E, I, S = weights.shape
+    A = I - S
+    graph = helper.make_graph(
+        [helper.make_node('Concat', ['state', 'action'], ['x'], axis=-1),
+         helper.make_node('MatMul', ['x', 'W'], ['mean']),  # (B,I) @ (E,I,S) -> (E,B,S)
+         helper.make_node('Mul', ['mean', 'zero'], ['z']),
+         helper.make_node('Add', ['z', 'lv'], ['logvar'])],
+        'linear_ensemble',
+        [helper.make_tensor_value_info('state', TensorProto.FLOAT, ['B', S]),
+         helper.make_tensor_value_info('action', TensorProto.FLOAT, ['B', A])],
+        [helper.make_tensor_value_info('mean', TensorProto.FLOAT, [E, 'B', S]),
+         helper.make_tensor_value_info('logvar', TensorProto.FLOAT, [E, 'B', S])],
+        [numpy_helper.from_array(weights.astype(np.float32), 'W'),
+         numpy_helper.from_array(np.zeros(1, np.float32), 'zero'),
+         numpy_helper.from_array(np.full(1, -6.0, np.float32), 'lv')])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+
+
+@pytest.mark.parametrize('mode, particles', [('expectation', 1), ('ts1', 2), ('tsinf', 2)])
+def test_ensemble_adapter_over_the_onnx_runtime(tmp_path, arm3, mode, particles):
+    """EnsembleDynamics on the real EnsembleRuntime (onnxruntime): every propagation mode plans."""
+    from mbrl_ros.core.runtime.ensemble import EnsembleRuntime
+    ref = DoubleIntegratorDynamics.from_robot(arm3)
+    # Linear map of the double integrator's delta, one member with 20 % more inertia.
+    w = np.zeros((2, 9, 6))
+    for e, scale in enumerate((1.0, 1.0 / 1.2)):
+        dt, inv_m = ref.dt, ref.inv_m * scale
+        for j in range(3):
+            # qd' - qd = dt·inv_m·(u - d·qd); q' - q = dt·qd'
+            w[e, 3 + j, 3 + j] = -dt * inv_m[j] * ref.damping[j]
+            w[e, 6 + j, 3 + j] = dt * inv_m[j]
+            w[e, 3 + j, j] = dt * (1 - dt * inv_m[j] * ref.damping[j])
+            w[e, 6 + j, j] = dt * dt * inv_m[j]
+    _linear_ensemble_onnx(tmp_path / 'ensemble.onnx', w)
+    rt = EnsembleRuntime(tmp_path / 'ensemble.onnx')
+    dyn = EnsembleDynamics(rt, propagation=mode, num_particles=particles)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    u = np.array([[1.0, -2.0, 0.5]])
+    if mode == 'expectation':
+        nxt, dis = dyn.step(s[None], u)
+        members = [DoubleIntegratorDynamics(3, ref.dt, 1 / (ref.inv_m * k), ref.damping) for k in (1.0, 1 / 1.2)]
+        expected = np.mean([m.step(s[None], u)[0] for m in members], axis=0)
+        np.testing.assert_allclose(nxt, expected, atol=1e-5)
+        assert dis[0] > 0
+    planner, _ = _planner(arm3, dyn=dyn, num_samples=60, num_elites=6, horizon=8)
+    plan = planner.plan(s, _goal(arm3))
+    assert plan.stats.iterations == 3 and np.isfinite(plan.cost)
+    assert plan.disagreement.shape == (8,) and np.all(plan.disagreement >= 0)

@@ -203,3 +203,13 @@ def test_property_every_output_is_finite_bounded_and_rate_limited(periods, cfg):
             if qd is not None and 'state' not in out.reasons:
                 np.testing.assert_allclose(u, np.clip(-cfg.hold_damping * qd, -limit, limit))
         last = u
+
+
+def test_for_robot_uses_the_robot_limits():
+    from mbrl_ros.core.robot import RobotModel
+    robot = RobotModel.load('arm7')
+    f = SafetyFilter.for_robot(robot, SafetySettings(max_effort_step=2.0))
+    s = StateSample(robot.home_q, np.zeros(robot.dof), NOW)
+    out = f.step(NOW, s, CommandSample(np.full(robot.dof, 1e6), NOW, 0.0))
+    assert out.mode == 'mpc'
+    np.testing.assert_allclose(out.command, robot.effort_max)
