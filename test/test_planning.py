@@ -608,3 +608,16 @@ def test_ensemble_adapter_over_the_onnx_runtime(tmp_path, arm3, mode, particles)
     plan = planner.plan(s, _goal(arm3))
     assert plan.stats.iterations == 3 and np.isfinite(plan.cost)
     assert plan.disagreement.shape == (8,) and np.all(plan.disagreement >= 0)
+
+
+def test_live_reconfiguration_between_plans_never_breaks_the_buffers(arm3):
+    planner, _ = _planner(arm3, planner='icem', num_samples=100, num_elites=20, keep_elites_fraction=1.0)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    changes = [dict(num_elites=4, num_samples=20), dict(keep_elites_fraction=0.0), dict(planner='cem'),
+               dict(planner='icem', keep_elites_fraction=1.0, num_elites=10), dict(horizon=5),
+               dict(num_iterations=1, execute='mean')]
+    for ch in changes:
+        planner.plan(s, _goal(arm3))
+        planner.configure(planner.config.replace(**ch))
+        plan = planner.plan(s, _goal(arm3))
+        assert plan.actions.shape == (planner.config.horizon, 3) and np.isfinite(plan.cost)

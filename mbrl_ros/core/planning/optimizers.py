@@ -123,6 +123,9 @@ class Planner:
             self._elites = None
         if self._mean is None:
             self._mean = np.broadcast_to(self._mid, (h, a)).copy()
+        if self._elites is not None:
+            # Carried elites must fit the new buffers (fewer kept, or none for CEM).
+            self._elites = self._elites[:self._keep] if self._keep else None
 
     def set_dynamics(self, dynamics: Dynamics) -> None:
         """Swap the model (e.g. a new bundle): buffers, warm start and speed estimate start afresh."""
