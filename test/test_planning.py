@@ -621,3 +621,28 @@ def test_live_reconfiguration_between_plans_never_breaks_the_buffers(arm3):
         planner.configure(planner.config.replace(**ch))
         plan = planner.plan(s, _goal(arm3))
         assert plan.actions.shape == (planner.config.horizon, 3) and np.isfinite(plan.cost)
+
+
+def test_property_any_valid_config_sequence_plans_within_bounds(arm3):
+    """Whatever valid settings a user applies live, in any order, the next plan works."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    configs = st.builds(
+        PlannerConfig, planner=st.sampled_from(['cem', 'icem']), horizon=st.integers(1, 8),
+        num_samples=st.integers(12, 40), num_iterations=st.integers(1, 3), num_elites=st.integers(2, 12),
+        alpha=st.floats(0.0, 0.9), noise_beta=st.floats(0.0, 3.0), population_decay=st.floats(1.0, 3.0),
+        keep_elites_fraction=st.floats(0.0, 1.0), shift_fill=st.sampled_from(['zero', 'last']),
+        execute=st.sampled_from(['best', 'mean']), time_budget_ms=st.just(0.0))
+    planner, _ = _planner(arm3, num_samples=20, num_elites=4, horizon=4)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    goal = _goal(arm3)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(seq=st.lists(st.tuples(configs, st.integers(1, 4)), min_size=1, max_size=4))
+    def run(seq):
+        for cfg, shift in seq:
+            planner.configure(cfg)
+            plan = planner.plan(s, goal, shift=shift)
+            assert plan.actions.shape == (cfg.horizon, 3)
+            assert np.all(np.abs(plan.actions) <= arm3.effort_max + 1e-9)
+            assert plan.states.shape == (cfg.horizon + 1, 6) and np.isfinite(plan.cost)
+    run()
