@@ -12,6 +12,7 @@ BENCHES = {
     'sim': ('mbrl_ros.bench.sim', 'sim_robot + state_estimator: real-time factor, '
                                   '/joint_states rate and jitter, /mbrl/state latency'),
     'model': ('mbrl_ros.bench.model', 'world-model ensemble latency/throughput: onnxruntime vs torch eager'),
+    'planner': ('mbrl_ros.bench.planner', 'CEM/iCEM time per plan and the planner overhead (trivial or ONNX model)'),
 }
 
 
