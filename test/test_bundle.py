@@ -217,3 +217,19 @@ def test_train_and_evaluate_commands(tmp_path, robot):
     r = subprocess.run([sys.executable, '-m', 'mbrl_ros.cli', 'evaluate-model', str(out), '--data', str(data)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and '[sha256]' in r.stderr
+
+
+def test_train_collect_and_evaluate_fresh_data(tmp_path):
+    """End to end on the simulated arm3: collect, train, export, validate; evaluate on fresh trajectories."""
+    out = tmp_path / 'arm3'
+    r = subprocess.run([sys.executable, '-m', 'mbrl_ros.cli', 'train', '--collect', '800', '--robot', 'arm3',
+                        '--episode-len', '100', '--out', str(out), '--epochs', '2', '--hidden', '16',
+                        '--ensemble-size', '2', '--no-progress'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    b = load_bundle(out, RobotModel.load('arm3'))
+    assert b.meta['training']['data']['provenance']['amplitude'] == '0.1'
+    assert b.meta['evaluation']['open_loop_windows'] > 0
+    r = subprocess.run([sys.executable, '-m', 'mbrl_ros.cli', 'evaluate-model', str(out), '--transitions', '400',
+                        '--json'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'amplitude 0.1' in r.stderr and '"open_loop_ee_error_median_m"' in r.stdout

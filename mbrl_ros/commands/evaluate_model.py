@@ -12,9 +12,10 @@ def add_arguments(p):
     p.add_argument('--robot', help='robot name or MJCF (default: the bundle\'s robot)')
     p.add_argument('--transitions', type=int, default=4000, help='fresh transitions to collect')
     p.add_argument('--seed', type=int, default=1234, help='collection seed (differs from training)')
-    p.add_argument('--exploration', default='colored', choices=['colored', 'uniform'])
-    p.add_argument('--amplitude', type=float, default=0.3)
-    p.add_argument('--episode-len', type=int, default=200)
+    p.add_argument('--exploration', choices=['colored', 'uniform'],
+                   help='default: as recorded for the training data, else colored')
+    p.add_argument('--amplitude', type=float, help='default: as recorded for the training data, else 0.1')
+    p.add_argument('--episode-len', type=int, help='default: as recorded for the training data, else 200')
     p.add_argument('--horizon', type=int, default=15, help='open-loop horizon (steps)')
     p.add_argument('--json', action='store_true', help='print the metrics as JSON')
 
@@ -35,9 +36,15 @@ def run(args) -> int:
             data = load_dataset(args.data, robot, bundle.dt)
         else:
             from mbrl_ros.core.data.collect import collect_sim
-            data = collect_sim(robot, args.transitions, exploration=args.exploration, seed=args.seed,
-                               episode_len=args.episode_len, amplitude=args.amplitude, dt=bundle.dt,
-                               progress=False)
+            # Same exploration as the training data by default: held out, not out of distribution.
+            prov = ((bundle.meta.get('training') or {}).get('data') or {}).get('provenance') or {}
+            kind = args.exploration or prov.get('exploration', 'colored')
+            amp = args.amplitude if args.amplitude is not None else float(prov.get('amplitude', 0.1))
+            ep_len = args.episode_len or int(prov.get('episode_len', 200))
+            print(f'collecting {args.transitions} fresh transitions: {kind} exploration, amplitude {amp}, '
+                  f'episodes of {ep_len}, seed {args.seed}', file=sys.stderr)
+            data = collect_sim(robot, args.transitions, exploration=kind, seed=args.seed,
+                               episode_len=ep_len, amplitude=amp, dt=bundle.dt, progress=False)
     except (BundleError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f'mbrl-ros evaluate-model: {e}', file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -80,7 +79,6 @@ def bundle_meta(robot, model_cfg: EnsembleConfig, train_cfg: TrainConfig, dt: fl
         'command': command,
         'seed': int(seed),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'host': platform.node(),
         'files': {name: {'sha256': v['sha256']} for name, v in files.items()},
     }
 
@@ -97,7 +95,8 @@ def _data_summary(ds, source: str) -> dict:
 
 
 def write_yaml(path, meta: dict) -> None:
-    Path(path).write_text(yaml.safe_dump(meta, sort_keys=False, width=120))
+    # Flow style for lists of numbers/names keeps limits and layouts one line each.
+    Path(path).write_text(yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None))
 
 
 def train_bundle(dataset, robot, out_dir, model_cfg: EnsembleConfig, train_cfg: TrainConfig,
