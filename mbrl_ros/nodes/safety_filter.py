@@ -1,0 +1,256 @@
+"""safety_filter: the last gate before the actuators, in its own process.
+
+Each period of its control loop (own thread, mbrl_ros.ros.control_loop) at `control_rate_hz` it sends exactly one std_msgs/Float64MultiArray on
+/forward_effort_controller/commands, chosen by mbrl_ros.core.safety.SafetyFilter: the MPC
+command if fresh and confident, else the policy command, else hold (joint damping); clamped to
+the effort limits and rate-limited; a command pushing a joint past its limit margin is refused.
+/mbrl/safety/mode (latched String) is published on every change and every `mode_publish_period_s`.
+
+Confidence: the node loads the bundle named on /mbrl/world_model/active_model itself and
+computes the ensemble's disagreement about each candidate action at the current state (one
+batch of at most two rows). Without a model, candidates carry no disagreement and are refused
+unless `allow_missing_uncertainty` is true.
+
+Freshness of a command: the older of its header stamp (the state it was planned from) and its
+receive time, compared with now; a header stamp in the future is refused as such.
+
+Inputs are stored by the subscriptions (latest wins) and read by the loop; a malformed message
+is counted and dropped, so it can neither crash the node nor reach the output.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+
+from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
+from mbrl_ros.ros.control_loop import ControlLoop
+from mbrl_ros.ros.conversions import CONTROL, LATCHED
+from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.joint_state import JointStateReader
+from mbrl_ros.ros.model_source import BundleFollower
+from mbrl_ros.ros.node_main import StartupError, main_for
+from mbrl_ros.ros.parameters import Param, ParameterHandler
+from mbrl_ros.ros.settings_params import params_from_settings
+
+SOURCES = {'mpc': '/mbrl/mpc/command', 'policy': '/mbrl/policy/command'}
+
+SPECS = [
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path: joint order and limits',
+          dynamic=False),
+    Param('control_rate_hz', 50.0, 'commands sent per second (one per period, whatever arrives)',
+          range=(1.0, 1000.0)),
+    Param('mode_publish_period_s', 1.0, '/mbrl/safety/mode is re-sent this often (and on every change)',
+          range=(0.01, 60.0)),
+    *params_from_settings(SafetySettings),
+]
+_SETTINGS = set(SafetySettings.__dataclass_fields__)
+
+
+class SafetyFilterNode(Node):
+    def __init__(self):
+        super().__init__('safety_filter')
+        self.params = ParameterHandler(self, SPECS, on_validate=self._validate, on_applied=self._applied)
+        try:
+            from mbrl_ros.core.robot import RobotModel
+            self.robot = RobotModel.load(self.params['robot'])
+        except Exception as exc:
+            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        settings, why = self._settings(self.params.values)
+        if why:
+            raise StartupError(why)
+        self.filter = SafetyFilter.for_robot(self.robot, settings)
+        self.reader = JointStateReader(self.robot.joint_names)
+        self.follower = BundleFollower(self.robot)
+        self.bundle = None
+        self._settings_pending: Optional[SafetySettings] = None
+        self._state = None                               # JointSample, latest
+        self._cmds: dict = {k: None for k in SOURCES}    # source -> (JointSample, receive time)
+        self._mode = None
+        self._mode_sent_t = -1e18
+        self.counts = {'periods': 0, 'late_resyncs': 0, 'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
+                       **{f'bad_{k}_commands': 0 for k in SOURCES}, **{f'refused_{k}': 0 for k in SOURCES},
+                       'refused_models': 0, 'model_errors': 0, 'internal_errors': 0}
+        self._last = {'refusal': 'none', 'bad_input': 'none', 'error': 'none', 'state': 'none'}
+
+        # Model loading has its own callback group so that a bundle being validated never
+        # delays the state and command updates.
+        inputs, model = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self._pub = self.create_publisher(Float64MultiArray, '/forward_effort_controller/commands', CONTROL)
+        self._pub_mode = self.create_publisher(String, '/mbrl/safety/mode', LATCHED)
+        self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL, callback_group=inputs)
+        for name, topic in SOURCES.items():
+            self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), CONTROL,
+                                     callback_group=inputs)
+        self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED,
+                                 callback_group=model)
+        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='safety_filter')
+        self.loop.start()
+        self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        self.get_logger().info(f"gating {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
+                               'waiting for /mbrl/world_model/active_model (hold until a model is loaded'
+                               + (')' if not settings.allow_missing_uncertainty else ', or accept without)'))
+
+    # ---- parameters -------------------------------------------------------------------
+    @staticmethod
+    def _settings(values: dict) -> tuple[Optional[SafetySettings], Optional[str]]:
+        s = SafetySettings(**{k: v for k, v in values.items() if k in _SETTINGS})
+        errs = s.errors()
+        return (None, 'invalid safety settings: ' + '; '.join(errs)) if errs else (s, None)
+
+    def _validate(self, changes: dict) -> Optional[str]:
+        return self._settings({**self.params.values, **changes})[1]
+
+    def _applied(self, changes: dict) -> None:
+        if _SETTINGS & set(changes):
+            self._settings_pending = self._settings(self.params.values)[0]
+        if 'control_rate_hz' in changes:
+            self.loop.set_rate(changes['control_rate_hz'])
+
+    # ---- inputs -----------------------------------------------------------------------
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            sample, why = self.reader.state(msg)
+        except Exception as exc:
+            sample, why = None, f'unreadable: {exc!r}'
+        if sample is None:
+            self.counts['bad_states'] += 1
+            self._bad(f'state: {why}')
+            return
+        self._state = sample
+
+    def _on_command(self, source: str, msg: JointState) -> None:
+        try:
+            sample, why = self.reader.command(msg)
+        except Exception as exc:
+            sample, why = None, f'unreadable: {exc!r}'
+        if sample is None:
+            self.counts[f'bad_{source}_commands'] += 1
+            self._bad(f'{source} command: {why}')
+            return
+        self._cmds[source] = (sample, self._now())
+
+    def _on_active_model(self, msg: String) -> None:
+        bundle, why = self.follower.offer(msg.data)
+        if why:
+            self.counts['refused_models'] += 1
+            self.get_logger().error(f'refused model {msg.data[:200]!r}: {why}; keeping {self.follower.identity}')
+        elif bundle is not None:
+            self.bundle = bundle  # one reference: the next period uses it
+            self.get_logger().info(f'checking commands against {bundle.identity}')
+
+    def _bad(self, what: str) -> None:
+        self._last['bad_input'] = what
+        self.get_logger().warning(f'ignoring {what}', throttle_duration_sec=2.0)
+
+    # ---- one control period -----------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _tick(self) -> None:
+        cmd = None
+        try:
+            if self._settings_pending is not None:
+                settings, self._settings_pending = self._settings_pending, None
+                self.filter.configure(settings)
+            now = self._now()
+            state = self._state
+            samples = {k: self._sample(k, now) for k in SOURCES}
+            self._add_disagreement(state, samples)
+            st = None if state is None else StateSample(state.q, state.qd, state.stamp)
+            out = self.filter.step(now, st, samples['mpc'], samples['policy'])
+            cmd = out.command
+            self._account(out, samples)
+            self._publish_mode(out.mode, now)
+        except Exception as exc:  # the filter itself failed: still send one safe command
+            self.counts['internal_errors'] += 1
+            self._last['error'] = repr(exc)
+            self.get_logger().error(f'safety step failed: {exc!r}; sending zero effort', throttle_duration_sec=2.0)
+            cmd = np.zeros(self.robot.dof)
+            self.filter.last_command = cmd
+        self.counts['periods'] += 1
+        self._pub.publish(Float64MultiArray(data=[float(u) for u in cmd]))
+
+    def _sample(self, source: str, now: float) -> Optional[CommandSample]:
+        got = self._cmds[source]
+        if got is None:
+            return None
+        sample, received = got
+        # Older of stamp and receive time, unless the stamp is in the future (refused as such).
+        future = sample.stamp - now > self.filter.settings.future_tolerance_s
+        stamp = sample.stamp if future else min(sample.stamp, received)
+        return CommandSample(sample.effort, stamp)
+
+    def _add_disagreement(self, state, samples: dict) -> None:
+        bundle = self.bundle
+        todo = [k for k, s in samples.items() if s is not None]
+        if bundle is None or state is None or not todo:
+            return
+        x = np.concatenate([state.q, state.qd])
+        actions = np.stack([samples[k].values for k in todo])
+        try:
+            dis = bundle.ensemble.disagreement(np.repeat(x[None], len(todo), axis=0), actions)
+        except Exception as exc:  # leave them without disagreement: refused as unconfident
+            self.counts['model_errors'] += 1
+            self._last['error'] = f'disagreement: {exc!r}'
+            self.get_logger().error(f'ensemble failed on the current state: {exc!r}', throttle_duration_sec=2.0)
+            return
+        for k, d in zip(todo, np.asarray(dis, dtype=np.float64).reshape(-1)):
+            samples[k].disagreement = float(d)
+
+    def _account(self, out, samples: dict) -> None:
+        self.counts['clamped'] += int(out.clamped)
+        self.counts['rate_limited'] += int(out.rate_limited)
+        for k in SOURCES:
+            if samples[k] is not None and k in out.reasons:
+                self.counts[f'refused_{k}'] += 1
+                self._last['refusal'] = f'{k}: {out.reasons[k]}'
+        self._last['state'] = out.reasons.get('state', 'ok')
+
+    def _publish_mode(self, mode: str, now: float) -> None:
+        if mode != self._mode:
+            why = '; '.join(f'{k}: {v}' for k, v in self.filter.last_output.reasons.items()) or 'fresh'
+            # (rclpy refuses two severities from one call site: two calls.)
+            if mode == 'mpc':
+                self.get_logger().info(f'mode {self._mode} -> {mode}')
+            else:
+                self.get_logger().warning(f'mode {self._mode} -> {mode} ({why})')
+        if mode != self._mode or now - self._mode_sent_t >= self.params['mode_publish_period_s'] \
+                or now < self._mode_sent_t:
+            self._pub_mode.publish(String(data=mode))
+            self._mode, self._mode_sent_t = mode, now
+
+    # ---- health -----------------------------------------------------------------------
+    def _status(self):
+        self.counts['late_resyncs'] = self.loop.resyncs
+        values = {'mode': self._mode or 'none', 'robot': self.robot.name, 'model': self.follower.identity,
+                  **{f'periods_{m}': self.filter.mode_counts[m] for m in MODES}, **self.counts,
+                  'last_refusal': self._last['refusal'], 'last_bad_input': self._last['bad_input'],
+                  'last_refused_model': self.follower.last_refusal, 'state': self._last['state'],
+                  'last_error': self._last['error']}
+        if self.counts['internal_errors']:
+            return ERROR, f"safety step failed: {self._last['error']}", values
+        if self._mode == 'hold':
+            return WARN, f"hold ({self._last['state'] if self._last['state'] != 'ok' else self._last['refusal']})", \
+                values
+        return OK, f'mode {self._mode}', values
+
+    def close(self) -> None:
+        self.loop.stop()
+        # The last word to the actuators is zero effort (gravity compensation holds the arm).
+        try:
+            self._pub.publish(Float64MultiArray(data=[0.0] * self.robot.dof))
+        except Exception:  # context already shut down: the robot's own watchdog takes over
+            pass
+
+
+def main():
+    main_for(SafetyFilterNode, threads=3)
+
+
+if __name__ == '__main__':
+    main()
