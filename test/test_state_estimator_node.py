@@ -280,3 +280,15 @@ def test_estimated_velocity_tracks_the_simulated_arm(probe):
     print(summary)
     assert np.all(speed > 0.2), 'the arm hardly moved: ' + summary
     assert np.all(err < 0.03 * speed), summary  # measured ~0.2 %
+
+
+def test_stale_detected_on_sim_time_without_clock(probe):
+    """use_sim_time with a dead simulator: /clock stops too, stale must still be reported."""
+    with estimator_process('use_sim_time:=true') as (proc, log):
+        h = Harness(probe, proc, log)
+        h.wait_ready()
+        h.stream(50, 250.0, lambda k, t: h.msg())
+        stopped = time.time()
+        err = probe.wait_until(lambda: next(
+            (s for s in h.statuses(stopped) if s.level == DiagnosticStatus.ERROR), None), 3.0)
+        assert err is not None, _log_text(log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -72,7 +73,10 @@ class StateEstimatorNode(Node):
         self._window = {'n': 0, 'rejected': 0, 'proc_sum': 0.0, 'proc_max': 0.0, 't0': time.monotonic()}
         self._pub = self.create_publisher(JointState, '/mbrl/state', SENSOR)
         self.create_subscription(JointState, '/joint_states', self._on_joint_states, INPUT_QOS)
-        self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale)
+        # Steady clock: with use_sim_time a dead simulator also stops /clock, and a sim-time
+        # timer would then never notice that the input went stale.
+        self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.get_logger().info(f'estimating {len(names)} joints {names}; waiting for /joint_states')
 
