@@ -1,6 +1,7 @@
 """The figures of `mbrl-ros bench sim`, computed from synthetic receive logs (no ROS)."""
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -58,3 +59,32 @@ def test_rtf_from_sim_time_in_diagnostics_when_there_is_no_clock():
     assert r['real_time_factor'] == pytest.approx(0.95, rel=1e-4)
     assert 'sim_time_s' in r['real_time_factor_source']
     assert r['diagnostics']['/sim_robot']['level'] == 0
+
+
+def test_bench_sim_runs_end_to_end_and_cleans_up():
+    """The real thing, briefly: both nodes as processes, JSON out, nothing left behind."""
+    import subprocess
+    import sys
+
+    import psutil
+    res = subprocess.run([sys.executable, '-m', 'mbrl_ros.cli', 'bench', 'sim', '--duration', '3',
+                          '--robot', 'arm3', '--json'], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(res.stdout)
+    assert 0.5 < r['real_time_factor'] < 1.5, r
+    js, st = r['joint_states'], r['mbrl_state']
+    assert js['setting_hz'] == 250.0 and abs(js['rate_error_pct']) < 20, js
+    assert js['stamps_wall_clock'] and st['count'] > 0.8 * js['count'], r
+    assert st['latency_from_stamp_p50_ms'] > 0 and st['estimator_hop_p50_ms'] > 0, st
+    assert set(r['diagnostics']) >= {'/sim_robot', '/state_estimator'}, r['diagnostics']
+    # The bench's nodes ran in the bench's own domain (it says which on stderr): none may remain.
+    domain = re.search(r'ROS_DOMAIN_ID=(\d+)', res.stderr).group(1)
+    leftovers = []
+    for p in psutil.process_iter(['cmdline']):
+        try:
+            if any('mbrl_ros.nodes' in a for a in p.info['cmdline'] or []) \
+                    and p.environ().get('ROS_DOMAIN_ID') == domain:
+                leftovers.append(p)
+        except psutil.Error:
+            pass
+    assert not leftovers, leftovers
