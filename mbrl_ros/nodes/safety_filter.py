@@ -29,7 +29,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
 from mbrl_ros.ros.control_loop import ControlLoop
-from mbrl_ros.ros.conversions import CONTROL, LATCHED
+from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import BundleFollower
@@ -72,7 +72,7 @@ class SafetyFilterNode(Node):
         self._cmds: dict = {k: None for k in SOURCES}    # source -> (JointSample, receive time)
         self._mode = None
         self._mode_sent_t = -1e18
-        self.counts = {'periods': 0, 'late_resyncs': 0, 'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
+        self.counts = {'periods': 0, 'states': 0, **{f'{k}_commands': 0 for k in SOURCES}, 'late_resyncs': 0, 'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
                        **{f'bad_{k}_commands': 0 for k in SOURCES}, **{f'refused_{k}': 0 for k in SOURCES},
                        'refused_models': 0, 'model_errors': 0, 'internal_errors': 0}
         self._last = {'refusal': 'none', 'bad_input': 'none', 'error': 'none', 'state': 'none'}
@@ -84,7 +84,9 @@ class SafetyFilterNode(Node):
         self._pub_mode = self.create_publisher(String, '/mbrl/safety/mode', LATCHED)
         self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL, callback_group=inputs)
         for name, topic in SOURCES.items():
-            self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), CONTROL,
+            # A short queue, not depth 1: every command is looked at (a malformed one is counted,
+            # not silently overwritten); the newest still wins, and its age is judged by its stamp.
+            self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), SENSOR,
                                      callback_group=inputs)
         self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED,
                                  callback_group=model)
@@ -122,6 +124,7 @@ class SafetyFilterNode(Node):
             self._bad(f'state: {why}')
             return
         self._state = sample
+        self.counts['states'] += 1
 
     def _on_command(self, source: str, msg: JointState) -> None:
         try:
@@ -133,6 +136,7 @@ class SafetyFilterNode(Node):
             self._bad(f'{source} command: {why}')
             return
         self._cmds[source] = (sample, self._now())
+        self.counts[f'{source}_commands'] += 1
 
     def _on_active_model(self, msg: String) -> None:
         bundle, why = self.follower.offer(msg.data)

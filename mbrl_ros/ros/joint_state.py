@@ -32,7 +32,9 @@ class JointStateReader:
         key = tuple(names)
         if key not in self._index:
             where = {n: i for i, n in enumerate(key)}
-            ok = len(where) == len(key) and all(n in where for n in self.names)
+            # Exactly the robot's joints, in any order: an unknown extra joint means the sender
+            # is configured for another robot (the state_estimator strips extras upstream).
+            ok = len(where) == len(key) == self.dof and all(n in where for n in self.names)
             self._index[key] = np.array([where[n] for n in self.names]) if ok else None
         return self._index[key]
 
