@@ -1,0 +1,358 @@
+"""mpc_controller (lifecycle): CEM/iCEM model-predictive control over the ensemble world model.
+
+/mbrl/state (latest wins) + /mbrl/goal + /mbrl/world_model/active_model (latched) ->
+/mbrl/mpc/command (JointState effort, stamped with the stamp of the state it planned from)
+and, every `plan_publish_every` plans, /mbrl/mpc/plan (nav_msgs/Path, predicted EE path).
+
+Threads: the control loop plans in its own thread (mbrl_ros.ros.control_loop: paced against
+absolute deadlines; an rclpy timer sharing the executor with 100-250 Hz state callbacks lost
+periods on a loaded machine). The executor (multi-threaded) runs the state/goal subscriptions,
+the model loading and the parameter/lifecycle services in separate callback groups, so
+nothing waits on a bundle being validated. Everything handed to the loop (latest state, goal,
+new model, parameter changes) is a single reference it picks up at the start of its next plan;
+only the loop touches the planner. Deactivation stops the loop after the plan in flight.
+
+The work is in mbrl_ros.core.planning.MpcController; goals are checked by
+mbrl_ros.core.workspace.Workspace; bundles are followed by mbrl_ros.ros.model_source.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Optional
+
+import numpy as np
+from geometry_msgs.msg import PointStamped, PoseStamped
+from nav_msgs.msg import Path as PathMsg
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
+from mbrl_ros.core.planning.mpc import ALIASES
+from mbrl_ros.ros.control_loop import ControlLoop
+from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
+from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.joint_state import JointStateReader
+from mbrl_ros.ros.model_source import BundleFollower
+from mbrl_ros.ros.node_main import StartupError, main_for
+from mbrl_ros.ros.parameters import Param
+from mbrl_ros.ros.settings_params import params_from_settings
+
+_PLANNER_FIELDS = ('planner', 'horizon', 'num_samples', 'num_iterations', 'num_elites', 'time_budget_ms',
+                   'alpha', 'init_std', 'min_std', 'noise_beta', 'population_decay', 'keep_elites_fraction',
+                   'execute', 'shift_fill')
+_RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_penalty
+_ACCEPTED_FRAMES = ('', 'world')
+
+SPECS = [
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
+    Param('autostart', True, 'configure and activate at start (else wait for ~/change_state)', dynamic=False),
+    Param('control_rate_hz', 50.0, 'plans (and commands) per second', range=(1.0, 500.0)),
+    Param('state_timeout_s', 0.1, 'a state older than this is stale: no command', range=(0.001, 10.0)),
+    Param('plan_publish_every', 5, 'publish the predicted EE path every n-th plan (keeps the loop light)',
+          range=(1, 1000)),
+    Param('propagation', 'expectation', 'ensemble propagation (applies to the next model loaded)',
+          choices=('expectation', 'ts1', 'tsinf'), dynamic=False),
+    Param('num_particles', 1, 'particles per sample for ts1/tsinf', range=(1, 100), dynamic=False),
+    Param('stats_window', 500, 'plans in the plan-time percentiles on /diagnostics', range=(10, 100000),
+          dynamic=False),
+    *params_from_settings(PlannerConfig, include=_PLANNER_FIELDS),
+    *params_from_settings(CostWeights, rename=_RENAME),
+]
+
+
+def settings_from(values: dict) -> tuple[list[str], PlannerConfig, CostWeights]:
+    """(errors, config, weights) for a complete set of parameter values (validated as a batch)."""
+    mapped = {ALIASES.get(k, k): v for k, v in values.items()}
+    cfg, w = from_mapping(PlannerConfig, mapped), from_mapping(CostWeights, mapped)
+    return cfg.errors() + w.errors(), cfg, w
+
+
+class MpcControllerNode(LifecycleNode):
+    def __init__(self):
+        super().__init__('mpc_controller')
+        from mbrl_ros.ros.parameters import ParameterHandler
+        self.params = ParameterHandler(self, SPECS, on_validate=self._validate, on_applied=self._applied)
+        errs, _, _ = settings_from(self.params.values)
+        if errs:
+            raise StartupError('invalid planner parameters: ' + '; '.join(errs))
+        try:
+            from mbrl_ros.core.robot import RobotModel
+            self.robot = RobotModel.load(self.params['robot'])
+        except Exception as exc:
+            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        from mbrl_ros.core.workspace import Workspace
+        self.workspace = Workspace.from_robot(self.robot)
+        self.reader = JointStateReader(self.robot.joint_names)
+        self.follower = BundleFollower(self.robot)
+        self.mpc = None                  # MpcController, built when the first model arrives
+        self._state = None               # (JointSample, stamp msg) latest, set by the subscription
+        self._goal: Optional[np.ndarray] = None
+        self._goal_applied = None
+        self._new_bundle = None          # validated bundle waiting for the loop
+        self._param_changes: dict = {}   # accepted changes waiting for the loop
+        self._param_lock = threading.Lock()
+        self._active = False
+        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='mpc')
+        self._subs: list = []
+        self._pub_cmd = self._pub_plan = None
+        self._plan_ms: deque = deque(maxlen=self.params['stats_window'])
+        self.counts = {'plans': 0, 'commands': 0, 'overruns': 0, 'no_command': 0, 'bad_states': 0,
+                       'stale_states': 0, 'bad_goals': 0, 'model_swaps': 0, 'refused_models': 0,
+                       'internal_errors': 0}
+        self._last = {'iterations': 0, 'samples': 0, 'goal_distance': float('nan'), 'no_command': 'none',
+                      'bad_input': 'none', 'error': 'none'}
+        self._groups = {k: MutuallyExclusiveCallbackGroup() for k in ('inputs', 'model')}
+        self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        if self.params['autostart']:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise StartupError('autostart: configure failed')
+            self.trigger_activate()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._pub_cmd = self.create_lifecycle_publisher(JointState, '/mbrl/mpc/command', CONTROL)
+        self._pub_plan = self.create_lifecycle_publisher(PathMsg, '/mbrl/mpc/plan', SENSOR)
+        g = self._groups
+        self._subs = [
+            self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL, callback_group=g['inputs']),
+            self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10, callback_group=g['inputs']),
+            self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED,
+                                     callback_group=g['model']),
+        ]
+        self.get_logger().info(f'configured for {self.robot.name} (reach {self.workspace.reach:.3f} m); '
+                               'waiting for /mbrl/world_model/active_model' if self.mpc is None else 'configured')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        self.loop.start()
+        self.get_logger().info(f"active: planning at {self.params['control_rate_hz']:g} Hz")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self.loop.stop()  # waits for a plan in flight: no command after we report inactive
+        self.get_logger().info('inactive: no commands')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self.loop.stop()
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        for p in (self._pub_cmd, self._pub_plan):
+            if p is not None:
+                self.destroy_lifecycle_publisher(p)
+        self._pub_cmd = self._pub_plan = None
+        self.mpc, self.follower.current = None, None
+        self._state, self._goal, self._goal_applied = None, None, None
+
+    # ---- parameters -------------------------------------------------------------------
+    def _validate(self, changes: dict) -> Optional[str]:
+        errs, _, _ = settings_from({**self.params.values, **changes})
+        return '; '.join(errs) if errs else None
+
+    def _applied(self, changes: dict) -> None:
+        with self._param_lock:
+            self._param_changes.update(changes)
+        if 'control_rate_hz' in changes:
+            self.loop.set_rate(changes['control_rate_hz'])
+
+    # ---- inputs (never block: store the latest and return) -------------------------------
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            sample, why = self.reader.state(msg)
+        except Exception as exc:  # a message no check foresaw: count it, keep running
+            sample, why = None, f'unreadable: {exc!r}'
+        if sample is None:
+            self.counts['bad_states'] += 1
+            self._last['bad_input'] = f'state: {why}'
+            self.get_logger().warning(f'ignoring /mbrl/state: {why}', throttle_duration_sec=2.0)
+            return
+        self._state = (sample, msg.header.stamp)
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        g = (msg.point.x, msg.point.y, msg.point.z)
+        why = None
+        if msg.header.frame_id not in _ACCEPTED_FRAMES:
+            why = f"frame '{msg.header.frame_id}' is not 'world' (no tf here: send goals in the world frame)"
+        why = why or self.workspace.check_goal(g)
+        if why:
+            self.counts['bad_goals'] += 1
+            self._last['bad_input'] = f'goal: {why}'
+            kept = 'none' if self._goal is None else np.round(self._goal, 3).tolist()
+            self.get_logger().warning(f'refused goal: {why}; keeping the previous goal {kept}')
+            return
+        self._goal = np.array(g, dtype=np.float64)
+        self.get_logger().info(f'goal ({g[0]:.3f}, {g[1]:.3f}, {g[2]:.3f})')
+
+    def _on_active_model(self, msg: String) -> None:
+        bundle, why = self.follower.offer(msg.data)
+        if why:
+            self.counts['refused_models'] += 1
+            self.get_logger().error(f'refused model {msg.data[:200]!r}: {why}; '
+                                    f'keeping {self.follower.identity}')
+        elif bundle is not None:
+            self._new_bundle = bundle  # the loop swaps it in between plans
+            self.get_logger().info(f'loaded model {bundle.identity}')
+
+    # ---- the control loop ---------------------------------------------------------------
+    def _take_pending(self) -> None:
+        bundle, self._new_bundle = self._new_bundle, None
+        with self._param_lock:
+            changes, self._param_changes = self._param_changes, {}
+        if bundle is not None:
+            self._swap_model(bundle)
+        if changes and self.mpc is not None:
+            planner = {k: v for k, v in changes.items() if ALIASES.get(k, k) in _SETTINGS_FIELDS}
+            reason = self.mpc.apply_parameters(planner) if planner else None
+            if reason:  # validated already; this would be a bug, so say so loudly
+                self._error(f'accepted parameters could not be applied: {reason}')
+        if self._goal is not None and self._goal is not self._goal_applied and self.mpc is not None:
+            self.mpc.set_goal(self._goal)
+            self._goal_applied = self._goal
+
+    def _swap_model(self, bundle) -> None:
+        from mbrl_ros.core.planning import EnsembleDynamics, MpcController
+        dyn = EnsembleDynamics(bundle.ensemble, propagation=self.params['propagation'],
+                               num_particles=self.params['num_particles'])
+        if self.mpc is None:
+            _, cfg, w = settings_from(self.params.values)
+            self.mpc = MpcController(self.robot, dyn, cfg, w, dt=bundle.dt)
+        else:
+            self.mpc.set_dynamics(dyn)
+            self.mpc.dt = bundle.dt
+        self._goal_applied = None
+        self.counts['model_swaps'] += 1
+
+    def _tick(self) -> None:
+        if not self._active:
+            return
+        try:
+            self._plan_once()
+        except Exception as exc:  # the loop must survive anything; no command this period
+            self._error(f'plan failed: {exc!r}')
+
+    def _plan_once(self) -> None:
+        self._take_pending()
+        why = self._why_no_plan()
+        if why:
+            return self._no_command(why)
+        sample, stamp = self._state
+        t0 = time.perf_counter()
+        res = self.mpc.compute(sample.q, sample.qd, now=sample.stamp)
+        ms = 1e3 * (time.perf_counter() - t0)
+        self._plan_ms.append(ms)
+        self.counts['plans'] += 1
+        budget = self.mpc.config.time_budget_ms
+        if ms > 1e3 / self.params['control_rate_hz'] or (budget > 0 and ms > budget):
+            self.counts['overruns'] += 1
+        if res.plan is not None:
+            self._last['iterations'] = res.plan.stats.iterations
+            self._last['samples'] = res.plan.stats.samples_evaluated
+        self._last['goal_distance'] = float(np.linalg.norm(self.robot.fk(sample.q) - self._goal))
+        if res.command is None:
+            return self._no_command(res.reason)
+        out = JointState(name=self.robot.joint_names, effort=[float(u) for u in res.command])
+        out.header.stamp = stamp
+        self._pub_cmd.publish(out)
+        self.counts['commands'] += 1
+        if res.plan.ee_path is not None and self.counts['plans'] % self.params['plan_publish_every'] == 0:
+            self._publish_plan(res.plan.ee_path, stamp)
+
+    def _why_no_plan(self) -> Optional[str]:
+        if self.mpc is None:
+            return 'no model yet (waiting for /mbrl/world_model/active_model)'
+        if self._goal is None:
+            return 'no goal'
+        if self._state is None:
+            return 'no state'
+        age = self.get_clock().now().nanoseconds * 1e-9 - self._state[0].stamp
+        if age > self.params['state_timeout_s'] or age < -self.params['state_timeout_s']:
+            self.counts['stale_states'] += 1
+            return f"stale state ({age * 1e3:.0f} ms old, timeout {self.params['state_timeout_s'] * 1e3:.0f} ms)"
+        return None
+
+    def _no_command(self, why: str) -> None:
+        self.counts['no_command'] += 1
+        if why != self._last['no_command']:
+            self.get_logger().info(f'no command: {why}')
+        self._last['no_command'] = why
+
+    def _publish_plan(self, ee_path: np.ndarray, stamp) -> None:
+        msg = PathMsg()
+        msg.header.stamp = stamp
+        msg.header.frame_id = 'world'
+        for p in ee_path:
+            pose = PoseStamped()
+            pose.header = msg.header
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in p)
+            pose.pose.orientation.w = 1.0
+            msg.poses.append(pose)
+        self._pub_plan.publish(msg)
+
+    def _error(self, what: str) -> None:
+        self.counts['internal_errors'] += 1
+        self._last['error'] = what
+        self.get_logger().error(what, throttle_duration_sec=2.0)
+
+    # ---- health -------------------------------------------------------------------------
+    def _status(self):
+        times = np.array(self._plan_ms) if self._plan_ms else None
+        cfg = self.mpc.config if self.mpc is not None else settings_from(self.params.values)[1]
+        values = {
+            'lifecycle': 'active' if self._active else ('inactive' if self._subs else 'unconfigured'),
+            'model': self.follower.identity, 'robot': self.robot.name,
+            'horizon': cfg.horizon, 'num_samples': cfg.num_samples, 'planner': cfg.planner,
+            'time_budget_ms': cfg.time_budget_ms, 'control_rate_hz': self.params['control_rate_hz'],
+            'plan_ms_p50': float(np.percentile(times, 50)) if times is not None else 'n/a',
+            'plan_ms_p99': float(np.percentile(times, 99)) if times is not None else 'n/a',
+            'iterations_last': self._last['iterations'], 'samples_last': self._last['samples'],
+            'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
+            'goal_distance_m': self._last['goal_distance'],
+            'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],
+            'last_refused_model': self.follower.last_refusal, 'last_error': self._last['error'],
+            'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs,
+            **self.counts,
+        }
+        if self.counts['internal_errors']:
+            return ERROR, f"errors: {self._last['error']}", values
+        if not self._active:
+            return OK, values['lifecycle'], values
+        if self.mpc is None:
+            return WARN, 'no model (waiting for /mbrl/world_model/active_model)', values
+        if self._last['no_command'] not in ('none', 'no goal') and self.counts['commands'] == 0:
+            return WARN, f"no command: {self._last['no_command']}", values
+        if self._goal is None:
+            return OK, 'ok (idle: no goal)', values
+        if times is None:
+            return OK, 'ok (no plan yet)', values
+        return OK, f"ok ({self.counts['commands']} commands, plan p50 {values['plan_ms_p50']:.1f} ms)", values
+
+    def close(self) -> None:
+        self._active = False
+        self.loop.stop()
+
+
+_SETTINGS_FIELDS = set(_PLANNER_FIELDS) | {f for f in CostWeights.__dataclass_fields__}
+
+
+def main():
+    main_for(MpcControllerNode, threads=3)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,301 @@
+"""mpc_controller (lifecycle) node over real DDS: commands stamped with the planned-from state,
+lifecycle transitions, live parameters, goal checks, malformed input and model announcements.
+
+One node process serves the module, with an untrained arm3 bundle (from _model_helpers)
+announced on the latched active_model topic; a feeder thread publishes /mbrl/state at 100 Hz
+and remembers every stamp it sent. Tests that need "no goal yet" run first.
+"""
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from nav_msgs.msg import Path
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from _model_helpers import write_bundle
+from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.core.runtime.bundle import load_bundle
+from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
+from mbrl_ros.testing.ros_probe import RosProbe
+
+pytestmark = pytest.mark.ros
+
+NODE = '/mpc_controller'
+ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
+EFFORT_MAX = np.array([20.0, 20.0, 10.0])
+GOAL = (0.3, 0.1, 0.35)
+
+
+class Harness:
+    def __init__(self, probe, proc, log):
+        self.probe, self.proc, self.log = probe, proc, log
+        self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
+        self.goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+        self.active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
+        self.cmd = probe.subscribe('/mbrl/mpc/command', JointState, 1000)
+        self.plan = probe.subscribe('/mbrl/mpc/plan', Path, 100)
+        self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
+        self.sent = set()
+        self.feeding = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
+
+    def _feed(self):
+        while not self._stop.is_set():
+            if self.feeding:
+                m = JointState(name=ARM3, position=[0.1, 0.4, 0.5], velocity=[0.0, 0.1, -0.1])
+                m.header.stamp = sec_to_stamp(time.time())
+                self.sent.add((m.header.stamp.sec, m.header.stamp.nanosec))
+                self.state_pub.publish(m)
+            time.sleep(0.01)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def log_text(self):
+        self.log.seek(0)
+        return self.log.read()[-5000:]
+
+    def alive(self):
+        assert self.proc.poll() is None, 'mpc_controller exited:\n' + self.log_text()
+
+    def send_goal(self, xyz, frame='world'):
+        g = PointStamped()
+        g.header.frame_id = frame
+        g.header.stamp = sec_to_stamp(time.time())
+        g.point.x, g.point.y, g.point.z = (float(v) for v in xyz)
+        self.goal_pub.publish(g)
+
+    def commands_flow(self, n=5, timeout=10.0):
+        start = len(self.cmd)
+        ok = self.probe.wait_until(lambda: len(self.cmd) >= start + n, timeout)
+        self.alive()
+        assert ok, 'commands stopped:\n' + self.log_text()
+
+    def diag_values(self, timeout=3.0, predicate=lambda v: True):
+        n = len(self.diag)
+
+        def find():
+            for _, d in self.diag[n:]:
+                for s in d.status:
+                    if s.name.endswith('mpc_controller'):
+                        v = {kv.key: kv.value for kv in s.values}
+                        if predicate(v):
+                            return v
+            return None
+        got = self.probe.wait_until(find, timeout)
+        assert got is not None, 'no (matching) diagnostics:\n' + self.log_text()
+        return got
+
+    def lifecycle(self):
+        return self.probe.call(GetState, f'{NODE}/get_state').current_state.id
+
+    def transition(self, tid):
+        req = ChangeState.Request()
+        req.transition.id = tid
+        return self.probe.call(ChangeState, f'{NODE}/change_state', req, timeout=10.0).success
+
+
+@pytest.fixture(scope='module')
+def bundles(tmp_path_factory):
+    robot = RobotModel.load('arm3')
+    root = tmp_path_factory.mktemp('mpc_bundles')
+    return write_bundle(root / 'a', robot).resolve(), root
+
+
+@pytest.fixture(scope='module')
+def node(bundles):
+    a, _ = bundles
+    with RosProbe('mpc_test') as probe, tempfile.TemporaryFile(mode='w+') as log:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'mbrl_ros.nodes.mpc_controller', '--ros-args', '-p', 'robot:=arm3',
+             '-p', 'num_samples:=100', '-p', 'num_elites:=10', '-p', 'horizon:=8', '-p', 'time_budget_ms:=15.0'],
+            stdout=log, stderr=subprocess.STDOUT)
+        h = Harness(probe, proc, log)
+        try:
+            h.active_pub.publish(String(data=load_bundle(a).identity))
+            h.diag_values(timeout=40.0, predicate=lambda v: v['model'] != 'none')
+            yield h
+        finally:
+            h.close()
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def running(node):
+    """Active, fed, with the module goal."""
+    node.feeding = True
+    if node.lifecycle() != State.PRIMARY_STATE_ACTIVE:
+        assert node.transition(Transition.TRANSITION_ACTIVATE)
+    node.send_goal(GOAL)
+    node.commands_flow(n=3)
+    yield node
+    node.alive()
+
+
+def test_autostarted_active_and_no_goal_means_no_command(node):
+    # (Runs first: no goal has been sent.)
+    assert node.lifecycle() == State.PRIMARY_STATE_ACTIVE
+    time.sleep(1.0)
+    assert len(node.cmd) == 0
+    assert node.diag_values()['last_no_command'] == 'no goal'
+
+
+def test_commands_are_stamped_with_the_planned_from_state(running):
+    running.commands_flow(n=20)
+    recent = [m for _, m in running.cmd[-20:]]
+    for m in recent:
+        assert list(m.name) == ARM3
+        assert len(m.effort) == 3 and np.all(np.abs(m.effort) <= EFFORT_MAX + 1e-9)
+        assert (m.header.stamp.sec, m.header.stamp.nanosec) in running.sent
+    # Latest state wins: commands follow the feed closely, not a backlog.
+    t_recv, last = running.cmd[-1]
+    assert t_recv - stamp_to_sec(last.header.stamp) < 0.5
+    # The predicted EE path: frame world, horizon + 1 poses, every 5th plan.
+    assert running.probe.wait_until(lambda: len(running.plan) > 0, 5.0)
+    path = running.plan[-1][1]
+    assert path.header.frame_id == 'world' and len(path.poses) == 9
+    vals = running.diag_values()
+    assert vals['model'] == load_bundle(vals['model'].split()[0]).identity
+    for key in ('plan_ms_p50', 'plan_ms_p99', 'overruns', 'iterations_last', 'goal_distance_m'):
+        assert key in vals
+    assert float(vals['plan_ms_p99']) >= float(vals['plan_ms_p50']) > 0
+    assert int(vals['iterations_last']) >= 1
+
+
+def test_deactivate_stops_commands_activate_resumes(running):
+    assert running.transition(Transition.TRANSITION_DEACTIVATE)
+    assert running.lifecycle() == State.PRIMARY_STATE_INACTIVE
+    n = len(running.cmd)
+    time.sleep(0.8)
+    assert len(running.cmd) == n, 'commands while inactive'
+    assert running.transition(Transition.TRANSITION_ACTIVATE)
+    assert running.lifecycle() == State.PRIMARY_STATE_ACTIVE
+    running.commands_flow(n=5)
+
+
+def test_stale_state_means_no_command(running):
+    running.feeding = False
+    time.sleep(0.3)
+    n = len(running.cmd)
+    time.sleep(0.6)
+    assert len(running.cmd) == n
+    assert running.diag_values(predicate=lambda v: 'stale' in v['last_no_command'] or 'no state' in
+                               v['last_no_command'])
+    running.feeding = True
+    running.commands_flow(n=5)
+
+
+def _plan_lengths(h, duration=1.0):
+    n = len(h.plan)
+    time.sleep(duration)
+    return {len(m.poses) for _, m in h.plan[n:]}
+
+
+def test_live_parameters_take_effect_without_restart(running):
+    probe, pid = running.probe, running.proc.pid
+    ok, reason = probe.set_param(NODE, 'horizon', 5)
+    assert ok, reason
+    time.sleep(0.3)
+    assert _plan_lengths(running) == {6}
+    assert running.diag_values(predicate=lambda v: v['horizon'] == '5')
+    for name, value, shown in (('num_samples', 60, '60'), ('planner', 'cem', 'cem'),
+                               ('time_budget_ms', 12.0, '12')):
+        ok, reason = probe.set_param(NODE, name, value)
+        assert ok, (name, reason)
+        assert running.diag_values(predicate=lambda v, n=name, s=shown: v[n] == s), name
+    for name, value in (('num_iterations', 2), ('num_elites', 8), ('uncertainty_penalty', 3.0),
+                        ('ee_distance', 2.0), ('control_rate_hz', 40.0)):
+        ok, reason = probe.set_param(NODE, name, value)
+        assert ok, (name, reason)
+    running.commands_flow(n=10)
+    ok, reason = probe.set_param(NODE, 'horizon', 8)
+    assert ok, reason
+    ok, reason = probe.set_param(NODE, 'control_rate_hz', 50.0)
+    assert ok, reason
+    time.sleep(0.3)
+    assert _plan_lengths(running) == {9}
+    assert running.proc.pid == pid and running.proc.poll() is None
+
+
+def test_invalid_and_static_parameter_changes_are_refused_with_a_reason(running):
+    probe = running.probe
+    for name, value, words in (('horizon', 0, 'range'), ('horizon', 500, 'range'),
+                               ('num_samples', 2, 'range'), ('planner', 'mppi', 'one of'),
+                               ('time_budget_ms', -1.0, 'range'), ('uncertainty_penalty', -1.0, 'range'),
+                               ('control_rate_hz', 0.0, 'range'),
+                               ('num_elites', 1000, 'num_samples'),   # cross-check: > num_samples
+                               ('horizon', 'long', 'type'),
+                               ('robot', 'arm7', 'only'), ('autostart', False, 'only')):
+        ok, reason = probe.set_param(NODE, name, value)
+        assert not ok, (name, value)
+        assert words in reason or ('static' in reason or 'read-only' in reason), (name, reason)
+    assert probe.get_param(NODE, 'horizon') == 8
+    assert running.diag_values()['horizon'] == '8'
+    running.commands_flow(n=5)
+
+
+def test_unreachable_nan_or_foreign_frame_goals_are_refused(running):
+    before = running.diag_values()
+    for goal, frame in (((5.0, 0.0, 0.0), 'world'), ((float('nan'), 0.1, 0.2), 'world'),
+                        ((0.0, float('inf'), 0.2), 'world'), ((0.3, 0.1, 0.35), 'camera')):
+        running.send_goal(goal, frame)
+        time.sleep(0.1)
+    after = running.diag_values(predicate=lambda v: int(v['bad_goals']) >= int(before['bad_goals']) + 4)
+    assert after['goal'] == before['goal'] == str([round(v, 4) for v in GOAL]).replace(',', ',')
+    assert 'reach' in after['last_bad_input'] or 'frame' in after['last_bad_input']
+    running.commands_flow(n=5)   # the previous goal is still pursued
+
+
+def test_malformed_states_crash_nothing(running):
+    before = int(running.diag_values()['bad_states'])
+    bad = [JointState(name=ARM3, position=[0.0, 0.0], velocity=[0.0] * 3),
+           JointState(name=ARM3, position=[float('nan')] * 3, velocity=[0.0] * 3),
+           JointState(name=['x', 'y', 'z'], position=[0.0] * 3, velocity=[0.0] * 3),
+           JointState(name=ARM3, position=[0.0] * 3, velocity=[0.0] * 3),   # no stamp
+           JointState(position=[0.0] * 3, velocity=[0.0] * 3)]
+    running.feeding = False
+    for _ in range(2):
+        for m in bad:
+            if m is not bad[3]:
+                m.header.stamp = sec_to_stamp(time.time())
+            running.state_pub.publish(m)
+            time.sleep(0.04)
+    running.feeding = True
+    vals = running.diag_values(predicate=lambda v: int(v['bad_states']) >= before + 5)
+    assert vals['internal_errors'] == '0'
+    running.commands_flow(n=5)
+
+
+def test_bad_model_refused_good_model_swapped(running, bundles):
+    a, root = bundles
+    old = load_bundle(a).identity
+    running.active_pub.publish(String(data=f'{root}/missing {"0" * 64}'))
+    vals = running.diag_values(predicate=lambda v: 'missing_file' in v['last_refused_model'])
+    assert vals['model'] == old
+    running.commands_flow(n=5)
+    running.active_pub.publish(String(data='not a model announcement'))
+    vals = running.diag_values(predicate=lambda v: int(v['refused_models']) >= 2)
+    assert vals['model'] == old
+    b = write_bundle(root / 'b', RobotModel.load('arm3')).resolve()
+    new = load_bundle(b).identity
+    running.active_pub.publish(String(data=new))
+    vals = running.diag_values(timeout=10.0, predicate=lambda v: v['model'] == new)
+    assert int(vals['model_swaps']) >= 2
+    running.commands_flow(n=5)
