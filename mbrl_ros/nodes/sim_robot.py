@@ -107,6 +107,10 @@ class SimRobotNode(Node):
                 'use_sim_time is true but publish_clock is false: nothing publishes /clock, so this '
                 "node's timers (diagnostics) stall; set publish_clock:=true")
         self._pacer = Pacer(self.period, RESYNC_AFTER_S)
+        # Stamps carry the time the state belongs to (its physics deadline), not the moment it was
+        # published: when the thread catches up after a stall, consecutive stamps still advance by
+        # one period, so a downstream velocity estimate doesn't spike.
+        self._mono_to_wall = time.time() - time.monotonic()
         self._running = True
         self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
         self._thread.start()
@@ -188,6 +192,8 @@ class SimRobotNode(Node):
                 self.get_logger().error(f'{exc}; resetting to the start pose')
                 self.sim.reset(self.start_q)
             except Exception as exc:  # keep simulating; report it
+                if not self.context.ok():
+                    break  # shutting down (SIGINT/SIGTERM closed the context under us): not an error
                 self.counts['thread_errors'] += 1
                 self._last_error = repr(exc)
                 self.get_logger().error(f'physics loop error: {exc!r}', throttle_duration_sec=1.0)
@@ -213,8 +219,8 @@ class SimRobotNode(Node):
 
     def _publish(self) -> None:
         q, qd, effort = self.sim.observe()
-        stamp = (sec_to_stamp(self.sim.time) if self.pub_clock is not None
-                 else self.get_clock().now().to_msg())
+        stamp = sec_to_stamp(self.sim.time if self.pub_clock is not None
+                             else self._pacer.deadline + self._mono_to_wall)
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=stamp))
         js = JointState(name=self.robot.joint_names, position=q.tolist(), velocity=qd.tolist(),
