@@ -24,6 +24,7 @@ from mbrl_ros.core.commands import check_command
 from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.model_source import resolve_model_dir
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 
@@ -81,13 +82,7 @@ class WorldModelNode(Node):
 
     # ---- the bundle ---------------------------------------------------------------------
     def _resolve(self, value: str) -> Path:
-        from mbrl_ros.resources import default_model_dir, find_resource
-        if not value:
-            return default_model_dir(self.robot.name)
-        try:
-            return find_resource('models', value)
-        except FileNotFoundError:
-            return Path(value).expanduser()  # load_bundle names it as missing_file
+        return resolve_model_dir(value, self.robot.name)
 
     def _load(self, value: str):
         from mbrl_ros.core.runtime.bundle import load_bundle

@@ -1,0 +1,151 @@
+"""ROS-free helpers of the control nodes: the active_model follower, JointState reading,
+Param specs from the core settings, the workspace goal check, and the paced control loop."""
+import time
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import JointState
+
+from _model_helpers import write_bundle
+from mbrl_ros.core.planning import CostWeights, PlannerConfig
+from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.core.runtime.bundle import load_bundle
+from mbrl_ros.core.safety import SafetySettings
+from mbrl_ros.core.workspace import Workspace
+from mbrl_ros.ros.control_loop import ControlLoop
+from mbrl_ros.ros.joint_state import JointStateReader
+from mbrl_ros.ros.model_source import BundleFollower, parse_active_model, resolve_model_dir
+from mbrl_ros.ros.settings_params import params_from_settings
+
+ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
+
+
+@pytest.fixture(scope='module')
+def arm3():
+    return RobotModel.load('arm3')
+
+
+# ---- active_model ------------------------------------------------------------------------------
+def test_parse_active_model():
+    sha = 'a' * 64
+    assert parse_active_model(f'/m/my bundle {sha}') == (__import__('pathlib').Path('/m/my bundle'), sha)
+    for bad in ('', '   ', 'nohash', f'relative/path {sha}', '/m/x ' + 'g' * 64, '/m/x ' + 'a' * 63, None, 42):
+        with pytest.raises(ValueError):
+            parse_active_model(bad)
+
+
+def test_bundle_follower_loads_refuses_and_keeps(tmp_path, arm3):
+    a = write_bundle(tmp_path / 'a', arm3).resolve()
+    f = BundleFollower(arm3)
+    ident = load_bundle(a).identity
+    bundle, why = f.offer(ident)
+    assert why is None and bundle.identity == ident and f.current is bundle
+    assert f.offer(ident) == (None, None)                      # same bundle: nothing to do
+    for text, check in ((f'{tmp_path}/none {"0" * 64}', 'missing_file'), ('garbage', 'sha256'),
+                        (f'{a} {"0" * 64}', 'sha256')):       # announced hash != the file on disk
+        bundle, why = f.offer(text)
+        assert bundle is None and why and (check in why or 'active_model' in why), (text, why)
+        assert f.current.identity == ident
+    assert f.refusals == 3 and f.loads == 1
+    # A bundle for another robot is refused by load_bundle's checks.
+    arm7 = RobotModel.load('arm7')
+    b = write_bundle(tmp_path / 'b7', arm7).resolve()
+    bundle, why = f.offer(load_bundle(b).identity)
+    assert bundle is None and any(c in why for c in ('[robot', '[joint_names', '[dims')), why
+    assert f.current.identity == ident
+
+
+def test_resolve_model_dir(tmp_path):
+    assert resolve_model_dir(str(tmp_path), 'arm3') == tmp_path.resolve()
+    assert resolve_model_dir('', 'arm3').name == 'arm3'
+    assert str(resolve_model_dir('/no/such/dir', 'arm3')) == '/no/such/dir'
+
+
+# ---- JointState --------------------------------------------------------------------------------
+def _js(names, pos=(), vel=(), eff=(), stamp=(5, 0)):
+    m = JointState(name=list(names), position=list(pos), velocity=list(vel), effort=list(eff))
+    m.header.stamp = Time(sec=stamp[0], nanosec=stamp[1])
+    return m
+
+
+def test_joint_state_reader_reorders_and_refuses():
+    r = JointStateReader(ARM3)
+    s, why = r.state(_js(ARM3[::-1], [3, 2, 1], [30, 20, 10]))
+    assert why is None and s.stamp == 5.0
+    assert np.array_equal(s.q, [1, 2, 3]) and np.array_equal(s.qd, [10, 20, 30])
+    c, why = r.command(_js([], eff=[1, 2, 3]))              # no names: robot order
+    assert why is None and np.array_equal(c.effort, [1, 2, 3])
+    bad_states = [_js([], [1, 2, 3], [1, 2, 3]), _js(ARM3, [1, 2], [1, 2, 3]), _js(ARM3, [1, 2, 3], []),
+                  _js(ARM3, [1, np.nan, 3], [1, 2, 3]), _js(ARM3, [1, 2, 3], [1, 2, np.inf]),
+                  _js(ARM3 + ['x'], [1, 2, 3, 4], [1, 2, 3, 4]), _js(ARM3[:2] * 2, [1] * 4, [1] * 4),
+                  _js(ARM3, [1, 2, 3], [1, 2, 3], stamp=(0, 0))]
+    for m in bad_states:
+        s, why = r.state(m)
+        assert s is None and why, m
+    for m in (_js(ARM3, eff=[1, 2]), _js([], eff=[1, 2]), _js(ARM3, eff=[np.nan, 0, 0]),
+              _js(['a', 'b', 'c'], eff=[1, 2, 3]), _js(ARM3, eff=[1, 2, 3], stamp=(0, 0))):
+        c, why = r.command(m)
+        assert c is None and why, m
+
+
+# ---- parameters from settings ------------------------------------------------------------------
+def test_params_from_settings_carry_core_ranges_and_types():
+    specs = {p.name: p for p in params_from_settings(PlannerConfig)}
+    assert specs['horizon'].range == (1, 100) and specs['horizon'].default == 12
+    assert specs['planner'].choices == ('cem', 'icem')
+    assert isinstance(specs['time_budget_ms'].default, float)
+    assert specs['horizon'].check(0) and specs['horizon'].check(12) is None
+    w = {p.name: p for p in params_from_settings(CostWeights, rename={'uncertainty': 'uncertainty_penalty'},
+                                                 static=['effort'])}
+    assert 'uncertainty_penalty' in w and 'uncertainty' not in w and not w['effort'].dynamic
+    s = {p.name: p for p in params_from_settings(SafetySettings)}
+    assert s['allow_missing_uncertainty'].default is False
+    assert s['command_timeout_s'].check(50.0)
+
+
+def test_node_param_specs_build():
+    from mbrl_ros.nodes import mpc_controller, safety_filter
+    names = [p.name for p in mpc_controller.SPECS]
+    assert len(names) == len(set(names))
+    for key in ('horizon', 'num_samples', 'num_iterations', 'num_elites', 'planner', 'uncertainty_penalty',
+                'control_rate_hz', 'time_budget_ms', 'robot'):
+        assert key in names
+    errs, cfg, w = mpc_controller.settings_from({p.name: p.default for p in mpc_controller.SPECS})
+    assert errs == [] and cfg.horizon == 12
+    errs, _, _ = mpc_controller.settings_from({'num_samples': 10, 'num_elites': 20})
+    assert errs and 'num_elites' in errs[0]
+    names = [p.name for p in safety_filter.SPECS]
+    assert len(names) == len(set(names)) and 'uncertainty_threshold' in names
+
+
+# ---- workspace ---------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', ['arm3', 'arm7'])
+def test_workspace_reach_covers_sampled_poses_and_refuses_far_goals(name):
+    robot = RobotModel.load(name)
+    ws = Workspace.from_robot(robot)
+    ee = robot.fk(robot.sample_configurations(np.random.default_rng(1), 2000))
+    assert all(ws.check_goal(p) is None for p in ee)
+    far = ws.base + np.array([ws.reach * 1.1, 0.0, 0.0])
+    assert 'reach' in ws.check_goal(far)
+    for bad in ([np.nan, 0, 0], [0, np.inf, 0], [1, 2], 'abc', None):
+        assert ws.check_goal(bad)
+
+
+# ---- control loop ------------------------------------------------------------------------------
+def test_control_loop_runs_at_rate_and_stops_cleanly():
+    ticks = []
+    loop = ControlLoop(lambda: ticks.append(time.monotonic()), 100.0)
+    loop.start()
+    time.sleep(0.5)
+    loop.set_rate(20.0)
+    time.sleep(0.5)
+    loop.stop()
+    n = len(ticks)
+    time.sleep(0.1)
+    assert len(ticks) == n and not loop.running
+    t = np.array(ticks)
+    fast = np.sum(t < t[0] + 0.45)
+    slow = np.sum(t > t[0] + 0.6)
+    assert 20 <= fast <= 50, fast       # ~45 at 100 Hz; loose for a loaded machine
+    assert 3 <= slow <= 10, slow        # ~8 at 20 Hz
