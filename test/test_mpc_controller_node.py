@@ -190,6 +190,22 @@ def test_deactivate_stops_commands_activate_resumes(running):
     running.commands_flow(n=5)
 
 
+def test_cleanup_and_configure_again_reloads_the_announced_model(running):
+    assert running.transition(Transition.TRANSITION_DEACTIVATE)
+    assert running.transition(Transition.TRANSITION_CLEANUP)
+    assert running.lifecycle() == State.PRIMARY_STATE_UNCONFIGURED
+    assert running.diag_values(predicate=lambda v: v['lifecycle'] == 'unconfigured')['model'] == 'none'
+    assert running.transition(Transition.TRANSITION_CONFIGURE)
+    assert running.transition(Transition.TRANSITION_ACTIVATE)
+    # The latched active_model reaches the new subscription; the goal was forgotten by cleanup.
+    assert running.diag_values(timeout=10.0, predicate=lambda v: v['model'] != 'none')
+    n = len(running.cmd)
+    time.sleep(0.5)
+    assert len(running.cmd) == n
+    running.send_goal(GOAL)
+    running.commands_flow(n=5)
+
+
 def test_stale_state_means_no_command(running):
     running.feeding = False
     time.sleep(0.3)

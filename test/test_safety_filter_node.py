@@ -319,6 +319,24 @@ def test_live_uncertainty_threshold_and_refused_changes(model, probe):
     assert ok, reason
 
 
+def test_command_pushing_a_joint_past_its_limit_is_refused(model):
+    # Joint 2 (q_max 2.2) at 2.19: inside the 0.05 rad margin. Pushing further out is refused
+    # (-> policy), pushing back in is accepted.
+    global Q
+    old_q = Q
+    try:
+        Q = [0.2, 2.19, 0.4]
+        model.cmd['mpc'] = np.array([0.0, 3.0, 0.0])
+        model.cmd['policy'] = np.array([0.0, -1.0, 0.0])
+        assert model.wait_mode('policy'), model.last_mode()
+        assert 'limit' in model.diag_values()['last_refusal']
+        model.cmd['mpc'] = np.array([0.0, -3.0, 0.0])
+        assert model.wait_mode('mpc'), model.last_mode()
+    finally:
+        Q = old_q
+        model.cmd.update(mpc=MPC_CMD.copy(), policy=POLICY_CMD.copy())
+
+
 def test_bad_model_announcement_is_refused_and_old_model_kept(model, probe, tmp_path):
     before = model.diag_values()['model']
     probe._sf_active_pub.publish(String(data=f'{tmp_path}/nothing_here {"0" * 64}'))

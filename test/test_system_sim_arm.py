@@ -135,10 +135,9 @@ def test_shipped_arm3_bundle_reaches_the_goal(launch_system):
     meta = load_bundle(_shipped_bundle()).meta
     if meta.get('data', {}).get('source') == 'test':
         pytest.skip('the shipped bundle is a test bundle')
-    from geometry_msgs.msg import PointStamped as P
     with launch_system('sim_arm.launch.yaml', args={'robot': 'arm3'}, wait_topics=WAIT, timeout=90) as system:
         probe = system.probe
-        ee = probe.subscribe('/mbrl/sim/ee_position', P, 100)
+        ee = probe.subscribe('/mbrl/sim/ee_position', PointStamped, 100)
         sender = GoalSender(probe, GOAL)
         try:
             close = probe.wait_until(

@@ -1,9 +1,10 @@
 """safety_filter: the last gate before the actuators, in its own process.
 
-Each period of its control loop (own thread, mbrl_ros.ros.control_loop) at `control_rate_hz` it sends exactly one std_msgs/Float64MultiArray on
-/forward_effort_controller/commands, chosen by mbrl_ros.core.safety.SafetyFilter: the MPC
-command if fresh and confident, else the policy command, else hold (joint damping); clamped to
-the effort limits and rate-limited; a command pushing a joint past its limit margin is refused.
+Each period of its control loop (own thread, mbrl_ros.ros.control_loop) at `control_rate_hz`
+it sends exactly one std_msgs/Float64MultiArray on /forward_effort_controller/commands, chosen
+by mbrl_ros.core.safety.SafetyFilter: the MPC command if fresh and confident, else the policy
+command, else hold (joint damping); clamped to the effort limits and rate-limited; a command
+pushing a joint past its limit margin is refused.
 /mbrl/safety/mode (latched String) is published on every change and every `mode_publish_period_s`.
 
 Confidence: the node loads the bundle named on /mbrl/world_model/active_model itself and
@@ -72,7 +73,8 @@ class SafetyFilterNode(Node):
         self._cmds: dict = {k: None for k in SOURCES}    # source -> (JointSample, receive time)
         self._mode = None
         self._mode_sent_t = -1e18
-        self.counts = {'periods': 0, 'states': 0, **{f'{k}_commands': 0 for k in SOURCES}, 'late_resyncs': 0, 'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
+        self.counts = {'periods': 0, 'late_resyncs': 0, 'states': 0, **{f'{k}_commands': 0 for k in SOURCES},
+                       'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
                        **{f'bad_{k}_commands': 0 for k in SOURCES}, **{f'refused_{k}': 0 for k in SOURCES},
                        'refused_models': 0, 'model_errors': 0, 'internal_errors': 0}
         self._last = {'refusal': 'none', 'bad_input': 'none', 'error': 'none', 'state': 'none'}
