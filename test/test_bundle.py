@@ -233,3 +233,10 @@ def test_train_collect_and_evaluate_fresh_data(tmp_path):
                         '--json'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'amplitude 0.1' in r.stderr and '"open_loop_ee_error_median_m"' in r.stdout
+
+
+def test_dims_partitioned_graph_from_another_model(bundle, robot, tmp_path):
+    other = write_bundle(tmp_path / 'other', robot, E=2)
+    shutil.copy(other / 'ensemble_partitioned.onnx', bundle / 'ensemble_partitioned.onnx')
+    rehash(bundle, 'ensemble_partitioned.onnx')
+    expect('dims', bundle, robot, 'ensemble_partitioned.onnx')

@@ -39,11 +39,12 @@ def add_arguments(p):
     g.add_argument('--no-affine', action='store_true', help='plain MLP mean head (no control-affine term)')
     g.add_argument('--no-angle-features', action='store_true', help='no sin/cos(q) inputs')
     g = p.add_argument_group('training')
-    g.add_argument('--epochs', type=int, default=200, help='maximum epochs')
+    g.add_argument('--epochs', type=int, default=150, help='maximum epochs (cosine lr decay over them)')
     g.add_argument('--batch-size', type=int, default=256)
-    g.add_argument('--lr', type=float, default=1e-3)
+    g.add_argument('--lr', type=float, default=3e-3)
     g.add_argument('--weight-decay', type=float, default=1e-5)
-    g.add_argument('--patience', type=int, default=15)
+    g.add_argument('--patience', type=int, default=20)
+    g.add_argument('--grad-clip', type=float, default=10.0, help='gradient-norm clip (0: off)')
     g.add_argument('--max-time', type=float, default=None, help='wall-clock cap on training (s)')
     g.add_argument('--holdout-frac', type=float, default=0.1, help='episodes held out for early stopping')
     g.add_argument('--seed', type=int, default=0)
@@ -80,7 +81,8 @@ def run(args) -> int:
                                    angle_features=0 if args.no_angle_features else robot.dof)
         train_cfg = TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, patience=args.patience,
-                                seed=args.seed, max_time_s=args.max_time, threads=args.threads)
+                                seed=args.seed, max_time_s=args.max_time, threads=args.threads,
+                                grad_clip=args.grad_clip or None)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f'mbrl-ros train: {e}', file=sys.stderr)
         return 2

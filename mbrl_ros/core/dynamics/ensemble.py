@@ -130,7 +130,8 @@ class ProbabilisticEnsemble(nn.Module):
         mean, logvar = out[..., :S], out[..., S:2 * S]
         if self.config.control_affine:
             gain = out[..., 2 * S:].reshape(out.shape[:-1] + (S, A))
-            mean = mean + (gain @ x[..., S:S + A].unsqueeze(-1)).squeeze(-1)
+            # Broadcast multiply + sum, not a matmul: (S x A) @ (A x 1) per row is far too small for bmm.
+            mean = mean + (gain * x[..., S:S + A].unsqueeze(-2)).sum(-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar

@@ -86,9 +86,9 @@ def build_graph(model: ProbabilisticEnsemble, partitioned: bool = False) -> onnx
         nodes.append(helper.make_node('Slice', [x_norm, const_i64(inits, 'a_start', [S]),
                                                 const_i64(inits, 'a_end', [S + A]), const_i64(inits, 'a_axis', [-1])],
                                       ['a_norm'], name='slice_a'))
-        a_col = node('Unsqueeze', ['a_norm', const_i64(inits, 'last_axis', [-1])], 'a_col')
-        ga = node('MatMul', [gain, a_col], 'gain_a')          # (E,B,S,A) @ (B,A,1) -> (E,B,S,1)
-        ga = node('Squeeze', [ga, 'last_axis'], 'gain_a_sq')
+        a_row = node('Unsqueeze', ['a_norm', const_i64(inits, 'row_axis', [-2])], 'a_row')   # (..., 1, A)
+        ga = node('Mul', [gain, a_row], 'gain_a')                 # (E,B,S,A) * (B,1,A)
+        ga = node('ReduceSum', [ga, const_i64(inits, 'last_axis', [-1])], 'gain_a_sum', keepdims=0)
         node('Add', ['mean_f', ga], 'mean_n')
     else:
         nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S])],

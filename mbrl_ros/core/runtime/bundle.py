@@ -230,6 +230,13 @@ def load_bundle(model_dir, robot=None, intra_op_threads: int = 1) -> ModelBundle
     partitioned = path / PARTITIONED_FILE if PARTITIONED_FILE in meta['files'] else None
     rt = _load_runtime(path / ENSEMBLE_FILE, partitioned, intra_op_threads)
     _check_dims_graph(rt, meta, ENSEMBLE_FILE)
+    if rt.partitioned is not None:
+        shapes = {i.name: i.shape for i in rt.partitioned.get_inputs()}
+        want = {'state': meta['state']['dim'], 'action': meta['action']['dim']}
+        if set(shapes) != set(want) or any(len(shapes[k]) != 3 or shapes[k][0] != rt.ensemble_size
+                                           or shapes[k][-1] != v for k, v in want.items()):
+            raise BundleError('dims', f'{PARTITIONED_FILE} inputs {shapes} do not match (E={rt.ensemble_size}, '
+                              f'batch, dim) with state {want["state"]}, action {want["action"]}')
     policy = None
     if POLICY_FILE in meta['files']:
         policy = path / POLICY_FILE
