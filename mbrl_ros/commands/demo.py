@@ -1,7 +1,14 @@
-"""`mbrl-ros demo`: the stack on the simulated arm with a live readout.
+"""`mbrl-ros demo`: the whole stack reaching random goals on the simulated arm, with a report.
 
-Brings `sim_arm.launch.yaml` up through `mbrl-ros launch` (each node its own process), watches
-the topics from a separate node, and prints a summary at the end. Ctrl-C stops it early.
+Brings `sim_arm.launch.yaml` up through `mbrl-ros launch` (each node its own process, their
+output in <out>/launch.log), waits until the stack is ready (state flowing, model loaded by
+world_model and mpc_controller, safety filter publishing its mode), then sends `--goals`
+random reachable end-effector goals on /mbrl/goal, one every `--goal-period` seconds, with a
+live one-line readout. At the end: a summary table per goal, PNG plots and the rosbag2 MCAP
+log of the run in the report folder (see docs/demo.md). Ctrl-C stops early (still reports).
+
+Exit status: 0 when the stack ran the whole demo; 1 when it did not come up or stopped during
+the run (the message says which, with the tail of launch.log); 2 for bad options.
 """
 from __future__ import annotations
 
@@ -10,92 +17,355 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
+
+BAG_TOPICS = {  # topic -> (package, type); imported lazily so `--help` stays fast
+    '/joint_states': ('sensor_msgs', 'JointState'),
+    '/mbrl/state': ('sensor_msgs', 'JointState'),
+    '/mbrl/goal': ('geometry_msgs', 'PointStamped'),
+    '/mbrl/sim/ee_position': ('geometry_msgs', 'PointStamped'),
+    '/mbrl/mpc/command': ('sensor_msgs', 'JointState'),
+    '/mbrl/mpc/plan': ('nav_msgs', 'Path'),
+    '/mbrl/policy/command': ('sensor_msgs', 'JointState'),
+    '/forward_effort_controller/commands': ('std_msgs', 'Float64MultiArray'),
+    '/mbrl/safety/mode': ('std_msgs', 'String'),
+    '/mbrl/world_model/uncertainty': ('std_msgs', 'Float64'),
+    '/mbrl/world_model/active_model': ('std_msgs', 'String'),
+    '/diagnostics': ('diagnostic_msgs', 'DiagnosticArray'),
+}
+LATCHED_TOPICS = ('/mbrl/safety/mode', '/mbrl/world_model/active_model')
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--robot', default='arm7', help='built-in robot name or MJCF path (default arm7)')
-    p.add_argument('--duration', type=float, default=20.0, help='seconds to run (default 20)')
+    p.add_argument('--robot', default='arm7', help='built-in robot (arm7, arm3) or MJCF path (default arm7)')
+    p.add_argument('--model-dir', default=None,
+                   help='model bundle directory (default: the shipped models/<robot>)')
+    p.add_argument('--goals', type=int, default=5, metavar='N', help='number of random goals (default 5)')
+    p.add_argument('--goal-period', type=float, default=3.0, metavar='S',
+                   help='seconds per goal (default 3; success is judged 3 s after a goal)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the goal sequence (default 0)')
+    p.add_argument('--out', default=None, metavar='DIR',
+                   help='report folder (default runs/demo_<date>_<time>)')
     p.add_argument('--launch-file', default='sim_arm.launch.yaml')
-    p.add_argument('--excite', type=float, default=0.3,
-                   help='amplitude of a gentle test torque on the first joints, as a fraction of the '
-                        'effort limit (0 disables); the sim validates it like any command')
+    p.add_argument('--startup-timeout', type=float, default=120.0, metavar='S',
+                   help='seconds to wait for the stack to be ready (default 120)')
+
+
+def fail(msg: str, code: int = 1) -> int:
+    print(f'[demo] error: {msg}', file=sys.stderr, flush=True)
+    return code
 
 
 def run(args) -> int:
     import numpy as np
 
+    from mbrl_ros.core.report import reachable_goals
     from mbrl_ros.core.robot import RobotModel
+    from mbrl_ros.core.workspace import Workspace
+    from mbrl_ros.resources import default_model_dir
     from mbrl_ros.testing.isolation import isolate_ros_session
+
+    if args.goals < 1:
+        return fail(f'--goals must be at least 1, got {args.goals}', 2)
+    if not args.goal_period > 0:
+        return fail(f'--goal-period must be positive, got {args.goal_period}', 2)
+    try:
+        robot = RobotModel.load(args.robot)
+    except Exception as exc:
+        return fail(f'cannot load robot {args.robot!r}: {exc}', 2)
+    model_dir = Path(args.model_dir).expanduser() if args.model_dir else default_model_dir(robot.name)
+    why = _check_bundle(model_dir, robot)
+    if why:
+        return fail(why)
+    goals = reachable_goals(robot, np.random.default_rng(args.seed), args.goals,
+                            start=robot.fk(robot.home_q), workspace=Workspace.from_robot(robot))
+    out = Path(args.out or time.strftime('runs/demo_%Y%m%d_%H%M%S'))
+    if (out / 'bag').exists():
+        return fail(f'{out} already holds a demo run; choose another --out', 2)
+    out.mkdir(parents=True, exist_ok=True)
 
     # A demo must never drive a real arm that happens to share the default domain.
     domain = isolate_ros_session()
-    robot = RobotModel.load(args.robot)
     cmd = [sys.executable, '-m', 'mbrl_ros.cli', 'launch', args.launch_file, f'robot:={args.robot}',
-           'world_model:=false']
-    print(f'[demo] ROS_DOMAIN_ID={domain}; starting: {" ".join(cmd[2:])}', flush=True)
-    stack = subprocess.Popen(cmd, start_new_session=True)
+           f'model_dir:={model_dir.resolve()}', '--log-dir', str(out / 'logs')]
+    print(f'[demo] {robot.name}, model {model_dir}, {args.goals} goals x {args.goal_period:g} s, seed {args.seed}',
+          flush=True)
+    print(f'[demo] ROS_DOMAIN_ID={domain}; starting {args.launch_file} (node output: {out / "launch.log"})',
+          flush=True)
+    log = open(out / 'launch.log', 'wb')
+    stack = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     try:
-        return _watch(args, robot, np, stack)
+        result = _drive(args, robot, goals, model_dir, out, stack)
     finally:
-        if stack.poll() is None:
-            os.killpg(stack.pid, signal.SIGINT)
-            try:
-                stack.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(stack.pid, signal.SIGKILL)
-                stack.wait()
+        stopped_rc = _stop(stack)
+        log.close()
+    if result.get('startup_error'):
+        return fail(result['startup_error'] + '\n' + _tail(out / 'launch.log'))
+    return _report(args, robot, model_dir, out, result, stopped_rc)
 
 
-def _watch(args, robot, np, stack) -> int:
+def _check_bundle(model_dir: Path, robot) -> str | None:
+    """Why the bundle cannot run the demo, before starting anything (the nodes would say it less clearly)."""
+    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
+    if not (model_dir / 'bundle.yaml').is_file():
+        return (f'no model bundle at {model_dir} (no bundle.yaml): pass --model-dir, or train one '
+                f'(mbrl-ros collect, mbrl-ros train --robot {robot.name})')
+    try:
+        load_bundle(model_dir, robot)
+    except BundleError as exc:
+        return f'model bundle {model_dir} refused [{getattr(exc, "check", "?")}]: {exc}'
+    return None
+
+
+# ---- the run ---------------------------------------------------------------------------------
+class _Watch:
+    """What the readout shows, updated by the recorder callbacks (executor thread)."""
+
+    def __init__(self, rec):
+        self.rec = rec
+        self.lock = threading.Lock()
+        self.goal = None
+        self.mode = None
+        self.dist = float('nan')
+        self.unc = float('nan')
+        self.latency_ms = float('nan')
+        self.plan_p50 = float('nan')
+        self.active_model = None
+        self.mpc_status = None
+        self.diag: dict = {}
+
+    def on_ee(self, msg, t):
+        import numpy as np
+        p = (msg.point.x, msg.point.y, msg.point.z)
+        # The measurement time (header stamp, wall clock here: no sim time) unless it is off by
+        # more than a second (a sim-time stamp): then the receive time.
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        self.rec.ee_t.append(stamp if abs(stamp - t) < 1.0 else t)
+        self.rec.ee.append(p)
+        if self.goal is not None:
+            self.dist = float(np.linalg.norm(np.asarray(p) - self.goal))
+
+    def on_mode(self, msg, t):
+        self.rec.mode_t.append(t)
+        self.rec.modes.append(msg.data)
+        self.mode = msg.data
+
+    def on_unc(self, msg, t):
+        self.rec.unc_t.append(t)
+        self.rec.unc.append(msg.data)
+        self.unc = msg.data
+
+    def on_mpc(self, msg, t):
+        from mbrl_ros.ros.conversions import stamp_to_sec
+        ms = 1e3 * (t - stamp_to_sec(msg.header.stamp))
+        self.rec.latency_t.append(t)
+        self.rec.latency_ms.append(ms)
+        self.latency_ms = ms
+
+    def on_active(self, msg, t):
+        self.active_model = msg.data
+
+    def on_diag(self, msg, t):
+        for st in msg.status:
+            values = {kv.key: kv.value for kv in st.values}
+            self.diag[st.name.lstrip('/')] = (st.level, st.message, values)
+            if st.name.endswith('mpc_controller'):
+                self.mpc_status = st.message
+                try:
+                    p50, p99 = float(values['plan_ms_p50']), float(values['plan_ms_p99'])
+                except (KeyError, ValueError):
+                    continue  # 'n/a' before the first plan
+                self.rec.plan_t.append(t)
+                self.rec.plan_p50_ms.append(p50)
+                self.rec.plan_p99_ms.append(p99)
+                self.plan_p50 = p50
+
+
+def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
+    import importlib
+
+    import numpy as np
     from geometry_msgs.msg import PointStamped
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray
 
-    from mbrl_ros.ros.conversions import stamp_to_sec
+    from mbrl_ros.core.report import RunRecord
+    from mbrl_ros.ros.conversions import sec_to_stamp
+    from mbrl_ros.ros.run_recorder import RunRecorder
     from mbrl_ros.testing.ros_probe import RosProbe
 
-    with RosProbe('demo_monitor') as probe:
-        joint_states = probe.subscribe('/joint_states', JointState)
-        states = probe.subscribe('/mbrl/state', JointState)
-        ee = probe.subscribe('/mbrl/sim/ee_position', PointStamped)
-        pub = probe.publisher('/forward_effort_controller/commands', Float64MultiArray)
-        if probe.wait_until(lambda: len(states) > 0 or stack.poll() is not None, 30.0) is None \
-                or stack.poll() is not None:
-            print('[demo] the stack did not come up (see the node output above)', file=sys.stderr)
-            return 1
-        t0 = time.monotonic()
-        latencies, last_print = [], 0.0
-        interactive = sys.stdout.isatty()
+    rec = RunRecord()
+    w = _Watch(rec)
+    topics = {t: getattr(importlib.import_module(f'{pkg}.msg'), name) for t, (pkg, name) in BAG_TOPICS.items()}
+    callbacks = {'/mbrl/sim/ee_position': w.on_ee, '/mbrl/safety/mode': w.on_mode,
+                 '/mbrl/world_model/uncertainty': w.on_unc, '/mbrl/mpc/command': w.on_mpc,
+                 '/mbrl/world_model/active_model': w.on_active, '/diagnostics': w.on_diag}
+    custom = {'robot': robot.name, 'model_dir': str(model_dir), 'goals': len(goals), 'seed': args.seed,
+              'goal_period_s': args.goal_period, 'source': 'mbrl-ros demo'}
+    interactive = sys.stdout.isatty()
+    result = {'record': rec, 'watch': w, 'interrupted': False, 'died': None, 'goals_sent': 0}
+    with RosProbe('mbrl_demo') as probe:
+        # ee_position comes at the sim's 250 Hz: every 5th is plenty for the distance curves and
+        # keeps this process light next to the stack it measures (all are still recorded).
+        recorder = RunRecorder(probe.node, out / 'bag', topics, callbacks, LATCHED_TOPICS, custom,
+                               decimate={'/mbrl/sim/ee_position': 5})
+        result['recorder'] = recorder
         try:
-            while time.monotonic() - t0 < args.duration and stack.poll() is None:
-                t = time.monotonic() - t0
-                if args.excite > 0:
-                    effort = np.zeros(robot.dof)
-                    effort[:2] = args.excite * robot.effort_max[:2] * np.sin(2 * np.pi * 0.5 * t + np.array([0, 1.5]))
-                    pub.publish(Float64MultiArray(data=effort.tolist()))
-                if t - last_print >= 0.5 and states:
-                    last_print = t
-                    rt, s = states[-1]
-                    latencies.append(1e3 * (rt - stamp_to_sec(s.header.stamp)))
-                    n_js = sum(1 for rt_, _ in joint_states[-600:] if rt_ > time.time() - 1.0)
-                    p = ee[-1][1].point if ee else None
-                    line = (f't={t:5.1f}s  joint_states {n_js:4d} Hz  q[0:3]=' +
-                            ' '.join(f'{v:+.2f}' for v in list(s.position)[:3]) +
-                            (f'  ee=({p.x:+.3f},{p.y:+.3f},{p.z:+.3f}) m' if p else '') +
-                            f'  state latency {latencies[-1]:.2f} ms')
-                    print(('\r' + line) if interactive else line, end='' if interactive else '\n', flush=True)
-                time.sleep(0.02)
+            why = _wait_ready(probe, w, stack, args.startup_timeout, interactive)
+            if why:
+                result['startup_error'] = why
+                return result
+            pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+            for k, g in enumerate(goals):
+                msg = PointStamped()
+                msg.header.frame_id = 'world'
+                t0 = time.time()
+                msg.header.stamp = sec_to_stamp(t0)
+                msg.point.x, msg.point.y, msg.point.z = (float(v) for v in g)
+                w.goal = np.asarray(g, dtype=np.float64)
+                rec.goal_times.append(t0)
+                rec.goals.append(tuple(float(v) for v in g))
+                pub.publish(msg)
+                result['goals_sent'] = k + 1
+                last_line = 0.0
+                while time.time() - t0 < args.goal_period:
+                    if stack.poll() is not None:
+                        result['died'] = stack.returncode
+                        break
+                    now = time.time()
+                    if now - last_line >= (0.2 if interactive else 1.0):
+                        last_line = now
+                        _print_line(_readout(k, len(goals), now - t0, args.goal_period, w), interactive)
+                    time.sleep(0.05)
+                if result['died'] is not None:
+                    break
         except KeyboardInterrupt:
+            result['interrupted'] = True
+        finally:
+            rec.t_end = time.time()
+            if interactive:
+                print(flush=True)
+            result['counts'] = recorder.close()
+    return result
+
+
+def _wait_ready(probe, w: _Watch, stack, timeout: float, interactive: bool) -> str | None:
+    """None once state flows, both model users have the bundle and the filter runs; else why not."""
+    t0 = time.monotonic()
+    last = 0.0
+    while True:
+        checks = {
+            'state': probe.node.count_publishers('/mbrl/state') > 0 and len(w.rec.ee_t) > 0,
+            'world_model': w.active_model is not None,
+            'mpc_controller': (probe.node.count_subscribers('/mbrl/goal') > 0 and w.mpc_status is not None
+                               and not w.mpc_status.startswith(('no model', 'unconfigured', 'inactive'))),
+            'safety_filter': w.mode is not None,
+        }
+        if all(checks.values()):
+            print(f'[demo] stack ready after {time.monotonic() - t0:.1f} s', flush=True)
+            return None
+        if stack.poll() is not None:
+            return f'the stack exited (code {stack.returncode}) before it was ready; waiting for: ' + \
+                ', '.join(k for k, ok in checks.items() if not ok)
+        if time.monotonic() - t0 > timeout:
+            return (f'the stack was not ready after {timeout:g} s; missing: '
+                    + ', '.join(k for k, ok in checks.items() if not ok)
+                    + (f' (mpc_controller says: {w.mpc_status})' if w.mpc_status else ''))
+        if time.monotonic() - last >= (0.5 if interactive else 5.0):
+            last = time.monotonic()
+            _print_line(f'[demo] waiting for the stack ({time.monotonic() - t0:4.1f} s): '
+                        + '  '.join(f"{k} {'ok' if ok else '..'}" for k, ok in checks.items()), interactive)
+        time.sleep(0.1)
+
+
+def _readout(k: int, n: int, t: float, period: float, w: _Watch) -> str:
+    def f(v, fmt):
+        return '-' if v != v else format(v, fmt)
+    return (f'goal {k + 1}/{n} {t:4.1f}/{period:g}s  mode {w.mode or "-":6s} dist {f(100 * w.dist, "5.1f")} cm  '
+            f'plan p50 {f(w.plan_p50, "4.1f")} ms  cmd latency {f(w.latency_ms, "5.1f")} ms  '
+            f'uncertainty {f(w.unc, ".4f")}')
+
+
+def _print_line(line: str, interactive: bool) -> None:
+    if interactive:
+        print('\r' + line[:200].ljust(120), end='', flush=True)
+    else:
+        print(line, flush=True)
+
+
+def _stop(stack) -> int | None:
+    """SIGINT to the runner (its orderly shutdown of every node), SIGKILL to the group if it hangs."""
+    if stack.poll() is not None:
+        return stack.returncode
+    try:
+        stack.send_signal(signal.SIGINT)
+        return stack.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        print('[demo] the stack did not stop in 30 s after SIGINT: killing it', file=sys.stderr, flush=True)
+        try:
+            os.killpg(stack.pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
-        if interactive:
-            print()
-        dur = time.monotonic() - t0
-        n_js = len(joint_states)
-        print(f'[demo] {dur:.1f} s: {n_js} joint_states ({n_js / max(dur, 1e-9):.1f} Hz incl. start-up), '
-              f'{len(states)} /mbrl/state, median sampled state latency '
-              f'{np.median(latencies) if latencies else float("nan"):.2f} ms')
-        if stack.poll() not in (None, 0):
-            print(f'[demo] the stack exited with code {stack.returncode}', file=sys.stderr)
-            return 1
+        stack.wait()
+        return None
+
+
+def _tail(path: Path, n: int = 25) -> str:
+    try:
+        lines = path.read_text(errors='replace').splitlines()
+    except OSError:
+        return ''
+    return f'--- last {min(n, len(lines))} lines of {path} ---\n' + '\n'.join(lines[-n:])
+
+
+# ---- the report ------------------------------------------------------------------------------
+def _report(args, robot, model_dir: Path, out: Path, result: dict, stopped_rc) -> int:
+    from mbrl_ros.core import report
+
+    rec = result['record']
+    if not rec.goal_times:
+        return fail('no goal was sent (interrupted before the first goal)')
+    results = report.goal_results(rec)
+    tot = report.totals(results, rec)
+    tot['goals_planned'] = args.goals
+    table = report.format_table(results, tot)
+    print('\n' + table, flush=True)
+    print(f"[demo] MPC command latency (state stamp -> command received): p50 "
+          f"{tot['command_latency_ms_p50']} ms, p99 {tot['command_latency_ms_p99']} ms over "
+          f"{tot['mpc_commands']} commands; mpc_controller plan time p50/p99 from /diagnostics: "
+          f"{tot['plan_ms_p50_last']}/{tot['plan_ms_p99_last']} ms; {tot['mode_changes']} mode changes", flush=True)
+    plots = report.write_plots(out, rec, results, title=f'({robot.name})')
+    bag_counts, bag_error = {}, None
+    try:
+        bag_counts = report.bag_topic_counts(out / 'bag')
+    except Exception as exc:  # the run happened; say the log is unreadable rather than hide the table
+        bag_error = f'{exc!r}'
+    settings = {'robot': robot.name, 'model_dir': str(model_dir), 'active_model': result['watch'].active_model,
+                'goals': args.goals, 'goal_period_s': args.goal_period, 'seed': args.seed,
+                'success': f'within {report.SUCCESS_RADIUS_M * 100:g} cm {report.SUCCESS_AFTER_S:g} s after the goal',
+                'plan_time_source': 'command stamp timing (receive time - planned-from state stamp) '
+                                    'and mpc_controller /diagnostics p50/p99',
+                'distance_source': '/mbrl/sim/ee_position (simulator ground truth)',
+                'bag_messages': bag_counts, 'interrupted': result['interrupted']}
+    report.write_summary(out, results, tot, table, settings)
+    print(f"[demo] report: {out}/ (summary.txt, summary.yaml, {', '.join(p.name for p in plots)}, "
+          f"launch.log, logs/)", flush=True)
+    if bag_error:
+        print(f'[demo] warning: the bag {out / "bag"} could not be read back: {bag_error}', file=sys.stderr)
+    else:
+        print(f'[demo] bag: {out / "bag"} (rosbag2 MCAP, {sum(bag_counts.values())} messages on '
+              f'{sum(1 for v in bag_counts.values() if v)} topics; `ros2 bag info {out / "bag"}`)', flush=True)
+    errors = result['recorder'].callback_errors
+    if errors:
+        print(f"[demo] warning: {errors} messages could not be read: {result['recorder'].last_callback_error}",
+              file=sys.stderr)
+    if result['died'] is not None:
+        return fail(f"the stack stopped during the run (exit code {result['died']}) after "
+                    f"{result['goals_sent']} of {args.goals} goals\n" + _tail(out / 'launch.log'))
+    if result['interrupted']:
+        print(f"[demo] interrupted after {result['goals_sent']} of {args.goals} goals", flush=True)
+    if stopped_rc not in (0, None) and not result['interrupted']:
+        print(f'[demo] note: the launch exited with code {stopped_rc} on shutdown (see {out / "launch.log"})',
+              file=sys.stderr)
     return 0
