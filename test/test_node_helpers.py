@@ -149,3 +149,22 @@ def test_control_loop_runs_at_rate_and_stops_cleanly():
     slow = np.sum(t > t[0] + 0.6)
     assert 20 <= fast <= 50, fast       # ~45 at 100 Hz; loose for a loaded machine
     assert 3 <= slow <= 10, slow        # ~8 at 20 Hz
+
+
+def test_background_follower_loads_off_thread_and_keeps_the_newest(tmp_path, arm3):
+    from mbrl_ros.ros.model_source import BackgroundBundleFollower
+    a = write_bundle(tmp_path / 'a', arm3).resolve()
+    b = write_bundle(tmp_path / 'b', arm3).resolve()
+    loaded, refused = [], []
+    f = BackgroundBundleFollower(arm3, loaded.append, lambda text, why: refused.append(why))
+    t0 = time.perf_counter()
+    f.submit(load_bundle(a).identity)
+    f.submit(f'{tmp_path}/none {"0" * 64}')
+    f.submit(load_bundle(b).identity)          # the newest announcement wins
+    assert time.perf_counter() - t0 < 0.05      # submit never waits for a load
+    deadline = time.monotonic() + 20
+    while not f.idle() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f.idle()
+    assert loaded[-1].identity == load_bundle(b).identity == f.current.identity
+    assert len(loaded) + len(refused) <= 3

@@ -4,13 +4,13 @@
 /mbrl/mpc/command (JointState effort, stamped with the stamp of the state it planned from)
 and, every `plan_publish_every` plans, /mbrl/mpc/plan (nav_msgs/Path, predicted EE path).
 
-Threads: the control loop plans in its own thread (mbrl_ros.ros.control_loop: paced against
-absolute deadlines; an rclpy timer sharing the executor with 100-250 Hz state callbacks lost
-periods on a loaded machine). The executor (multi-threaded) runs the state/goal subscriptions,
-the model loading and the parameter/lifecycle services in separate callback groups, so
-nothing waits on a bundle being validated. Everything handed to the loop (latest state, goal,
-new model, parameter changes) is a single reference it picks up at the start of its next plan;
-only the loop touches the planner. Deactivation stops the loop after the plan in flight.
+Threads (measured, see docs/mpc_controller.md): the control loop plans in its own thread
+(mbrl_ros.ros.control_loop, paced against absolute deadlines); a single-threaded executor only
+stores inputs and answers the parameter/lifecycle services; bundles are validated on a worker
+thread (BackgroundBundleFollower). rclpy's MultiThreadedExecutor was far too slow with
+/mbrl/state at 250 Hz. Everything handed to the loop (latest state, goal, new model, parameter
+changes) is a single reference it picks up at the start of its next plan; only the loop touches
+the planner. Deactivation stops the loop after the plan in flight.
 
 The work is in mbrl_ros.core.planning.MpcController; goals are checked by
 mbrl_ros.core.workspace.Workspace; bundles are followed by mbrl_ros.ros.model_source.
@@ -25,7 +25,6 @@ from typing import Optional
 import numpy as np
 from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Path as PathMsg
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -36,7 +35,7 @@ from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import BundleFollower
+from mbrl_ros.ros.model_source import BackgroundBundleFollower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param
 from mbrl_ros.ros.settings_params import params_from_settings
@@ -87,7 +86,7 @@ class MpcControllerNode(LifecycleNode):
         from mbrl_ros.core.workspace import Workspace
         self.workspace = Workspace.from_robot(self.robot)
         self.reader = JointStateReader(self.robot.joint_names)
-        self.follower = BundleFollower(self.robot)
+        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused)
         self.mpc = None                  # MpcController, built when the first model arrives
         self._state = None               # (JointSample, stamp msg) latest, set by the subscription
         self._goal: Optional[np.ndarray] = None
@@ -105,7 +104,6 @@ class MpcControllerNode(LifecycleNode):
                        'internal_errors': 0}
         self._last = {'iterations': 0, 'samples': 0, 'goal_distance': float('nan'), 'no_command': 'none',
                       'bad_input': 'none', 'error': 'none'}
-        self._groups = {k: MutuallyExclusiveCallbackGroup() for k in ('inputs', 'model')}
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         if self.params['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -116,12 +114,10 @@ class MpcControllerNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._pub_cmd = self.create_lifecycle_publisher(JointState, '/mbrl/mpc/command', CONTROL)
         self._pub_plan = self.create_lifecycle_publisher(PathMsg, '/mbrl/mpc/plan', SENSOR)
-        g = self._groups
         self._subs = [
-            self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL, callback_group=g['inputs']),
-            self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10, callback_group=g['inputs']),
-            self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED,
-                                     callback_group=g['model']),
+            self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL),
+            self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10),
+            self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED),
         ]
         self.get_logger().info(f'configured for {self.robot.name} (reach {self.workspace.reach:.3f} m); '
                                'waiting for /mbrl/world_model/active_model' if self.mpc is None else 'configured')
@@ -200,14 +196,17 @@ class MpcControllerNode(LifecycleNode):
         self.get_logger().info(f'goal ({g[0]:.3f}, {g[1]:.3f}, {g[2]:.3f})')
 
     def _on_active_model(self, msg: String) -> None:
-        bundle, why = self.follower.offer(msg.data)
-        if why:
-            self.counts['refused_models'] += 1
-            self.get_logger().error(f'refused model {msg.data[:200]!r}: {why}; '
-                                    f'keeping {self.follower.identity}')
-        elif bundle is not None:
-            self._new_bundle = bundle  # the loop swaps it in between plans
-            self.get_logger().info(f'loaded model {bundle.identity}')
+        self.follower.submit(msg.data)   # validated on the loader thread, then handed to the loop
+
+    def _model_loaded(self, bundle) -> None:
+        if not self._subs:
+            return  # cleaned up while it was loading
+        self._new_bundle = bundle  # the loop swaps it in between plans
+        self.get_logger().info(f'loaded model {bundle.identity}')
+
+    def _model_refused(self, text: str, why: str) -> None:
+        self.counts['refused_models'] += 1
+        self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
 
     # ---- the control loop ---------------------------------------------------------------
     def _take_pending(self) -> None:
@@ -351,7 +350,7 @@ _SETTINGS_FIELDS = set(_PLANNER_FIELDS) | {f for f in CostWeights.__dataclass_fi
 
 
 def main():
-    main_for(MpcControllerNode, threads=3)
+    main_for(MpcControllerNode, threads=1)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,8 @@ unless `allow_missing_uncertainty` is true.
 Freshness of a command: the older of its header stamp (the state it was planned from) and its
 receive time, compared with now; a header stamp in the future is refused as such.
 
-Inputs are stored by the subscriptions (latest wins) and read by the loop; a malformed message
+Inputs are stored by the subscriptions (single-threaded executor; latest wins) and read by the
+loop; bundles are validated on a worker thread; a malformed message
 is counted and dropped, so it can neither crash the node nor reach the output.
 """
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -33,7 +33,7 @@ from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import BundleFollower
+from mbrl_ros.ros.model_source import BackgroundBundleFollower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.settings_params import params_from_settings
@@ -66,7 +66,7 @@ class SafetyFilterNode(Node):
             raise StartupError(why)
         self.filter = SafetyFilter.for_robot(self.robot, settings)
         self.reader = JointStateReader(self.robot.joint_names)
-        self.follower = BundleFollower(self.robot)
+        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused)
         self.bundle = None
         self._settings_pending: Optional[SafetySettings] = None
         self._state = None                               # JointSample, latest
@@ -79,19 +79,14 @@ class SafetyFilterNode(Node):
                        'refused_models': 0, 'model_errors': 0, 'internal_errors': 0}
         self._last = {'refusal': 'none', 'bad_input': 'none', 'error': 'none', 'state': 'none'}
 
-        # Model loading has its own callback group so that a bundle being validated never
-        # delays the state and command updates.
-        inputs, model = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self._pub = self.create_publisher(Float64MultiArray, '/forward_effort_controller/commands', CONTROL)
         self._pub_mode = self.create_publisher(String, '/mbrl/safety/mode', LATCHED)
-        self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL, callback_group=inputs)
+        self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL)
         for name, topic in SOURCES.items():
             # A short queue, not depth 1: every command is looked at (a malformed one is counted,
             # not silently overwritten); the newest still wins, and its age is judged by its stamp.
-            self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), SENSOR,
-                                     callback_group=inputs)
-        self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED,
-                                 callback_group=model)
+            self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), SENSOR)
+        self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED)
         self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='safety_filter')
         self.loop.start()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
@@ -141,13 +136,15 @@ class SafetyFilterNode(Node):
         self.counts[f'{source}_commands'] += 1
 
     def _on_active_model(self, msg: String) -> None:
-        bundle, why = self.follower.offer(msg.data)
-        if why:
-            self.counts['refused_models'] += 1
-            self.get_logger().error(f'refused model {msg.data[:200]!r}: {why}; keeping {self.follower.identity}')
-        elif bundle is not None:
-            self.bundle = bundle  # one reference: the next period uses it
-            self.get_logger().info(f'checking commands against {bundle.identity}')
+        self.follower.submit(msg.data)   # validated on the loader thread: the executor never stalls
+
+    def _model_loaded(self, bundle) -> None:
+        self.bundle = bundle  # one reference: the next period uses it
+        self.get_logger().info(f'checking commands against {bundle.identity}')
+
+    def _model_refused(self, text: str, why: str) -> None:
+        self.counts['refused_models'] += 1
+        self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
 
     def _bad(self, what: str) -> None:
         self._last['bad_input'] = what
@@ -255,7 +252,7 @@ class SafetyFilterNode(Node):
 
 
 def main():
-    main_for(SafetyFilterNode, threads=3)
+    main_for(SafetyFilterNode, threads=1)
 
 
 if __name__ == '__main__':

@@ -8,13 +8,16 @@
   it names, validate it against the robot (every check of `load_bundle`), make sure the
   ensemble on disk is the one announced (sha256), and either hand back the new bundle or say
   why it was refused (the caller keeps its old model).
+- `BackgroundBundleFollower`: the same on a worker thread, so that a node's (single-threaded)
+  executor never stalls for the 0.1-1 s a bundle takes to validate; the newest announcement wins.
 
 ROS-free (plain strings in, bundles out), so it is unit-testable without DDS.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 _HEX = set('0123456789abcdef')
 
@@ -91,3 +94,43 @@ class BundleFollower:
         self.refusals += 1
         self.last_refusal = reason
         return reason
+
+
+class BackgroundBundleFollower(BundleFollower):
+    """`submit(text)` returns at once; a worker thread loads and then calls
+    `on_loaded(bundle)` or `on_refused(text, reason)` (from the worker thread). Announcements
+    arriving during a load are coalesced: only the newest is loaded next."""
+
+    def __init__(self, robot, on_loaded: Callable, on_refused: Callable, intra_op_threads: int = 1):
+        super().__init__(robot, intra_op_threads)
+        self._on_loaded, self._on_refused = on_loaded, on_refused
+        self._lock = threading.Lock()
+        self._pending: Optional[str] = None
+        self._worker: Optional[threading.Thread] = None
+
+    def submit(self, text) -> None:
+        with self._lock:
+            self._pending = text
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name='bundle_loader', daemon=True)
+                self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                text, self._pending = self._pending, None
+                if text is None:
+                    self._worker = None
+                    return
+            try:
+                bundle, why = self.offer(text)
+                if why:
+                    self._on_refused(text, why)
+                elif bundle is not None:
+                    self._on_loaded(bundle)
+            except Exception as exc:  # a failing callback must not kill the loader for good
+                self._on_refused(str(text), f'internal error while loading: {exc!r}')
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._worker is None
