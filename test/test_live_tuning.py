@@ -1,0 +1,186 @@
+"""Live tuning of the running mpc_controller through its parameter services (what `ros2 param set
+/mpc_controller horizon 5` does), over real processes: the arm3 sim stack through the launch runner,
+an untrained test bundle (the wiring is under test, not reaching).
+
+A change takes effect at the next plan: with `plan_publish_every` 1 every plan is published on
+/mbrl/mpc/plan (horizon + 1 poses), so "next plan" is checked by counting the plans received after
+the set-parameters reply that still have the old length (the plan in flight, and one published
+before the reply but delivered after it). Counting plans, not milliseconds, keeps the check
+honest on a loaded machine where the loop itself may run slower than 50 Hz.
+"""
+import threading
+import time
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+from nav_msgs.msg import Path as PathMsg
+from sensor_msgs.msg import JointState
+
+from _model_helpers import write_bundle
+from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.ros.conversions import sec_to_stamp
+from mbrl_ros.testing.pytest_plugin import LaunchedSystem
+
+pytestmark = [pytest.mark.ros, pytest.mark.system]
+
+MPC = '/mpc_controller'
+GOAL = (0.3, 0.1, 0.35)
+MAX_OLD_PLANS_AFTER_REPLY = 2
+WAIT = ['/mbrl/state', '/mbrl/mpc/command', '/forward_effort_controller/commands', '/mbrl/world_model/active_model']
+
+
+class GoalSender:
+    """Re-sends the goal twice a second (a late-matched subscriber still gets it)."""
+
+    def __init__(self, probe, goal):
+        self.pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+        self.goal = goal
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            g = PointStamped()
+            g.header.frame_id = 'world'
+            g.header.stamp = sec_to_stamp(time.time())
+            g.point.x, g.point.y, g.point.z = self.goal
+            self.pub.publish(g)
+            self._stop.wait(0.5)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+@pytest.fixture(scope='module')
+def stack(tmp_path_factory):
+    bundle = write_bundle(tmp_path_factory.mktemp('tuning') / 'arm3', RobotModel.load('arm3')).resolve()
+    system = LaunchedSystem('sim_arm.launch.yaml', {'robot': 'arm3', 'model_dir': str(bundle)}, WAIT, timeout=90)
+    system.start()
+    sender = None
+    try:
+        probe = system.probe
+        plans = probe.subscribe('/mbrl/mpc/plan', PathMsg, 100)
+        diags = probe.subscribe('/diagnostics', DiagnosticArray, 100)
+        commands = probe.subscribe('/mbrl/mpc/command', JointState, 100)
+        ok, why = probe.set_param(MPC, 'plan_publish_every', 1)
+        assert ok, why
+        sender = GoalSender(probe, GOAL)
+        assert probe.wait_until(lambda: len(plans) > 5, 60), 'no plans on /mbrl/mpc/plan:\n' + \
+            system.output_text()[-3000:]
+        yield system, plans, diags, commands
+    finally:
+        if sender is not None:
+            sender.close()
+        system.stop()
+    assert system.returncode == 0, system.output_text()[-3000:]
+
+
+def _mpc_values(diags, since: float) -> dict | None:
+    """Key/values of the newest /mpc_controller status received after `since`."""
+    for t, arr in reversed(list(diags)):
+        if t < since:
+            return None
+        for st in arr.status:
+            if st.name == MPC:
+                return {kv.key: kv.value for kv in st.values}
+    return None
+
+
+def _set_and_watch_plans(system, plans, horizon: int, timeout: float = 10.0):
+    """Set `horizon`; (old-length plans after the reply, seconds to the first new-length one)."""
+    probe = system.probe
+    t_set = time.time()
+    ok, why = probe.set_param(MPC, 'horizon', horizon)
+    assert ok, why
+    t_reply = time.time()
+    n_reply = len(plans)
+    first = probe.wait_until(
+        lambda: next((i for i in range(n_reply, len(plans)) if len(plans[i][1].poses) == horizon + 1), None),
+        timeout)
+    assert first is not None, f'no plan with {horizon + 1} poses {timeout} s after the change:\n' + \
+        system.output_text()[-3000:]
+    time.sleep(0.3)  # a few more plans: none may go back to the old length
+    after = [len(m.poses) for _, m in list(plans)[first:]]
+    assert after and all(n == horizon + 1 for n in after), after
+    old = sum(1 for _, m in list(plans)[n_reply:first] if len(m.poses) != horizon + 1)
+    return old, plans[first][0] - t_reply, t_reply - t_set
+
+
+def test_horizon_takes_effect_at_the_next_plan(stack):
+    system, plans, diags, _ = stack
+    assert system.probe.get_param(MPC, 'horizon') == 12
+    assert probe_len(plans) == 13
+    for horizon in (5, 20, 12):
+        old, dt_first, dt_call = _set_and_watch_plans(system, plans, horizon)
+        print(f'horizon -> {horizon}: {old} old-length plans after the reply, first new plan '
+              f'{1e3 * dt_first:.0f} ms after it (set call {1e3 * dt_call:.0f} ms)')
+        assert old <= MAX_OLD_PLANS_AFTER_REPLY, old
+        assert system.probe.get_param(MPC, 'horizon') == horizon
+    t = time.time()
+    vals = system.probe.wait_until(lambda: _mpc_values(diags, t), 5.0)
+    assert vals and vals['horizon'] == '12', vals
+
+
+def probe_len(plans):
+    return len(plans[-1][1].poses)
+
+
+def test_num_samples_and_planner_reach_the_planner(stack):
+    system, plans, diags, commands = stack
+    probe = system.probe
+    for name, value in (('num_elites', 8), ('num_samples', 40), ('planner', 'cem')):
+        ok, why = probe.set_param(MPC, name, value)
+        assert ok, (name, why)
+    t = time.time()
+    # Diagnostics (1 Hz) are computed from the planner's own config and the last plan's statistics.
+    vals = probe.wait_until(lambda: _mpc_values(diags, t + 0.1), 5.0)
+    assert vals, 'no /mpc_controller diagnostics after the change'
+    assert vals['num_samples'] == '40' and vals['planner'] == 'cem', vals
+    iterations = probe.get_param(MPC, 'num_iterations')
+    assert 0 < int(vals['samples_last']) <= iterations * (40 + 8), vals   # not the 300 of before
+    n = len(commands)
+    assert probe.wait_until(lambda: len(commands) > n + 10, 5.0), 'commands stopped after the change'
+    for name, value in (('planner', 'icem'), ('num_samples', 300), ('num_elites', 30)):
+        ok, why = probe.set_param(MPC, name, value)
+        assert ok, (name, why)
+    t = time.time()
+    vals = probe.wait_until(lambda: _mpc_values(diags, t + 0.1), 5.0)
+    assert vals and vals['num_samples'] == '300' and vals['planner'] == 'icem', vals
+
+
+def test_uncertainty_penalty_is_live(stack):
+    system, plans, _, commands = stack
+    probe = system.probe
+    ok, why = probe.set_param(MPC, 'uncertainty_penalty', 5.0)
+    assert ok, why
+    assert probe.get_param(MPC, 'uncertainty_penalty') == 5.0
+    n = len(commands)
+    assert probe.wait_until(lambda: len(commands) > n + 10, 5.0), 'commands stopped after the change'
+    ok, why = probe.set_param(MPC, 'uncertainty_penalty', 1.0)
+    assert ok, why
+
+
+@pytest.mark.parametrize('name, value, words', [
+    ('horizon', 0, ['horizon', 'range']),
+    ('horizon', 1000, ['horizon', 'range']),
+    ('num_samples', 2, ['num_samples', 'range']),
+    ('planner', 'mppi', ['planner']),
+    ('uncertainty_penalty', -1.0, ['uncertainty_penalty']),
+    ('num_elites', 5000, ['num_elites']),          # a batch rule: num_elites <= num_samples
+    ('robot', 'arm7', ['read-only']),            # static: declared read_only
+])
+def test_refused_changes_say_why_and_change_nothing(stack, name, value, words):
+    system, plans, _, commands = stack
+    probe = system.probe
+    before = probe.get_param(MPC, name)
+    ok, why = probe.set_param(MPC, name, value)
+    assert not ok, f'{name}={value!r} was accepted'
+    for w in words:
+        assert w in why.lower() or w in why, (w, why)
+    assert probe.get_param(MPC, name) == before
+    n = len(commands)
+    assert probe.wait_until(lambda: len(commands) > n + 5, 5.0), 'commands stopped after a refused change'
+    assert probe_len(plans) == probe.get_param(MPC, 'horizon') + 1
