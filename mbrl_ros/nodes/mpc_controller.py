@@ -238,12 +238,13 @@ class MpcControllerNode(LifecycleNode):
         self.counts['model_swaps'] += 1
 
     def _tick(self) -> None:
-        if not self._active:
+        if not self._active or not self.context.ok():
             return
         try:
             self._plan_once()
         except Exception as exc:  # the loop must survive anything; no command this period
-            self._error(f'plan failed: {exc!r}')
+            if self.context.ok():  # (else SIGINT shut rclpy down under the plan: not an error)
+                self._error(f'plan failed: {exc!r}')
 
     def _plan_once(self) -> None:
         self._take_pending()

@@ -155,6 +155,8 @@ class SafetyFilterNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _tick(self) -> None:
+        if not self.context.ok():
+            return  # shutting down: close() sends the last (zero) command if it still can
         cmd = None
         try:
             if self._settings_pending is not None:
@@ -176,7 +178,12 @@ class SafetyFilterNode(Node):
             cmd = np.zeros(self.robot.dof)
             self.filter.last_command = cmd
         self.counts['periods'] += 1
-        self._pub.publish(Float64MultiArray(data=[float(u) for u in cmd]))
+        try:
+            self._pub.publish(Float64MultiArray(data=[float(u) for u in cmd]))
+        except Exception as exc:
+            if self.context.ok():  # (else rclpy was shut down by a signal meanwhile)
+                self.counts['internal_errors'] += 1
+                self._last['error'] = f'publish failed: {exc!r}'
 
     def _sample(self, source: str, now: float) -> Optional[CommandSample]:
         got = self._cmds[source]
