@@ -18,6 +18,7 @@ COMMANDS = {
     'evaluate-model': ('mbrl_ros.commands.evaluate_model', 'one-step, open-loop and calibration metrics of a bundle'),
     'bench': ('mbrl_ros.commands.bench', 'benchmarks that print numbers (bench sim: rates, jitter, latency)'),
     'collect': ('mbrl_ros.commands.collect', 'record exploration data as a rosbag2 MCAP bag (sim fast path or --live)'),
+    'distill': ('mbrl_ros.commands.distill', 'DAgger-distil the MPC into a fast policy (policy.onnx in the bundle)'),
 }
 
 

@@ -1,0 +1,94 @@
+"""`mbrl-ros distill --bundle DIR`: DAgger-distil the MPC over the bundle's ensemble into policy.onnx.
+
+Writes policy.onnx (+ its sha256 and a `policy:` section in bundle.yaml) and distill_report.{json,png}
+into the bundle, or into a copy with --out (the source bundle is left untouched).
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+
+def add_arguments(p):
+    p.add_argument('--bundle', required=True, help='model bundle directory (ensemble.onnx + bundle.yaml)')
+    p.add_argument('--out', help='copy the bundle here first and write the policy into the copy')
+    p.add_argument('--robot', help='built-in robot name or MJCF path (default: the robot named in bundle.yaml)')
+    p.add_argument('--rounds', type=int, default=6, help='DAgger rounds (round 0: the expert drives)')
+    p.add_argument('--episodes-per-round', type=int, default=16)
+    p.add_argument('--episode-s', type=float, default=3.0, help='episode length [s]')
+    p.add_argument('--beta-decay', type=float, default=0.5, help='expert mixing beta = decay**round')
+    p.add_argument('--epochs', type=int, default=40, help='training epochs per round')
+    p.add_argument('--hidden', default='256,256', help='hidden widths (default 256,256)')
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--eval-goals', type=int, default=100, help='reaching benchmark goals after every round')
+    p.add_argument('--expert-eval-goals', type=int, default=0,
+                   help='also run the expert on the benchmark (slow: 3 s of MPC per goal)')
+    g = p.add_argument_group('expert (MPC) budget')
+    g.add_argument('--expert-horizon', type=int, default=12)
+    g.add_argument('--expert-samples', type=int, default=100)
+    g.add_argument('--expert-iterations', type=int, default=2)
+    g.add_argument('--expert-elites', type=int, default=10)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=1, help='torch CPU threads')
+    p.add_argument('--no-progress', action='store_true')
+
+
+def run(args) -> int:
+    import yaml
+
+    from mbrl_ros.core.policy.distill import DistillConfig, distill, save_to_bundle
+    from mbrl_ros.core.robot import RobotModel
+    from mbrl_ros.core.runtime.bundle import BUNDLE_FILE, POLICY_FILE, BundleError, load_bundle
+
+    src = Path(args.bundle)
+    try:
+        hidden = [int(h) for h in args.hidden.split(',') if h.strip()]
+        meta = yaml.safe_load((src / BUNDLE_FILE).read_text()) if (src / BUNDLE_FILE).is_file() else {}
+        robot = RobotModel.load(args.robot or (meta.get('robot') or {}).get('name') or 'arm7')
+        cfg = DistillConfig(rounds=args.rounds, episodes_per_round=args.episodes_per_round,
+                            episode_s=args.episode_s, beta_decay=args.beta_decay, epochs_per_round=args.epochs,
+                            hidden_sizes=hidden, lr=args.lr, eval_goals=args.eval_goals,
+                            expert_eval_goals=args.expert_eval_goals, seed=args.seed, threads=args.threads,
+                            expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
+                                    'num_iterations': args.expert_iterations, 'num_elites': args.expert_elites,
+                                    'time_budget_ms': 0.0})
+        errs = cfg.errors()
+        if errs:
+            raise ValueError('; '.join(errs))
+        bundle = load_bundle(src, robot)
+    except (ValueError, FileNotFoundError, BundleError, yaml.YAMLError) as e:
+        print(f'mbrl-ros distill: {e}', file=sys.stderr)
+        return 2
+    dest = src
+    if args.out:
+        dest = Path(args.out)
+        if dest.resolve() != src.resolve():
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in [BUNDLE_FILE, *meta['files']]:
+                if f != POLICY_FILE:
+                    shutil.copy2(src / f, dest / f)
+            # The copy must not claim a policy it does not have yet.
+            m = yaml.safe_load((dest / BUNDLE_FILE).read_text())
+            m['files'].pop(POLICY_FILE, None)
+            m.pop('policy', None)
+            (dest / BUNDLE_FILE).write_text(yaml.safe_dump(m, sort_keys=False, width=120, default_flow_style=None))
+            (dest / POLICY_FILE).unlink(missing_ok=True)
+    argv = sys.argv[sys.argv.index('distill'):] if 'distill' in sys.argv else ['distill', '<called from python>']
+    command = 'mbrl-ros ' + ' '.join(shlex.quote(a) for a in argv)
+    result = distill(bundle, robot, cfg, progress=not args.no_progress)
+    section = save_to_bundle(result, dest, robot, command=command)
+    try:
+        load_bundle(dest, robot)   # the written bundle must pass every check, policy included
+    except BundleError as e:
+        print(f'mbrl-ros distill: the written bundle fails validation: {e}', file=sys.stderr)
+        return 1
+    m = section['metrics']
+    print(f'wrote {dest / POLICY_FILE}: success {m["success_rate"]:.0%} on {cfg.eval_goals} goals '
+          f'(median final distance {m["final_distance_median_m"] * 100:.1f} cm), held-out action rmse '
+          f'{m["heldout_action_rmse"]:.4f}, step p50 {m["step_ms_p50"] * 1e3:.0f} us / p99 '
+          f'{m["step_ms_p99"] * 1e3:.0f} us, {m["speedup_vs_expert_p50"]:.0f}x faster than the expert '
+          f'({m["expert_step_ms_p50"]:.1f} ms)')
+    print(f'report: {dest / "distill_report.png"}, {dest / "distill_report.json"}')
+    return 0

@@ -1,0 +1,388 @@
+"""DAgger distillation of the MPC into a goal-conditioned policy (torch; never imported by a node).
+
+The algorithm (Ross et al. 2011, DAgger) as it runs here:
+
+    D = {}
+    for round i = 0..R-1:
+        β_i = 1 for round 0 (the expert drives: plain MPC rollouts), β_decay^i after
+        for each episode (random start at rest, random reachable goal, `episode_s` long):
+            at every control period the expert (MpcController over the bundle's ensemble,
+            ROS-free) labels the visited state; the arm executes the expert's action with
+            probability β_i, else the student's
+            D += (state, goal, expert action)
+        train the student on D (MSE on actions normalised by effort_max), continuing from
+        the previous round's weights
+        measure: held-out action error, success on the reaching benchmark
+
+The expert needs a good model but not real time: its budget is sized so a distillation takes
+minutes on 2 cores (`expert` settings, no wall-clock budget, so labels do not depend on load).
+Held-out labels: every `holdout_every`-th episode is kept out of training. The reaching
+benchmark (mbrl_ros.core.evaluation.reaching) uses its own goal seed, disjoint from training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.evaluation.reaching import evaluate_reaching, sample_goals
+from mbrl_ros.core.planning import EnsembleDynamics, MpcController, PlannerConfig
+from mbrl_ros.core.sim import SimArm, SimError
+
+from .network import PolicyConfig, PolicyNet, fk_chain
+
+
+def _expert_default() -> dict:
+    # Modest: 2 iCEM iterations of 100 samples over 12 steps (~10 ms per label on arm3).
+    return {'horizon': 12, 'num_samples': 100, 'num_iterations': 2, 'num_elites': 10, 'time_budget_ms': 0.0}
+
+
+@dataclass
+class DistillConfig:
+    rounds: int = 6
+    episodes_per_round: int = 16
+    episode_s: float = 3.0
+    beta_decay: float = 0.5            # β_i = beta_decay**i for i >= 1 (round 0: β = 1)
+    epochs_per_round: int = 40
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    hidden_sizes: list = field(default_factory=lambda: [256, 256])
+    activation: str = 'silu'
+    fk_features: bool = True           # ee = fk(q) and goal - ee as inputs (computed in the graph)
+    holdout_every: int = 8             # every 8th episode: held-out labels for the action error
+    eval_goals: int = 100              # reaching benchmark after every round
+    eval_seed: int = 1000              # benchmark goals (training episodes use `seed`)
+    expert_eval_goals: int = 0         # also run the expert on the benchmark (slow: 3 s of MPC per goal)
+    expert: dict = field(default_factory=_expert_default)   # PlannerConfig fields for the expert
+    seed: int = 0
+    threads: int = 1
+
+    def errors(self) -> list[str]:
+        errs = []
+        for k in ('rounds', 'episodes_per_round', 'epochs_per_round', 'batch_size', 'holdout_every', 'threads'):
+            if getattr(self, k) < 1:
+                errs.append(f'{k} must be >= 1, got {getattr(self, k)}')
+        if not 0.0 <= self.beta_decay <= 1.0:
+            errs.append(f'beta_decay must be in [0, 1], got {self.beta_decay}')
+        if not self.episode_s > 0 or not self.lr > 0:
+            errs.append('episode_s and lr must be > 0')
+        if self.eval_goals < 0 or self.expert_eval_goals < 0:
+            errs.append('eval_goals and expert_eval_goals must be >= 0')
+        try:
+            errs += PlannerConfig(**self.expert).errors()
+        except TypeError as e:
+            errs.append(f'expert: {e}')
+        return errs
+
+    def beta(self, round_: int) -> float:
+        return 1.0 if round_ == 0 else float(self.beta_decay ** round_)
+
+
+@dataclass
+class RoundStats:
+    round: int
+    beta: float
+    episodes: int
+    transitions: int                   # aggregated training set size after this round
+    expert_share: float                # fraction of executed actions that were the expert's
+    train_loss: float
+    action_rmse: float                 # held-out, normalised units (fraction of effort_max)
+    success_rate: float                # reaching benchmark
+    final_distance_median_m: float
+    policy_step_ms_p50: float
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass
+class DistillResult:
+    net: PolicyNet
+    config: DistillConfig
+    rounds: list
+    expert_step_ms: np.ndarray          # expert compute per label [ms]
+    expert_benchmark: Optional[dict]    # summary of the expert on the benchmark, if run
+    final_benchmark: dict
+    data_size: int
+    seconds: float
+
+
+class _Dataset:
+    def __init__(self, dof: int):
+        self.s, self.g, self.a, self.held = [], [], [], []
+        self.dof = dof
+
+    def add(self, s, g, a, held: bool):
+        self.s.append(s), self.g.append(g), self.a.append(a), self.held.append(held)
+
+    def arrays(self, held: bool):
+        idx = [i for i, h in enumerate(self.held) if h == held]
+        if not idx:
+            z = np.zeros((0, 2 * self.dof)), np.zeros((0, 3)), np.zeros((0, self.dof))
+            return z
+        return (np.asarray([self.s[i] for i in idx], np.float32), np.asarray([self.g[i] for i in idx], np.float32),
+                np.asarray([self.a[i] for i in idx], np.float32))
+
+
+class _Student:
+    """The torch network as a `(q, qd, goal) -> effort` controller."""
+
+    def __init__(self, net: PolicyNet):
+        self.net = net
+
+    def __call__(self, q, qd, goal):
+        with torch.no_grad():
+            s = torch.as_tensor(np.concatenate([q, qd])[None], dtype=torch.float32)
+            g = torch.as_tensor(np.asarray(goal)[None], dtype=torch.float32)
+            return self.net(s, g)[0].numpy().astype(np.float64)
+
+
+class Expert:
+    """MpcController over the bundle's ensemble as a `(q, qd, goal) -> effort` labeller."""
+
+    def __init__(self, robot, bundle, planner: dict, seed: int = 0):
+        cfg = PlannerConfig(**{**planner, 'seed': seed}).validated()
+        self.mpc = MpcController(robot, EnsembleDynamics(bundle.ensemble), cfg, dt=bundle.dt)
+        self.step_ms: list[float] = []
+
+    def reset(self):
+        self.mpc.reset()
+
+    def __call__(self, q, qd, goal):
+        if self.mpc.goal is None or not np.array_equal(self.mpc.goal, goal):
+            self.mpc.set_goal(goal)
+        t0 = time.perf_counter()
+        res = self.mpc.compute(q, qd)
+        self.step_ms.append(1e3 * (time.perf_counter() - t0))
+        if res.command is None:   # no time budget here, so this is a bug worth stopping for
+            raise RuntimeError(f'expert produced no command: {res.reason}')
+        return res.command
+
+
+def _train(net: PolicyNet, data: _Dataset, cfg: DistillConfig, rng: np.random.Generator) -> float:
+    s, g, a = (torch.from_numpy(x) for x in data.arrays(held=False))
+    target = (a / net.effort_max).clamp(-1.0, 1.0)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(s)
+    net.train()
+    loss_sum, count = 0.0, 0
+    for epoch in range(cfg.epochs_per_round):
+        perm = torch.from_numpy(rng.permutation(n))
+        last = epoch == cfg.epochs_per_round - 1
+        for i in range(0, n, cfg.batch_size):
+            b = perm[i:i + cfg.batch_size]
+            loss = torch.mean((net.normalised(s[b], g[b]) - target[b]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if last:
+                loss_sum, count = loss_sum + loss.item() * len(b), count + len(b)
+    net.eval()
+    return loss_sum / max(count, 1)
+
+
+def _action_rmse(net: PolicyNet, data: _Dataset) -> float:
+    s, g, a = data.arrays(held=True)
+    if not len(s):
+        return float('nan')
+    with torch.no_grad():
+        pred = net.normalised(torch.from_numpy(s), torch.from_numpy(g)).numpy()
+    target = np.clip(a / net.effort_max.numpy(), -1, 1)
+    return float(np.sqrt(np.mean((pred - target) ** 2)))
+
+
+def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: bool = True,
+            log=print, expert=None) -> DistillResult:
+    """Run DAgger with the MPC over `bundle` (a loaded ModelBundle) as the expert on `robot`.
+
+    `expert`: another labeller `(q, qd, goal) -> effort` (with `reset()` and a `step_ms` list), e.g. a
+    cheap analytic controller in tests; `bundle` may then be None (its dt is then 0.02 s)."""
+    cfg = config or DistillConfig()
+    errs = cfg.errors()
+    if errs:
+        raise ValueError('invalid distillation settings: ' + '; '.join(errs))
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t_start = time.perf_counter()
+    dt = bundle.dt if bundle is not None else 0.02
+    sim = SimArm(robot)
+    substeps = max(1, int(round(dt * sim.physics_rate_hz)))
+    steps = int(round(cfg.episode_s / dt))
+    expert = expert if expert is not None else Expert(robot, bundle, cfg.expert, seed=cfg.seed)
+    net = PolicyNet(PolicyConfig(dof=robot.dof, effort_max=[float(v) for v in robot.effort_max],
+                                 hidden_sizes=list(cfg.hidden_sizes), activation=cfg.activation,
+                                 fk=fk_chain(robot) if cfg.fk_features else None))
+    net.eval()
+    student = _Student(net)
+    data = _Dataset(robot.dof)
+    total_eps = cfg.rounds * cfg.episodes_per_round
+    # Training starts/goals: their own seed, disjoint from the benchmark's (cfg.eval_seed).
+    starts, _, goals = sample_goals(robot, total_eps, seed=cfg.seed + 7919)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total_eps * steps, desc='DAgger', unit='label', smoothing=0.1)
+    rounds, ep = [], 0
+    for r in range(cfg.rounds):
+        t_round = time.perf_counter()
+        beta = cfg.beta(r)
+        used_expert = used = 0
+        for _ in range(cfg.episodes_per_round):
+            held = ep % cfg.holdout_every == cfg.holdout_every - 1
+            sim.reset(q=starts[ep])
+            expert.reset()
+            goal = goals[ep]
+            try:
+                for _ in range(steps):
+                    q, qd, _ = sim.observe()
+                    a_star = expert(q, qd, goal)
+                    data.add(np.concatenate([q, qd]), goal, a_star, held)
+                    if rng.random() < beta:
+                        u = a_star
+                        used_expert += 1
+                    else:
+                        u = student(q, qd, goal)
+                    used += 1
+                    sim.set_command(u)
+                    sim.step(substeps)
+                    if bar is not None:
+                        bar.update(1)
+            except SimError as exc:  # an unstable episode ends early; its labels so far are valid
+                log(f'round {r}: episode {ep} ended early: {exc}')
+            ep += 1
+        if r == 0:
+            s0, g0, _ = data.arrays(held=False)
+            net.set_normalisation(s0, g0)   # fixed from round 0 on, so later rounds fine-tune
+        if bar is not None:
+            bar.set_postfix_str(f'round {r}: training on {len(data.held) - sum(data.held)}')
+        loss = _train(net, data, cfg, rng)
+        rmse = _action_rmse(net, data)
+        bench = evaluate_reaching(student, robot, n_goals=cfg.eval_goals, seed=cfg.eval_seed, dt=dt).summary() \
+            if cfg.eval_goals else {'success_rate': float('nan'), 'final_distance_m': {'median': float('nan')},
+                                    'step_ms': {'p50': float('nan')}}
+        st = RoundStats(r, beta, cfg.episodes_per_round, len(data.held) - sum(data.held),
+                        used_expert / max(used, 1), loss, rmse, bench['success_rate'],
+                        bench['final_distance_m']['median'], bench['step_ms']['p50'], time.perf_counter() - t_round)
+        rounds.append(st)
+        msg = (f'round {r}: beta {beta:.3f}, {st.transitions} labels, loss {loss:.4f}, held-out action rmse '
+               f'{rmse:.4f}, success {st.success_rate:.0%} (median final distance {st.final_distance_median_m * 100:.1f} cm)')
+        if bar is not None:
+            bar.write(msg)
+        else:
+            log(msg)
+    if bar is not None:
+        bar.close()
+    final = rounds[-1]
+    final_bench = {'episodes': cfg.eval_goals, 'success_rate': final.success_rate,
+                   'final_distance_median_m': final.final_distance_median_m}
+    expert_bench = None
+    if cfg.expert_eval_goals:
+        expert_bench = evaluate_reaching(expert, robot, n_goals=cfg.expert_eval_goals, seed=cfg.eval_seed, dt=dt,
+                                         progress=progress).summary()
+    return DistillResult(net, cfg, rounds, np.asarray(expert.step_ms), expert_bench, final_bench,
+                         len(data.held), time.perf_counter() - t_start)
+
+
+# ---- writing the result into a bundle ------------------------------------------------------------
+def time_runtime(path, dof: int, n: int = 2000, seed: int = 0) -> dict:
+    """Per-call latency of PolicyRuntime.act (what the node pays each period) [ms]."""
+    from .runtime import PolicyRuntime
+    rt = PolicyRuntime(path)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2 * dof))
+    g = rng.normal(scale=0.3, size=(n, 3))
+    for i in range(50):   # warm-up: first calls allocate
+        rt.act(x[i, :dof], x[i, dof:], g[i])
+    t = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter()
+        rt.act(x[i, :dof], x[i, dof:], g[i])
+        t[i] = time.perf_counter() - t0
+    t *= 1e3
+    return {'p50': float(np.percentile(t, 50)), 'p99': float(np.percentile(t, 99)), 'mean': float(t.mean())}
+
+
+def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', log=print) -> dict:
+    """Export `policy.onnx` into the bundle (parity-checked), record its sha256 and a `policy:`
+    section in bundle.yaml, and write distill_report.{json,png}. Returns the policy section."""
+    import json
+    import os
+
+    import yaml
+
+    from mbrl_ros.core.runtime.bundle import BUNDLE_FILE, POLICY_FILE, sha256_file
+
+    from .network import export_policy
+    from .plots import plot_rounds
+
+    bundle_dir = Path(bundle_dir)
+    meta = yaml.safe_load((bundle_dir / BUNDLE_FILE).read_text())
+    rng = np.random.default_rng(result.config.seed + 1)
+    # Parity on states the policy will see: random configurations within the limits, moving.
+    q = robot.sample_configurations(rng, 256)
+    qd = rng.uniform(-1, 1, size=q.shape) * np.asarray(robot.qd_max)
+    goals = robot.fk(robot.sample_configurations(rng, 256))
+    tmp = bundle_dir / (POLICY_FILE + '.tmp')
+    parity = export_policy(result.net, tmp, {'dagger_rounds': result.config.rounds},
+                           np.concatenate([q, qd], 1), goals, tol=1e-5)
+    timing = time_runtime(tmp, robot.dof)
+    os.replace(tmp, bundle_dir / POLICY_FILE)
+    digest = sha256_file(bundle_dir / POLICY_FILE)
+    cfg = result.config
+    expert_ms = result.expert_step_ms
+    expert_p50 = float(np.percentile(expert_ms, 50)) if len(expert_ms) else float('nan')
+    last = result.rounds[-1]
+    section = {
+        'file': POLICY_FILE,
+        'inputs': {'state': ['batch', 2 * robot.dof], 'goal': ['batch', 3]},
+        'outputs': {'action': ['batch', robot.dof]},
+        'predicts': 'effort (Nm on top of gravity compensation), squashed to ±effort_max in the graph',
+        'architecture': {'hidden_sizes': list(cfg.hidden_sizes), 'activation': cfg.activation,
+                         'features': 'q, qd, goal, sin q, cos q' + (', fk(q), goal - fk(q)' if cfg.fk_features else '')
+                                     + ' (computed and standardised inside the graph)',
+                         'output': 'effort_max * tanh', 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
+        'distillation': {'method': 'DAgger', 'rounds': cfg.rounds, 'episodes_per_round': cfg.episodes_per_round,
+                         'episode_s': cfg.episode_s, 'beta': [round(cfg.beta(r), 6) for r in range(cfg.rounds)],
+                         'epochs_per_round': cfg.epochs_per_round, 'lr': cfg.lr, 'seed': cfg.seed,
+                         'expert': {'controller': 'MpcController (icem) over ensemble.onnx', **cfg.expert},
+                         'data_size': int(result.data_size), 'train_transitions': int(last.transitions),
+                         'wall_time_s': round(result.seconds, 1)},
+        'metrics': {
+            'benchmark': f'reaching: {cfg.eval_goals} random reachable goals (seed {cfg.eval_seed}), success = EE '
+                         'within 2 cm of the goal 3 s after it is sent, SimArm at 50 Hz',
+            'success_rate': round(last.success_rate, 4),
+            'final_distance_median_m': round(last.final_distance_median_m, 5),
+            'heldout_action_rmse': round(last.action_rmse, 5),
+            'onnx_parity_max_error': parity,
+            'step_ms_p50': round(timing['p50'], 5), 'step_ms_p99': round(timing['p99'], 5),
+            'expert_step_ms_p50': round(expert_p50, 3),
+            'speedup_vs_expert_p50': round(expert_p50 / timing['p50'], 1),
+            **({'expert_success_rate': round(result.expert_benchmark['success_rate'], 4)}
+               if result.expert_benchmark else {}),
+        },
+        **({'command': command} if command else {}),
+    }
+    meta['policy'] = section
+    meta['files'][POLICY_FILE] = {'sha256': digest}
+    tmp_yaml = bundle_dir / (BUNDLE_FILE + '.tmp')
+    tmp_yaml.write_text(yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None))
+    os.replace(tmp_yaml, bundle_dir / BUNDLE_FILE)
+    report = {'rounds': [r.as_dict() for r in result.rounds], 'policy': section,
+              'expert_benchmark': result.expert_benchmark,
+              'expert_step_ms': {'p50': expert_p50, 'p99': float(np.percentile(expert_ms, 99)) if len(expert_ms)
+                                 else float('nan')}}
+    (bundle_dir / 'distill_report.json').write_text(json.dumps(report, indent=2))
+    try:
+        plot_rounds(result.rounds, bundle_dir / 'distill_report.png',
+                    expert_success=result.expert_benchmark['success_rate'] if result.expert_benchmark else None)
+    except Exception as exc:  # a missing plotting backend must not lose a distilled policy
+        log(f'(no report plot: {exc!r})')
+    return section

@@ -1,0 +1,224 @@
+"""The distilled policy network (torch) and its ONNX export.
+
+Goal-conditioned MLP: state [q, qd] (S = 2·dof) and goal xyz (3) -> effort (dof, Nm on top of
+gravity compensation). Inputs are [q, qd, goal, sin q, cos q, ee, goal - ee] standardised with the
+training-set statistics, where ee = fk(q) is the robot's forward kinematics computed inside the
+graph (the chain of `RobotModel`: per joint a rotation about z, or a slide, then a fixed transform).
+Why FK: the expert's action depends mostly on the end-effector error; handing it to the network
+makes the map far simpler than learning FK from a few hundred goals (it generalises across goals); the output is effort_max · tanh(z), so whatever the weights, the command is within
+the robot's effort limits. Normalisation and squashing are inside the exported graph, so the
+robot side feeds raw SI values and gets raw efforts.
+
+As for the ensemble (core/dynamics/export.py) the graph is written with `onnx.helper`: a handful
+of ops, a dynamic batch axis, no dependence on the torch exporter of the day.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+OPSET = 17
+INPUTS = ('state', 'goal')
+OUTPUT = 'action'
+
+
+@dataclass
+class PolicyConfig:
+    dof: int
+    effort_max: list
+    hidden_sizes: list = field(default_factory=lambda: [256, 256])
+    activation: str = 'silu'
+    fk: Optional[dict] = None   # chain of the robot (fk_chain(robot)); None: no FK features
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * self.dof
+
+    @property
+    def feature_dim(self) -> int:
+        # q, qd, goal, sin q, cos q (+ ee, goal - ee)
+        return 2 * self.dof + 3 + 2 * self.dof + (6 if self.fk else 0)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['fk'] = 'in graph' if self.fk else None   # the chain itself is in the weights
+        return d
+
+
+def fk_chain(robot) -> dict:
+    """The robot's forward kinematics as plain lists (see RobotModel._build_fk): p = tip, then for
+    k = dof-1..0: rotate p about z by q_k - qpos0_k (or slide along z), p = R_k p + t_k."""
+    return {'R': [np.asarray(r, float).tolist() for r in robot._fk_R],
+            't': [np.asarray(t, float).tolist() for t in robot._fk_t],
+            'tip': np.asarray(robot._fk_tip, float).tolist(), 'qpos0': np.asarray(robot._qpos0, float).tolist(),
+            'slide': [bool(x) for x in robot._fk_slide]}
+
+
+# p -> (y, x, 0): with it a rotation about z is p*(c,c,1) + swap(p)*(-s,s,0), one form for torch and ONNX.
+_SWAP = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
+_E110, _E001, _EM110 = (np.array(v, dtype=np.float32) for v in ([1, 1, 0], [0, 0, 1], [-1, 1, 0]))
+
+
+def fk_torch(q: torch.Tensor, chain: dict) -> torch.Tensor:
+    t32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
+    qf = q - t32(chain['qpos0'])
+    c, s = torch.cos(qf), torch.sin(qf)
+    p = t32(chain['tip']).expand(q.shape[:-1] + (3,))
+    for k in range(len(chain['R']) - 1, -1, -1):
+        if chain['slide'][k]:
+            p = p + qf[..., k:k + 1] * t32(_E001)
+        else:
+            p = p * (c[..., k:k + 1] * t32(_E110) + t32(_E001)) + (p @ t32(_SWAP)) * (s[..., k:k + 1] * t32(_EM110))
+        p = p @ t32(chain['R'][k]).T + t32(chain['t'][k])
+    return p
+
+
+def features(state: torch.Tensor, goal: torch.Tensor, dof: int, chain: Optional[dict] = None) -> torch.Tensor:
+    q = state[..., :dof]
+    f = [state, goal, torch.sin(q), torch.cos(q)]
+    if chain:
+        ee = fk_torch(q, chain)
+        f += [ee, goal - ee]
+    return torch.cat(f, dim=-1)
+
+
+class PolicyNet(nn.Module):
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        if config.activation not in ('silu', 'tanh', 'relu'):
+            raise ValueError(f'activation must be silu, tanh or relu, got {config.activation!r}')
+        self.config = config
+        sizes = [config.feature_dim, *config.hidden_sizes]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = nn.Linear(sizes[-1], config.dof)
+        self.act = {'silu': nn.SiLU(), 'tanh': nn.Tanh(), 'relu': nn.ReLU()}[config.activation]
+        self.register_buffer('in_mean', torch.zeros(config.feature_dim))
+        self.register_buffer('in_std', torch.ones(config.feature_dim))
+        self.register_buffer('effort_max', torch.as_tensor(config.effort_max, dtype=torch.float32))
+
+    def set_normalisation(self, states: np.ndarray, goals: np.ndarray) -> None:
+        with torch.no_grad():
+            f = features(torch.as_tensor(states, dtype=torch.float32), torch.as_tensor(goals, dtype=torch.float32),
+                         self.config.dof, self.config.fk)
+            self.in_mean.copy_(f.mean(0))
+            # A constant feature (e.g. a joint that never moved) must not divide by zero.
+            self.in_std.copy_(f.std(0).clamp_min(1e-3))
+
+    def normalised(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """tanh output in [-1, 1]: the action as a fraction of effort_max (what the loss compares)."""
+        h = (features(state, goal, self.config.dof, self.config.fk) - self.in_mean) / self.in_std
+        for layer in self.hidden:
+            h = self.act(layer(h))
+        return torch.tanh(self.out(h))
+
+    def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return self.normalised(state, goal) * self.effort_max
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto:
+    """state (B,S), goal (B,3) -> action (B,dof), the same arithmetic as `PolicyNet.forward`."""
+    cfg = net.config
+    S, A = cfg.state_dim, cfg.dof
+    inits, nodes = [], []
+
+    def const(name, arr, dtype=np.float32):
+        if name not in {i.name for i in inits}:   # shared constants (e.g. the FK's unit vectors) once
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=dtype), name))
+        return name
+
+    def node(op, inputs, name, **attrs):
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    inputs = [helper.make_tensor_value_info('state', TensorProto.FLOAT, ['batch', S]),
+              helper.make_tensor_value_info('goal', TensorProto.FLOAT, ['batch', 3])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ['batch', A])]
+    nodes.append(helper.make_node('Slice', ['state', const('q_start', [0], np.int64), const('q_end', [A], np.int64),
+                                            const('q_axis', [-1], np.int64)], ['q'], name='slice_q'))
+    feats = ['state', 'goal', node('Sin', ['q'], 'sin_q'), node('Cos', ['q'], 'cos_q')]
+    if cfg.fk:
+        ee = _fk_nodes(cfg.fk, A, const, node)
+        feats += [ee, node('Sub', ['goal', ee], 'ee_error')]
+    x = node('Concat', feats, 'x', axis=-1)
+    x = node('Sub', [x, const('in_mean', _np(net.in_mean))], 'x_centered')
+    h = node('Mul', [x, const('in_inv_std', 1.0 / _np(net.in_std))], 'x_norm')
+    for i, layer in enumerate(net.hidden):
+        h = node('Gemm', [h, const(f'w{i}', _np(layer.weight)), const(f'b{i}', _np(layer.bias))], f'pre{i}', transB=1)
+        if cfg.activation == 'silu':
+            h = node('Mul', [h, node('Sigmoid', [h], f'sig{i}')], f'h{i}')
+        elif cfg.activation == 'relu':
+            h = node('Relu', [h], f'h{i}')
+        else:
+            h = node('Tanh', [h], f'h{i}')
+    z = node('Gemm', [h, const('w_out', _np(net.out.weight)), const('b_out', _np(net.out.bias))], 'z', transB=1)
+    t = node('Tanh', [z], 'action_normalised')
+    # Squashed to ±effort_max inside the graph: no weights can command more than the limits.
+    node('Mul', [t, const('effort_max', _np(net.effort_max))], OUTPUT)
+    graph = helper.make_graph(nodes, 'distilled_policy', inputs, outputs, inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)], producer_name='mbrl_ros')
+    proto.ir_version = 8
+    helper.set_model_props(proto, {'mbrl_ros.kind': 'policy',
+                                   'mbrl_ros.architecture': json.dumps(cfg.to_dict()),
+                                   **{f'mbrl_ros.{k}': str(v) for k, v in (metadata or {}).items()}})
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _fk_nodes(chain: dict, dof: int, const, node) -> str:
+    """The same arithmetic as fk_torch, as ONNX nodes: q (B,dof) -> 'ee' (B,3)."""
+    qf = node('Sub', ['q', const('fk_qpos0', chain['qpos0'])], 'fk_qf')
+    c, s = node('Cos', [qf], 'fk_cos'), node('Sin', [qf], 'fk_sin')
+    # the tip broadcast to (B,3): 0 * q[:, :1] + tip keeps the batch axis
+    zero = node('Mul', [node('Slice', [qf, const('fk_first0', [0], np.int64), const('fk_first1', [1], np.int64),
+                                        const('fk_ax', [1], np.int64)], 'fk_q0'), const('fk_zero', [0.0])], 'fk_zcol')
+    p = node('Add', [zero, const('fk_tip', chain['tip'])], 'fk_p_tip')
+    for k in range(dof - 1, -1, -1):
+        lo, hi = const(f'fk_lo{k}', [k], np.int64), const(f'fk_hi{k}', [k + 1], np.int64)
+        if chain['slide'][k]:
+            qk = node('Slice', [qf, lo, hi, 'fk_ax'], f'fk_q{k}_')
+            p = node('Add', [p, node('Mul', [qk, const('fk_e001', _E001)], f'fk_slide{k}')], f'fk_ps{k}')
+        else:
+            ck = node('Slice', [c, lo, hi, 'fk_ax'], f'fk_cos{k}')
+            sk = node('Slice', [s, lo, hi, 'fk_ax'], f'fk_sin{k}')
+            a = node('Add', [node('Mul', [ck, const('fk_e110', _E110)], f'fk_ce{k}'), const('fk_e001', _E001)],
+                     f'fk_cc1_{k}')
+            b = node('Mul', [sk, const('fk_em110', _EM110)], f'fk_ss0_{k}')
+            sw = node('MatMul', [p, const('fk_swap', _SWAP)], f'fk_sw{k}')
+            p = node('Add', [node('Mul', [p, a], f'fk_pa{k}'), node('Mul', [sw, b], f'fk_pb{k}')], f'fk_rot{k}')
+        p = node('MatMul', [p, const(f'fk_RT{k}', np.asarray(chain['R'][k]).T)], f'fk_pr{k}')
+        p = node('Add', [p, const(f'fk_t{k}', chain['t'][k])], f'fk_p{k}')
+    return node('Identity', [p], 'ee')
+
+
+def export_policy(net: PolicyNet, path, metadata: dict | None = None, check_states=None, check_goals=None,
+                  tol: float = 1e-5) -> float:
+    """Write `path` and return the max |onnxruntime - torch| over the check batch (normalised by
+    effort_max, so the tolerance means the same on every joint); raises if it exceeds `tol`."""
+    import onnxruntime as ort
+    proto = build_graph(net, metadata)
+    onnx.save(proto, str(path))
+    if check_states is None:
+        rng = np.random.default_rng(0)
+        check_states = rng.normal(size=(64, net.config.state_dim))
+        check_goals = rng.normal(scale=0.3, size=(64, 3))
+    s = np.asarray(check_states, dtype=np.float32)
+    g = np.asarray(check_goals, dtype=np.float32)
+    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    got = sess.run([OUTPUT], {'state': s, 'goal': g})[0]
+    with torch.no_grad():
+        want = _np(net(torch.from_numpy(s), torch.from_numpy(g)))
+    err = float(np.max(np.abs(got - want) / _np(net.effort_max))) if len(s) else 0.0
+    if not err <= tol:
+        raise RuntimeError(f'{path}: onnxruntime and torch differ by {err:.2e} (> {tol:.0e}) on the check batch')
+    return err

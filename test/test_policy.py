@@ -1,0 +1,167 @@
+"""Distilled policy core: network + ONNX export, onnxruntime policy, bundle integration, DAgger loop,
+and the reaching evaluator (ROS-free)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from _model_helpers import write_bundle
+from mbrl_ros.core.evaluation import evaluate_reaching, sample_goals
+from mbrl_ros.core.policy import PolicyError, PolicyRuntime
+from mbrl_ros.core.policy.distill import DistillConfig, distill, save_to_bundle
+from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, export_policy
+from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
+
+
+@pytest.fixture(scope='module')
+def arm3():
+    return RobotModel.load('arm3')
+
+
+def _net(robot, seed=0, scale=1.0):
+    torch.manual_seed(seed)
+    net = PolicyNet(PolicyConfig(dof=robot.dof, effort_max=list(robot.effort_max), hidden_sizes=[32, 32]))
+    rng = np.random.default_rng(seed)
+    q = robot.sample_configurations(rng, 200)
+    net.set_normalisation(np.concatenate([q, rng.normal(size=q.shape)], 1), robot.fk(q))
+    with torch.no_grad():   # a large output layer saturates the tanh (exercises the squashing)
+        net.out.weight.mul_(scale)
+        net.out.bias.mul_(scale)
+    return net.eval()
+
+
+# ---- network and export ----------------------------------------------------------------------
+def test_export_matches_torch_and_squashes_to_effort_limits(arm3, tmp_path):
+    net = _net(arm3, scale=20.0)   # large output weights: the output saturates
+    rng = np.random.default_rng(1)
+    s = rng.normal(scale=2.0, size=(300, 6))
+    g = rng.normal(scale=2.0, size=(300, 3))
+    err = export_policy(net, tmp_path / 'policy.onnx', check_states=s, check_goals=g)
+    assert err <= 1e-5
+    rt = PolicyRuntime(tmp_path / 'policy.onnx')
+    out = rt.predict(s, g)
+    with torch.no_grad():
+        want = net(torch.tensor(s, dtype=torch.float32), torch.tensor(g, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(out, want, atol=1e-5 * 20)
+    assert np.all(np.abs(out) <= arm3.effort_max + 1e-4)
+    assert np.any(np.abs(out) > 0.9 * arm3.effort_max)   # saturated, so the clamp was exercised
+    assert rt.architecture['hidden_sizes'] == [32, 32]
+
+
+def test_normalisation_is_inside_the_graph(arm3, tmp_path):
+    net = _net(arm3)
+    with torch.no_grad():
+        net.in_mean.add_(3.0)   # a different normalisation must change the exported output
+    export_policy(net, tmp_path / 'a.onnx')
+    with torch.no_grad():
+        net.in_mean.sub_(3.0)
+    export_policy(net, tmp_path / 'b.onnx')
+    s, g = np.zeros((1, 6)), np.array([[0.3, 0.1, 0.3]])
+    a, b = PolicyRuntime(tmp_path / 'a.onnx').predict(s, g), PolicyRuntime(tmp_path / 'b.onnx').predict(s, g)
+    assert not np.allclose(a, b)
+
+
+def test_runtime_refuses_bad_inputs_and_foreign_graphs(arm3, tmp_path):
+    export_policy(_net(arm3), tmp_path / 'policy.onnx')
+    rt = PolicyRuntime(tmp_path / 'policy.onnx')
+    u = rt.act(arm3.home_q, np.zeros(3), [0.3, 0.1, 0.3])
+    assert u.shape == (3,) and u.dtype == np.float64 and np.all(np.isfinite(u))
+    for q, qd, g in ((arm3.home_q, np.zeros(3), [np.nan, 0, 0]), (arm3.home_q, [np.inf, 0, 0], [0, 0, 0.3]),
+                     (arm3.home_q[:2], np.zeros(3), [0, 0, 0.3]), (arm3.home_q, np.zeros(3), [0, 0.3])):
+        with pytest.raises(PolicyError):
+            rt.act(q, qd, g)
+    bundle = write_bundle(tmp_path / 'b', arm3)
+    with pytest.raises(PolicyError, match='expected inputs state, goal'):
+        PolicyRuntime(bundle / 'ensemble.onnx')
+
+
+# ---- evaluator --------------------------------------------------------------------------------
+def test_reaching_evaluator_scores_an_oracle_a_lazy_and_a_broken_controller(arm3):
+    _, goal_q, goals = sample_goals(arm3, 6, seed=3)
+
+    def oracle(q, qd, g):   # joint-space PD to the configuration the goal came from
+        i = int(np.argmin(np.linalg.norm(goals - g, axis=1)))
+        return 10.0 * (goal_q[i] - q) - 1.0 * qd
+
+    good = evaluate_reaching(oracle, arm3, n_goals=6, seed=3)
+    assert good.success_rate == 1.0 and np.all(good.final_distance_m < 0.02)
+    assert len(good.step_ms) == 6 * 150 and not good.failures
+    lazy = evaluate_reaching(lambda q, qd, g: np.zeros(3), arm3, n_goals=6, seed=3)
+    assert lazy.success_rate < 0.5
+    broken = evaluate_reaching(lambda q, qd, g: np.full(3, np.nan), arm3, n_goals=2, seed=3)
+    assert broken.success_rate == 0.0 and len(broken.failures) == 2 and 'invalid command' in broken.failures[0][1]
+    s = good.summary()
+    assert s['episodes'] == 6 and s['success_rate'] == 1.0 and s['step_ms']['p99'] > 0
+
+
+# ---- DAgger --------------------------------------------------------------------------------
+class LinearExpert:
+    """Cheap goal-conditioned labeller: a fixed affine map, saturated at the effort limits."""
+
+    def __init__(self, robot, seed=0):
+        rng = np.random.default_rng(seed)
+        self.K = rng.normal(scale=1.0, size=(robot.dof, 2 * robot.dof + 3))
+        self.emax = robot.effort_max
+        self.step_ms = []
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+
+    def __call__(self, q, qd, goal):
+        self.step_ms.append(0.01)
+        return np.clip(self.K @ np.concatenate([q, qd, goal]), -self.emax, self.emax) * 0.5
+
+
+def test_dagger_mixes_expert_and_student_and_learns_the_labels(arm3, tmp_path):
+    cfg = DistillConfig(rounds=3, episodes_per_round=8, episode_s=0.6, epochs_per_round=60, hidden_sizes=[64, 64],
+                        holdout_every=4, eval_goals=2, lr=3e-3, seed=0)
+    expert = LinearExpert(arm3)
+    res = distill(None, arm3, cfg, progress=False, expert=expert, log=lambda *_: None)
+    r = res.rounds
+    assert [s.beta for s in r] == [1.0, 0.5, 0.25]
+    assert r[0].expert_share == 1.0 and 0.2 < r[1].expert_share < 0.8 and r[2].expert_share < 0.6
+    assert res.data_size == 3 * 8 * 30 and expert.resets == 24
+    assert r[-1].transitions == 3 * 6 * 30            # one held-out episode in four
+    assert r[-1].action_rmse < 0.08, [s.action_rmse for s in r]   # imitates an affine map closely
+    assert r[-1].action_rmse < r[0].action_rmse
+
+
+def test_save_to_bundle_writes_a_valid_policy_and_the_bundle_refuses_tampering(arm3, tmp_path):
+    bdir = write_bundle(tmp_path / 'arm3', arm3)
+    cfg = DistillConfig(rounds=2, episodes_per_round=2, episode_s=0.3, epochs_per_round=2, hidden_sizes=[16],
+                        eval_goals=2, expert={'horizon': 4, 'num_samples': 16, 'num_iterations': 1,
+                                              'num_elites': 4, 'time_budget_ms': 0.0})
+    res = distill(load_bundle(bdir, arm3), arm3, cfg, progress=False, log=lambda *_: None)  # the real MPC expert
+    assert len(res.expert_step_ms) == 2 * 2 * 15
+    section = save_to_bundle(res, bdir, arm3, command='test')
+    b = load_bundle(bdir, arm3)
+    assert b.policy_path == bdir.resolve() / 'policy.onnx'
+    meta = yaml.safe_load((bdir / 'bundle.yaml').read_text())
+    assert meta['policy']['architecture'] == section['architecture'] and meta['policy']['distillation']['rounds'] == 2
+    assert meta['policy']['metrics']['onnx_parity_max_error'] <= 1e-5
+    assert meta['policy']['inputs'] == {'state': ['batch', 6], 'goal': ['batch', 3]}
+    report = json.loads((bdir / 'distill_report.json').read_text())
+    assert len(report['rounds']) == 2 and (bdir / 'distill_report.png').stat().st_size > 1000
+    rt = PolicyRuntime(b.policy_path)
+    assert np.all(np.abs(rt.act(arm3.home_q, np.zeros(3), [0.3, 0.1, 0.3])) <= arm3.effort_max)
+    # A changed policy.onnx no longer matches its recorded sha256.
+    data = bytearray((bdir / 'policy.onnx').read_bytes())
+    data[-5] ^= 0xFF
+    (bdir / 'policy.onnx').write_bytes(bytes(data))
+    with pytest.raises(BundleError) as e:
+        load_bundle(bdir, arm3)
+    assert e.value.check == 'sha256'
+
+
+def test_distill_config_refuses_nonsense():
+    assert DistillConfig(rounds=0).errors()
+    assert DistillConfig(beta_decay=1.5).errors()
+    assert DistillConfig(expert={'horizon': 0}).errors()
+    assert DistillConfig(expert={'bogus': 1}).errors()
+    assert not DistillConfig().errors()
+    with pytest.raises(ValueError, match='invalid distillation'):
+        distill(None, RobotModel.load('arm3'), DistillConfig(rounds=0), progress=False)
