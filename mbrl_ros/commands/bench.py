@@ -13,6 +13,7 @@ BENCHES = {
                                   '/joint_states rate and jitter, /mbrl/state latency'),
     'model': ('mbrl_ros.bench.model', 'world-model ensemble latency/throughput: onnxruntime vs torch eager'),
     'planner': ('mbrl_ros.bench.planner', 'CEM/iCEM time per plan and the planner overhead (trivial or ONNX model)'),
+    'policy': ('mbrl_ros.bench.policy', 'distilled policy per-call latency (onnxruntime), optionally vs the MPC'),
 }
 
 

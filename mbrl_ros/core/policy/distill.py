@@ -310,32 +310,55 @@ def time_runtime(path, dof: int, n: int = 2000, seed: int = 0) -> dict:
     return {'p50': float(np.percentile(t, 50)), 'p99': float(np.percentile(t, 99)), 'mean': float(t.mean())}
 
 
-def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', log=print) -> dict:
-    """Export `policy.onnx` into the bundle (parity-checked), record its sha256 and a `policy:`
-    section in bundle.yaml, and write distill_report.{json,png}. Returns the policy section."""
-    import json
+def install_policy(bundle_dir, net: PolicyNet, robot, seed: int = 0, metadata: Optional[dict] = None):
+    """Export `net` as bundle_dir/policy.onnx (parity-checked to 1e-5 of effort_max on moving states
+    within the limits, then timed). Returns (parity error, timing). bundle.yaml is not touched: call
+    `write_policy_section` next (until then the bundle is refused: a policy without a sha256)."""
+    import os
+
+    from mbrl_ros.core.runtime.bundle import POLICY_FILE
+
+    from .network import export_policy
+    bundle_dir = Path(bundle_dir)
+    rng = np.random.default_rng(seed)
+    q = robot.sample_configurations(rng, 256)
+    qd = rng.uniform(-1, 1, size=q.shape) * np.asarray(robot.qd_max)
+    goals = robot.fk(robot.sample_configurations(rng, 256))
+    tmp = bundle_dir / (POLICY_FILE + '.tmp')
+    parity = export_policy(net, tmp, metadata, np.concatenate([q, qd], 1), goals, tol=1e-5)
+    timing = time_runtime(tmp, robot.dof)
+    os.replace(tmp, bundle_dir / POLICY_FILE)
+    return parity, timing
+
+
+def write_policy_section(bundle_dir, section: dict) -> None:
+    """Record policy.onnx's sha256 and the `policy:` section in bundle.yaml (atomic replace)."""
     import os
 
     import yaml
 
     from mbrl_ros.core.runtime.bundle import BUNDLE_FILE, POLICY_FILE, sha256_file
+    bundle_dir = Path(bundle_dir)
+    meta = yaml.safe_load((bundle_dir / BUNDLE_FILE).read_text())
+    meta['policy'] = section
+    meta['files'][POLICY_FILE] = {'sha256': sha256_file(bundle_dir / POLICY_FILE)}
+    tmp_yaml = bundle_dir / (BUNDLE_FILE + '.tmp')
+    tmp_yaml.write_text(yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None))
+    os.replace(tmp_yaml, bundle_dir / BUNDLE_FILE)
 
-    from .network import export_policy
+
+def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', log=print) -> dict:
+    """Export `policy.onnx` into the bundle (parity-checked), record its sha256 and a `policy:`
+    section in bundle.yaml, and write distill_report.{json,png}. Returns the policy section."""
+    import json
+
+    from mbrl_ros.core.runtime.bundle import POLICY_FILE
+
     from .plots import plot_rounds
 
     bundle_dir = Path(bundle_dir)
-    meta = yaml.safe_load((bundle_dir / BUNDLE_FILE).read_text())
-    rng = np.random.default_rng(result.config.seed + 1)
-    # Parity on states the policy will see: random configurations within the limits, moving.
-    q = robot.sample_configurations(rng, 256)
-    qd = rng.uniform(-1, 1, size=q.shape) * np.asarray(robot.qd_max)
-    goals = robot.fk(robot.sample_configurations(rng, 256))
-    tmp = bundle_dir / (POLICY_FILE + '.tmp')
-    parity = export_policy(result.net, tmp, {'dagger_rounds': result.config.rounds},
-                           np.concatenate([q, qd], 1), goals, tol=1e-5)
-    timing = time_runtime(tmp, robot.dof)
-    os.replace(tmp, bundle_dir / POLICY_FILE)
-    digest = sha256_file(bundle_dir / POLICY_FILE)
+    parity, timing = install_policy(bundle_dir, result.net, robot, seed=result.config.seed + 1,
+                                    metadata={'dagger_rounds': result.config.rounds})
     cfg = result.config
     expert_ms = result.expert_step_ms
     expert_p50 = float(np.percentile(expert_ms, 50)) if len(expert_ms) else float('nan')
@@ -370,11 +393,7 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
         },
         **({'command': command} if command else {}),
     }
-    meta['policy'] = section
-    meta['files'][POLICY_FILE] = {'sha256': digest}
-    tmp_yaml = bundle_dir / (BUNDLE_FILE + '.tmp')
-    tmp_yaml.write_text(yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None))
-    os.replace(tmp_yaml, bundle_dir / BUNDLE_FILE)
+    write_policy_section(bundle_dir, section)
     report = {'rounds': [r.as_dict() for r in result.rounds], 'policy': section,
               'expert_benchmark': result.expert_benchmark,
               'expert_step_ms': {'p50': expert_p50, 'p99': float(np.percentile(expert_ms, 99)) if len(expert_ms)

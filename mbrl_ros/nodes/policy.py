@@ -1,0 +1,223 @@
+"""policy: the distilled fast policy (policy.onnx of the announced bundle) at `control_rate_hz`.
+
+/mbrl/state (latest wins) + /mbrl/goal + /mbrl/world_model/active_model (latched) ->
+/mbrl/policy/command (JointState, effort field, header stamp = the stamp of the state it was
+computed from), one per period, so the safety filter always has a fresh fallback when the MPC
+is late or gone.
+
+A bundle without policy.onnx (or none yet) -> no commands and a WARN status saying so. A
+stale/malformed state or no goal -> no command for that period. The work is one onnxruntime
+call (mbrl_ros.core.policy.PolicyRuntime); the loop runs in its own paced thread
+(mbrl_ros.ros.control_loop) and the single-threaded executor only stores inputs; bundles are
+validated on a worker thread (BackgroundBundleFollower), as in mpc_controller.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Optional
+
+import numpy as np
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from mbrl_ros.ros.control_loop import ControlLoop
+from mbrl_ros.ros.conversions import CONTROL, LATCHED
+from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.joint_state import JointStateReader
+from mbrl_ros.ros.model_source import BackgroundBundleFollower
+from mbrl_ros.ros.node_main import StartupError, main_for
+from mbrl_ros.ros.parameters import Param, ParameterHandler
+
+_ACCEPTED_FRAMES = ('', 'world')
+
+SPECS = [
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
+    Param('control_rate_hz', 50.0, 'commands per second (one per period, from the latest state)',
+          range=(1.0, 1000.0)),
+    Param('state_timeout_s', 0.1, 'a state older than this is stale: no command', range=(0.001, 10.0)),
+    Param('stats_window', 2000, 'periods in the inference-time percentiles on /diagnostics',
+          range=(10, 100000), dynamic=False),
+]
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__('policy')
+        self.params = ParameterHandler(self, SPECS, on_applied=self._applied)
+        try:
+            from mbrl_ros.core.robot import RobotModel
+            self.robot = RobotModel.load(self.params['robot'])
+        except Exception as exc:
+            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        from mbrl_ros.core.workspace import Workspace
+        self.workspace = Workspace.from_robot(self.robot)
+        self.reader = JointStateReader(self.robot.joint_names)
+        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused)
+        self.runtime = None              # PolicyRuntime of the current bundle (None: no policy)
+        self._no_policy = 'no model yet (waiting for /mbrl/world_model/active_model)'
+        self._state = None               # (JointSample, stamp msg), latest
+        self._goal: Optional[np.ndarray] = None
+        self._ms: deque = deque(maxlen=self.params['stats_window'])
+        self.counts = {'commands': 0, 'no_command': 0, 'bad_states': 0, 'stale_states': 0, 'bad_goals': 0,
+                       'model_loads': 0, 'refused_models': 0, 'policy_errors': 0, 'internal_errors': 0}
+        self._last = {'no_command': 'none', 'bad_input': 'none', 'error': 'none'}
+        self._pub = self.create_publisher(JointState, '/mbrl/policy/command', CONTROL)
+        self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL)
+        self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10)
+        self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED)
+        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='policy')
+        self.loop.start()
+        self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        self.get_logger().info(f"policy for {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
+                               'waiting for /mbrl/world_model/active_model')
+
+    def _applied(self, changes: dict) -> None:
+        if 'control_rate_hz' in changes:
+            self.loop.set_rate(changes['control_rate_hz'])
+
+    # ---- inputs (never block: store the latest and return) -------------------------------
+    def _on_state(self, msg: JointState) -> None:
+        try:
+            sample, why = self.reader.state(msg)
+        except Exception as exc:
+            sample, why = None, f'unreadable: {exc!r}'
+        if sample is None:
+            self.counts['bad_states'] += 1
+            self._last['bad_input'] = f'state: {why}'
+            self.get_logger().warning(f'ignoring /mbrl/state: {why}', throttle_duration_sec=2.0)
+            return
+        self._state = (sample, msg.header.stamp)
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        g = (msg.point.x, msg.point.y, msg.point.z)
+        why = None
+        if msg.header.frame_id not in _ACCEPTED_FRAMES:
+            why = f"frame '{msg.header.frame_id}' is not 'world' (no tf here: send goals in the world frame)"
+        why = why or self.workspace.check_goal(g)
+        if why:
+            self.counts['bad_goals'] += 1
+            self._last['bad_input'] = f'goal: {why}'
+            self.get_logger().warning(f'refused goal: {why}; keeping the previous goal')
+            return
+        new = np.array(g, dtype=np.float64)
+        if self._goal is None or not np.array_equal(new, self._goal):
+            self.get_logger().info(f'goal ({g[0]:.3f}, {g[1]:.3f}, {g[2]:.3f})')
+        self._goal = new
+
+    def _on_active_model(self, msg: String) -> None:
+        self.follower.submit(msg.data)
+
+    def _model_loaded(self, bundle) -> None:
+        from mbrl_ros.core.policy import PolicyRuntime
+        self.counts['model_loads'] += 1
+        if bundle.policy_path is None:
+            self.runtime = None
+            self._no_policy = f'bundle {bundle.path} has no policy.onnx (distil one: mbrl-ros distill)'
+            self.get_logger().warning(f'{self._no_policy}: no commands')
+            return
+        try:
+            runtime = PolicyRuntime(bundle.policy_path)
+        except Exception as exc:   # validated by load_bundle, so unexpected: keep running, say why
+            self.runtime = None
+            self._no_policy = f'cannot load {bundle.policy_path}: {exc}'
+            self._error(self._no_policy)
+            return
+        if runtime.dof != self.robot.dof:
+            self.runtime = None
+            self._no_policy = f'{bundle.policy_path} is for {runtime.dof} joints, robot has {self.robot.dof}'
+            self._error(self._no_policy)
+            return
+        self.runtime = runtime   # one reference: the next period uses it
+        self.get_logger().info(f'policy {bundle.policy_path} ({bundle.identity})')
+
+    def _model_refused(self, text: str, why: str) -> None:
+        self.counts['refused_models'] += 1
+        self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
+
+    # ---- one control period ---------------------------------------------------------------
+    def _tick(self) -> None:
+        try:
+            self._act_once()
+        except Exception as exc:   # the loop must survive anything; no command this period
+            self._error(f'policy step failed: {exc!r}')
+
+    def _act_once(self) -> None:
+        runtime, state, goal = self.runtime, self._state, self._goal
+        why = self._why_no_command(runtime, state, goal)
+        if why:
+            return self._no_command(why)
+        sample, stamp = state
+        from mbrl_ros.core.policy import PolicyError
+        t0 = time.perf_counter()
+        try:
+            u = runtime.act(sample.q, sample.qd, goal)
+        except PolicyError as exc:
+            self.counts['policy_errors'] += 1
+            return self._no_command(f'policy refused: {exc}')
+        self._ms.append(1e3 * (time.perf_counter() - t0))
+        out = JointState(name=self.robot.joint_names, effort=[float(v) for v in u])
+        out.header.stamp = stamp
+        self._pub.publish(out)
+        self.counts['commands'] += 1
+        self._last['no_command'] = 'none'
+
+    def _why_no_command(self, runtime, state, goal) -> Optional[str]:
+        if runtime is None:
+            return self._no_policy
+        if goal is None:
+            return 'no goal'
+        if state is None:
+            return 'no state'
+        age = self.get_clock().now().nanoseconds * 1e-9 - state[0].stamp
+        if abs(age) > self.params['state_timeout_s']:
+            self.counts['stale_states'] += 1
+            return f"stale state ({age * 1e3:.0f} ms old, timeout {self.params['state_timeout_s'] * 1e3:.0f} ms)"
+        return None
+
+    def _no_command(self, why: str) -> None:
+        self.counts['no_command'] += 1
+        if why != self._last['no_command']:
+            self.get_logger().info(f'no command: {why}')
+        self._last['no_command'] = why
+
+    def _error(self, what: str) -> None:
+        self.counts['internal_errors'] += 1
+        self._last['error'] = what
+        self.get_logger().error(what, throttle_duration_sec=2.0)
+
+    # ---- health ---------------------------------------------------------------------------
+    def _status(self):
+        t = np.array(self._ms) if self._ms else None
+        values = {'robot': self.robot.name, 'model': self.follower.identity,
+                  'policy': str(self.runtime.path) if self.runtime is not None else 'none',
+                  'control_rate_hz': self.params['control_rate_hz'],
+                  'inference_ms_p50': float(np.percentile(t, 50)) if t is not None else 'n/a',
+                  'inference_ms_p99': float(np.percentile(t, 99)) if t is not None else 'n/a',
+                  'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
+                  'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],
+                  'last_refused_model': self.follower.last_refusal, 'last_error': self._last['error'],
+                  'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs, **self.counts}
+        if self.counts['internal_errors']:
+            return ERROR, f"errors: {self._last['error']}", values
+        if self.runtime is None:
+            return WARN, f'no policy: {self._no_policy}', values
+        if self._goal is None:
+            return OK, 'ok (idle: no goal)', values
+        if self._last['no_command'] != 'none':
+            return WARN, f"no command: {self._last['no_command']}", values
+        return OK, f"ok ({self.counts['commands']} commands, inference p99 {values['inference_ms_p99']:.3f} ms)" \
+            if t is not None else 'ok', values
+
+    def close(self) -> None:
+        self.loop.stop()
+
+
+def main():
+    main_for(PolicyNode, threads=1)
+
+
+if __name__ == '__main__':
+    main()
