@@ -44,6 +44,7 @@ def add_arguments(p):
     g.add_argument('--lr', type=float, default=3e-3)
     g.add_argument('--weight-decay', type=float, default=1e-5)
     g.add_argument('--patience', type=int, default=20)
+    g.add_argument('--nll-beta', type=float, default=0.0, help='beta-NLL weighting (default 0: plain NLL)')
     g.add_argument('--grad-clip', type=float, default=10.0, help='gradient-norm clip (0: off)')
     g.add_argument('--max-time', type=float, default=None, help='wall-clock cap on training (s)')
     g.add_argument('--holdout-frac', type=float, default=0.1, help='episodes held out for early stopping')
@@ -82,7 +83,7 @@ def run(args) -> int:
         train_cfg = TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, patience=args.patience,
                                 seed=args.seed, max_time_s=args.max_time, threads=args.threads,
-                                grad_clip=args.grad_clip or None)
+                                grad_clip=args.grad_clip or None, nll_beta=args.nll_beta)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f'mbrl-ros train: {e}', file=sys.stderr)
         return 2

@@ -141,11 +141,19 @@ class ProbabilisticEnsemble(nn.Module):
         mean_n, logvar_n = self.forward_normalised(self.normalise_inputs(states, actions))
         return mean_n * self.out_std + self.out_mean, logvar_n + 2.0 * torch.log(self.out_std)
 
-    def nll_loss(self, x: torch.Tensor, y: torch.Tensor, logvar_reg: float = 0.01) -> torch.Tensor:
+    def nll_loss(self, x: torch.Tensor, y: torch.Tensor, logvar_reg: float = 0.01,
+                 beta: float = 0.0) -> torch.Tensor:
         """Gaussian NLL (normalised units, mean over batch and dims, summed over members) + the
-        PETS regulariser that pulls the soft log-variance bounds together."""
+        PETS regulariser that pulls the soft log-variance bounds together.
+
+        beta > 0 is the beta-NLL of Seitzer et al. (ICLR 2022): each term weighted by the (constant)
+        predicted variance ** beta, so that points the model calls noisy still pull on the mean.
+        """
         mean, logvar = self.forward_normalised(x)
-        nll = (((mean - y) ** 2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+        terms = ((mean - y) ** 2) * torch.exp(-logvar) + logvar
+        if beta:
+            terms = terms * torch.exp(beta * logvar.detach())
+        nll = terms.mean(dim=(1, 2)).sum()
         return nll + logvar_reg * (self.max_logvar.sum() - self.min_logvar.sum())
 
     def num_parameters(self) -> int:

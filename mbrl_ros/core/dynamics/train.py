@@ -27,6 +27,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     patience: int = 20          # epochs without any member improving on the holdout
     logvar_reg: float = 0.01
+    nll_beta: float = 0.0       # beta-NLL weighting (0: plain Gaussian NLL)
     bootstrap: bool = True
     seed: int = 0
     max_time_s: float | None = None   # wall-clock cap (the best weights so far are kept)
@@ -133,7 +134,7 @@ def train_ensemble(train, holdout, model_config: EnsembleConfig, config: TrainCo
         losses, norms = [], []
         for i in range(0, N, bs):
             idx = perm[:, i:i + bs]                                  # (E, b)
-            loss = model.nll_loss(x[idx], y[idx], config.logvar_reg)
+            loss = model.nll_loss(x[idx], y[idx], config.logvar_reg, config.nll_beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
