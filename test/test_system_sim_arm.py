@@ -143,8 +143,8 @@ def test_shipped_arm3_bundle_reaches_the_goal(launch_system):
             def distance():
                 p = ee[-1][1].point if ee else None
                 return np.inf if p is None else float(np.linalg.norm(np.array([p.x, p.y, p.z]) - GOAL))
-            close = probe.wait_until(lambda: distance() < 0.05, 20.0)
+            close = probe.wait_until(lambda: distance() < 0.05, 30.0)
         finally:
             sender.close()
-        assert close, (f'the arm did not get within 5 cm of the goal in 20 s (last distance {distance():.3f} m)\n'
+        assert close, (f'the arm did not get within 5 cm of the goal in 30 s (last distance {distance():.3f} m)\n'
                        + system.output_text()[-3000:])

@@ -192,8 +192,10 @@ class MpcControllerNode(LifecycleNode):
             kept = 'none' if self._goal is None else np.round(self._goal, 3).tolist()
             self.get_logger().warning(f'refused goal: {why}; keeping the previous goal {kept}')
             return
-        self._goal = np.array(g, dtype=np.float64)
-        self.get_logger().info(f'goal ({g[0]:.3f}, {g[1]:.3f}, {g[2]:.3f})')
+        goal = np.array(g, dtype=np.float64)
+        if self._goal is None or not np.array_equal(goal, self._goal):
+            self.get_logger().info(f'goal ({g[0]:.3f}, {g[1]:.3f}, {g[2]:.3f})')
+            self._goal = goal   # (a repeated goal keeps its object: the loop need not re-set it)
 
     def _on_active_model(self, msg: String) -> None:
         self.follower.submit(msg.data)   # validated on the loader thread, then handed to the loop
