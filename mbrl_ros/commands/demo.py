@@ -136,6 +136,9 @@ class _Watch:
         self.active_model = None
         self.mpc_status = None
         self.diag: dict = {}
+        self.reasons: dict = {}          # why the filter refused / the MPC sent nothing -> times seen
+        self.filter_periods = []         # (t, {mode: periods so far}) from safety_filter diagnostics
+        self._counters: dict = {}
 
     def on_ee(self, msg, t):
         import numpy as np
@@ -168,11 +171,38 @@ class _Watch:
     def on_active(self, msg, t):
         self.active_model = msg.data
 
+    def _grew(self, who: str, values: dict, keys) -> bool:
+        """Whether a node's counters grew since its last status: only then is its 'last reason' news."""
+        try:
+            n = sum(int(values[k]) for k in keys)
+        except (KeyError, ValueError):
+            return False
+        prev = self._counters.get(who)
+        self._counters[who] = n
+        return prev is not None and n > prev
+
+    def _reason(self, who: str, text) -> None:
+        import re
+        if not text or text in ('none', 'no goal'):
+            return
+        # Numbers vary from message to message; the reason does not.
+        key = who + ': ' + re.sub(r'[0-9]+(\.[0-9]+)?', 'N', text)
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
     def on_diag(self, msg, t):
         for st in msg.status:
             values = {kv.key: kv.value for kv in st.values}
             self.diag[st.name.lstrip('/')] = (st.level, st.message, values)
+            if st.name.endswith('safety_filter'):
+                try:
+                    self.filter_periods.append((t, {m: int(values[f'periods_{m}']) for m in ('mpc', 'policy', 'hold')}))
+                except (KeyError, ValueError):
+                    pass
+                if self._grew('filter', values, ('refused_mpc', 'refused_policy')):
+                    self._reason('safety_filter refused', values.get('last_refusal'))
             if st.name.endswith('mpc_controller'):
+                if self._grew('mpc', values, ('no_command',)):
+                    self._reason('mpc_controller sent nothing', values.get('last_no_command'))
                 self.mpc_status = st.message
                 try:
                     p50, p99 = float(values['plan_ms_p50']), float(values['plan_ms_p99'])
@@ -311,6 +341,17 @@ def _stop(stack) -> int | None:
         return None
 
 
+def _period_shares(samples: list, t0: float) -> dict:
+    """Share of the safety filter's periods per mode from the first goal on (its own counters)."""
+    before = [c for t, c in samples if t <= t0]
+    if not samples or not before:
+        return {}
+    last = samples[-1][1]
+    d = {m: last[m] - before[-1][m] for m in last}
+    total = sum(d.values())
+    return {**{m: round(v / total, 3) for m, v in d.items()}, 'total': total} if total > 0 else {}
+
+
 def _tail(path: Path, n: int = 25) -> str:
     try:
         lines = path.read_text(errors='replace').splitlines()
@@ -327,14 +368,29 @@ def _report(args, robot, model_dir: Path, out: Path, result: dict, stopped_rc) -
     if not rec.goal_times:
         return fail('no goal was sent (interrupted before the first goal)')
     results = report.goal_results(rec)
+    w = result['watch']
     tot = report.totals(results, rec)
     tot['goals_planned'] = args.goals
+    tot['safety_filter_periods'] = _period_shares(w.filter_periods, rec.goal_times[0])
     table = report.format_table(results, tot)
     print('\n' + table, flush=True)
-    print(f"[demo] MPC command latency (state stamp -> command received): p50 "
-          f"{tot['command_latency_ms_p50']} ms, p99 {tot['command_latency_ms_p99']} ms over "
-          f"{tot['mpc_commands']} commands; mpc_controller plan time p50/p99 from /diagnostics: "
-          f"{tot['plan_ms_p50_last']}/{tot['plan_ms_p99_last']} ms; {tot['mode_changes']} mode changes", flush=True)
+    def ms(v):
+        return '-' if v is None else f'{v:.1f}'
+    span = (rec.t_end or rec.goal_times[0]) - rec.goal_times[0]
+    print(f"[demo] MPC: {tot['mpc_commands']} commands in {span:.1f} s ({tot['mpc_commands'] / max(span, 1e-9):.1f}/s); "
+          f"latency state stamp -> command received p50 {ms(tot['command_latency_ms_p50'])} ms, p99 "
+          f"{ms(tot['command_latency_ms_p99'])} ms; plan time p50/p99 (mpc_controller /diagnostics) "
+          f"{ms(tot['plan_ms_p50_last'])}/{ms(tot['plan_ms_p99_last'])} ms; {tot['mode_changes']} mode changes",
+          flush=True)
+    shares = tot['safety_filter_periods']
+    if shares:
+        print('[demo] safety filter periods during the goals: ' + ', '.join(
+            f"{m} {100 * v:.0f}%" for m, v in shares.items() if m != 'total') + f" of {shares['total']}", flush=True)
+    if w.reasons:
+        # The filter's last refusal and the MPC's last no-command reason, as sampled once a second.
+        top = sorted(w.reasons.items(), key=lambda kv: -kv[1])[:4]
+        print('[demo] reasons seen in /diagnostics (samples): ' + '; '.join(f'{k} ({n})' for k, n in top), flush=True)
+        tot['reasons_seen'] = dict(top)
     plots = report.write_plots(out, rec, results, title=f'({robot.name})')
     bag_counts, bag_error = {}, None
     try:
