@@ -19,6 +19,7 @@ COMMANDS = {
     'bench': ('mbrl_ros.commands.bench', 'benchmarks that print numbers (bench sim: rates, jitter, latency)'),
     'collect': ('mbrl_ros.commands.collect', 'record exploration data as a rosbag2 MCAP bag (sim fast path or --live)'),
     'distill': ('mbrl_ros.commands.distill', 'DAgger-distil the MPC into a fast policy (policy.onnx in the bundle)'),
+    'learn': ('mbrl_ros.commands.learn', 'PETS from nothing: explore, train, MPC episodes, retrain (K times), distil'),
 }
 
 

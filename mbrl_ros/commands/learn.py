@@ -1,0 +1,93 @@
+"""`mbrl-ros learn`: PETS from nothing -- random data, then K rounds of (train -> MPC episodes -> more data)."""
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        v = [int(x) for x in text.replace(' ', '').split(',') if x]
+    except ValueError:
+        raise ValueError(f'{name} must be comma-separated integers, got {text!r}') from None
+    if not v:
+        raise ValueError(f'{name} is empty')
+    return v
+
+
+def add_arguments(p):
+    from mbrl_ros.core.learning.pets import LearnConfig, _default_planner
+    d, dp = LearnConfig(), _default_planner()
+    p.add_argument('--out', required=True, help='bundle directory to write (e.g. models/arm7_pets)')
+    p.add_argument('--robot', default=d.robot)
+    p.add_argument('--seed', type=int, default=d.seed)
+    p.add_argument('--work-dir', help='keep the per-iteration bundles here (default: temporary, removed)')
+    g = p.add_argument_group('data')
+    g.add_argument('--init', type=int, default=d.init_transitions, help='random exploration transitions')
+    g.add_argument('--amplitude', type=float, default=d.amplitude)
+    g.add_argument('--iterations', type=int, default=d.iterations, help='K: train -> MPC episodes rounds')
+    g.add_argument('--episodes', type=int, default=d.episodes_per_iteration, help='N MPC episodes per iteration')
+    g.add_argument('--episode-s', type=float, default=d.episode_s)
+    g.add_argument('--max-env-steps', type=int, default=d.max_env_steps)
+    g = p.add_argument_group('model and training')
+    g.add_argument('--ensemble-size', type=int, default=d.ensemble_size)
+    g.add_argument('--hidden', default=','.join(map(str, d.hidden_sizes)))
+    g.add_argument('--epochs', type=int, default=d.epochs)
+    g.add_argument('--patience', type=int, default=d.patience)
+    g.add_argument('--max-train-time', type=float, default=None, help='wall-clock cap per training (s)')
+    g.add_argument('--threads', type=int, default=d.threads)
+    g = p.add_argument_group('planner of the on-policy episodes (fixed population: reproducible data)')
+    g.add_argument('--horizon', type=int, default=dp['horizon'])
+    g.add_argument('--samples', type=int, default=dp['num_samples'])
+    g.add_argument('--plan-iterations', type=int, default=dp['num_iterations'])
+    g.add_argument('--elites', type=int, default=dp['num_elites'])
+    g.add_argument('--budget-ms', type=float, default=dp['time_budget_ms'],
+                   help='wall-clock budget per plan while collecting (default 0: none, reproducible)')
+    g.add_argument('--planner', default='icem', choices=['cem', 'icem'])
+    g = p.add_argument_group('evaluation and distillation')
+    g.add_argument('--eval-goals', type=int, default=d.eval_goals,
+                   help='final closed-loop reaching evaluation with the wall-clock budget (0: skip)')
+    g.add_argument('--eval-budget-ms', type=float, default=d.eval_budget_ms)
+    g.add_argument('--distill-rounds', type=int, default=d.distill_rounds, help='DAgger rounds (0: no policy)')
+    g.add_argument('--distill-episodes', type=int, default=d.distill_episodes_per_round)
+    p.add_argument('--no-progress', action='store_true')
+
+
+def run(args) -> int:
+    from mbrl_ros.core.learning.pets import LearnConfig, learn
+    try:
+        cfg = LearnConfig(robot=args.robot, seed=args.seed, init_transitions=args.init, amplitude=args.amplitude,
+                          iterations=args.iterations, episodes_per_iteration=args.episodes,
+                          episode_s=args.episode_s, max_env_steps=args.max_env_steps,
+                          ensemble_size=args.ensemble_size, hidden_sizes=_ints(args.hidden, '--hidden'),
+                          epochs=args.epochs, patience=args.patience, max_train_time_s=args.max_train_time,
+                          threads=args.threads,
+                          planner={'planner': args.planner, 'horizon': args.horizon, 'num_samples': args.samples,
+                                   'num_iterations': args.plan_iterations, 'num_elites': args.elites,
+                                   'time_budget_ms': args.budget_ms},
+                          eval_goals=args.eval_goals, eval_budget_ms=args.eval_budget_ms,
+                          distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes)
+        errs = cfg.errors()
+        if errs:
+            raise ValueError('; '.join(errs))
+    except ValueError as e:
+        print(f'mbrl-ros learn: {e}', file=sys.stderr)
+        return 2
+    argv = sys.argv[sys.argv.index('learn'):] if 'learn' in sys.argv else ['learn', '<called from python>']
+    command = 'mbrl-ros ' + ' '.join(shlex.quote(a) for a in argv)
+    report = learn(cfg, args.out, work_dir=args.work_dir, command=command, progress=not args.no_progress)
+    print(f'wrote bundle {args.out}: {report["environment_steps"]["training_data_total"]} environment steps of '
+          f'training data, training {report["training_wall_time_s"]} s, total {report["wall_time_s"]} s')
+    print(f'{"iter":>4}{"random":>8}{"on-pol":>8}{"train s":>9}{"nrmse":>8}{"success":>9}{"dist cm":>9}'
+          f'{"plan p50/p99 ms":>17}')
+    for s in report['iterations']:
+        succ = '-' if s['success_rate'] is None else f'{s["success_rate"]:.0%}'
+        dist = '-' if s['final_distance_median_m'] is None else f'{100 * s["final_distance_median_m"]:.1f}'
+        pt = '-' if s['plan_ms_p50'] is None else f'{s["plan_ms_p50"]:.1f}/{s["plan_ms_p99"]:.1f}'
+        print(f'{s["iteration"]:>4}{s["data_random"]:>8}{s["data_on_policy"]:>8}{s["train_wall_s"]:>9.1f}'
+              f'{s["one_step_nrmse"]:>8.3f}{succ:>9}{dist:>9}{pt:>17}')
+    cl = report.get('closed_loop')
+    if cl:
+        print(f'closed loop: {cl["goals"]} goals, success {cl["success_rate"]:.0%}, plan p50/p99 '
+              f'{cl["plan_ms"]["p50"]:.1f}/{cl["plan_ms"]["p99"]:.1f} ms')
+    return 0
