@@ -129,3 +129,33 @@ def test_model_round_trips_through_onnx(tmp_path):
     with torch.no_grad():
         for x, y in zip(m(s, a), back(s, a)):
             torch.testing.assert_close(x, y)
+
+
+def test_variance_calibration_hits_the_coverage_and_survives_export(tmp_path):
+    from mbrl_ros.core.dynamics.export import model_from_onnx
+    from mbrl_ros.core.dynamics.train import arrays, calibrate_variance
+    train, hold = toy_data(1500, seed=4), toy_data(800, seed=5, noise=0.05)   # noisier holdout
+    res = train_ensemble(train, hold, EnsembleConfig(4, 2, ensemble_size=3, hidden_sizes=[32]),
+                         TrainConfig(max_epochs=8, seed=0, calibrate_coverage=0.954), progress=False)
+    m = res.model
+    assert m.logvar_offset.abs().max() > 0.05           # it did move (holdout noisier than training)
+    hx, hy = arrays(hold)
+    with torch.no_grad():
+        x = m.normalise_inputs(torch.from_numpy(hx[:, :4]), torch.from_numpy(hx[:, 4:]))
+        y = m.normalise_targets(torch.from_numpy(hy))
+        mean, logvar = m.forward_normalised(x)
+        sd = torch.sqrt(torch.exp(logvar).mean(0) + mean.var(0, unbiased=False))
+        cover = ((y - mean.mean(0)).abs() <= 2 * sd).float().mean(0)
+        assert torch.allclose(cover, torch.full_like(cover, 0.954), atol=0.01)
+        # Calibrating again is a fixed point.
+        torch.testing.assert_close(calibrate_variance(m, x, y), m.logvar_offset, atol=0.02, rtol=0)
+    export_ensemble(m, tmp_path, partitioned=False)
+    torch.testing.assert_close(model_from_onnx(tmp_path / 'ensemble.onnx').logvar_offset, m.logvar_offset)
+
+
+def test_beta_nll_weights_by_predicted_variance():
+    m = make_model(4, 2, E=2)
+    x, y = torch.randn(32, 6), torch.randn(2, 32, 4)
+    plain, beta0 = m.nll_loss(x, y, beta=0.0), m.nll_loss(x, y, beta=0.0)
+    assert torch.equal(plain, beta0)
+    assert not torch.allclose(m.nll_loss(x, y, beta=0.5), plain)

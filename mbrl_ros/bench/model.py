@@ -3,7 +3,8 @@
 Rows: `ort` (every member on every row: what predict() and the disagreement need), `ort-part`
 (the partitioned graph: each member only its B/E rows, as TS1/TS-inf use it), `torch` (the same
 weights in torch eager, no_grad). Latency is per call; throughput is rows (state, action pairs) per
-second, each row evaluated by every member (ort, torch) or by one member (ort-part).
+second, each row evaluated by every member (ort, torch) or by one member (ort-part; B rows are
+spread over the members, ceil(B/E) each).
 """
 from __future__ import annotations
 
@@ -65,9 +66,11 @@ def run(args) -> int:
         s = rng.standard_normal((B, S)).astype(np.float32)
         a = rng.standard_normal((B, A)).astype(np.float32)
         cells = [('ort', lambda: rt.predict(s, a))]
-        if B % E == 0:
-            sp, ap = s.reshape(E, B // E, S), a.reshape(E, B // E, A)
-            cells.append(('ort-part', lambda: rt.predict_partitioned(sp, ap)))
+        # Partitioned: B particles spread over the members, ceil(B/E) rows each (padded).
+        b = -(-B // E)
+        sp = np.resize(s, (E * b, S)).reshape(E, b, S)
+        ap = np.resize(a, (E * b, A)).reshape(E, b, A)
+        cells.append(('ort-part', lambda: rt.predict_partitioned(sp, ap)))
         if model is not None:
             ts, ta = torch.from_numpy(s), torch.from_numpy(a)
 

@@ -82,6 +82,9 @@ class ProbabilisticEnsemble(nn.Module):
         self.register_buffer('in_std', torch.ones(config.input_dim))
         self.register_buffer('out_mean', torch.zeros(S))
         self.register_buffer('out_std', torch.ones(S))
+        # Post-hoc per-dim log-variance offset (variance scaling fitted on the holdout, see
+        # train.calibrate_variance); 0 while training.
+        self.register_buffer('logvar_offset', torch.zeros(S))
 
     @property
     def ensemble_size(self) -> int:
@@ -134,7 +137,7 @@ class ProbabilisticEnsemble(nn.Module):
             mean = mean + (gain * x[..., S:S + A].unsqueeze(-2)).sum(-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        return mean, logvar + self.logvar_offset
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Denormalised (mean, logvar) of the next-state delta s' - s, each (E, B, S)."""

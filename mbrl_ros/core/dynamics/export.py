@@ -100,7 +100,8 @@ def build_graph(model: ProbabilisticEnsemble, partitioned: bool = False) -> onnx
     lv = node('Sub', [mx, t], 'lv_c')
     t = node('Sub', [lv, mn], 'lv_d')
     t = node('Softplus', [t], 'lv_e')
-    lv = node('Add', [mn, t], 'logvar_n')
+    lv = node('Add', [mn, t], 'logvar_bounded')
+    lv = node('Add', [lv, const('logvar_offset', _np(model.logvar_offset))], 'logvar_n')
     # Denormalise: delta = mean_n * std + mean; logvar += 2 log std.
     m = node('Mul', ['mean_n', const('out_std', _np(model.out_std))], 'mean_scaled')
     node('Add', [m, const('out_mean', _np(model.out_mean))], 'mean')
@@ -205,4 +206,6 @@ def model_from_onnx(path) -> ProbabilisticEnsemble:
         model.in_std.copy_(1.0 / w['in_inv_std'])
         model.out_mean.copy_(w['out_mean'])
         model.out_std.copy_(w['out_std'])
+        if 'logvar_offset' in w:
+            model.logvar_offset.copy_(w['logvar_offset'])
     return model.eval()
