@@ -14,6 +14,9 @@ BENCHES = {
     'model': ('mbrl_ros.bench.model', 'world-model ensemble latency/throughput: onnxruntime vs torch eager'),
     'planner': ('mbrl_ros.bench.planner', 'CEM/iCEM time per plan and the planner overhead (trivial or ONNX model)'),
     'policy': ('mbrl_ros.bench.policy', 'distilled policy per-call latency (onnxruntime), optionally vs the MPC'),
+    'plan-latency': ('mbrl_ros.bench.plan_latency', 'plan p50/p99 over horizon x samples on a bundle; throughput vs a matmul-only roofline'),
+    'closed-loop': ('mbrl_ros.bench.closed_loop', 'MPC reaching success and final distance against the per-plan time budget'),
+    'mppi-compare': ('mbrl_ros.bench.mppi_compare', 'our CEM/iCEM vs pytorch-mppi on the same ensemble: per-plan time and success'),
 }
 
 
