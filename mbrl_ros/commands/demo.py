@@ -343,9 +343,9 @@ def _stop(stack) -> int | None:
 
 def _period_shares(samples: list, t0: float) -> dict:
     """Share of the safety filter's periods per mode from the first goal on (its own counters)."""
-    before = [c for t, c in samples if t <= t0]
-    if not samples or not before:
+    if not samples:
         return {}
+    before = [c for t, c in samples if t <= t0] or [samples[0][1]]  # else the first status after it
     last = samples[-1][1]
     d = {m: last[m] - before[-1][m] for m in last}
     total = sum(d.values())
