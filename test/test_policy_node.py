@@ -45,6 +45,7 @@ def write_policy_bundle(out_dir, robot, seed=0, out_scale=2.0):
     net.set_normalisation(np.concatenate([q, rng.normal(size=q.shape)], 1), robot.fk(q))
     with torch.no_grad():
         net.out.weight.mul_(out_scale)
+        net.out.bias.mul_(out_scale)
     install_policy(bdir, net.eval(), robot)
     write_policy_section(bdir, {'file': 'policy.onnx', 'metrics': {'success_rate': 0.0}, 'note': 'untrained (test)'})
     return bdir.resolve()
