@@ -55,6 +55,8 @@ setup(
         # torch is pinned by the bootstrap to the CPU build (installed before this package).
         'train': ['torch>=2.2', 'onnx>=1.15'],
         'test': ['pytest>=7', 'hypothesis>=6', 'psutil>=5', 'onnx>=1.15'],
+        # pytorch-mppi: the reference planner of 'mbrl-ros bench mppi-compare'.
+        'bench': ['pytorch-mppi>=0.9', 'torch>=2.2'],
     },
     zip_safe=True,
     maintainer='mbrl_ros developers',

@@ -1,0 +1,141 @@
+"""`mbrl-ros bench mppi-compare`: our planner against `pytorch-mppi` (PyPI) on the same ensemble.
+
+Equal work per plan: both push N samples x H steps through the same ONNX ensemble (one
+onnxruntime session, 1 thread), every member on every row, next state = state + member-mean
+delta (the `expectation` propagation). pytorch-mppi reaches the model through a torch wrapper
+(tensor -> numpy -> onnxruntime -> tensor) and scores trajectories with *our* task cost
+(`make_task_cost`, including the disagreement term) as its terminal cost over the whole
+trajectory, so cost and model are identical and only the optimiser differs. Ours runs with one
+iteration (`cem`: exactly N samples; `icem`: N plus the kept elites), no time budget, so per-plan
+times are compared at equal samples x horizon. Success on the same reaching goals
+(core.evaluation.reaching).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+
+def add_arguments(p):
+    p.add_argument('--model', default='arm7', help='bundle name or directory (default: the shipped arm7)')
+    p.add_argument('--samples', type=int, default=200)
+    p.add_argument('--horizon', type=int, default=12)
+    p.add_argument('--goals', type=int, default=10)
+    p.add_argument('--seed', type=int, default=1000, help='goal seed')
+    p.add_argument('--lambda', dest='lambda_', type=float, default=0.1, help='MPPI temperature')
+    p.add_argument('--ours', default='cem,icem', help='our planners to run (1 iteration each)')
+    p.add_argument('--short', action='store_true', help='2 goals, N=30, H=5, 0.5 s episodes: a smoke run')
+    p.add_argument('--json', action='store_true')
+
+
+class _RecordingDynamics:
+    """The ensemble for pytorch-mppi: torch in/out, disagreement of every step kept for the cost."""
+
+    def __init__(self, runtime, horizon: int):
+        import torch
+        self.torch = torch
+        self.rt = runtime
+        self.dis = None
+        self.horizon = horizon
+
+    def __call__(self, state, u, t):
+        s = state.detach().numpy()
+        mean, _ = self.rt.predict(s, u.detach().numpy())
+        if t == 0 or self.dis is None or self.dis.shape[0] != s.shape[0]:
+            self.dis = np.zeros((s.shape[0], self.horizon))
+        self.dis[:, t] = self.rt.disagreement_from(mean)
+        return self.torch.from_numpy((s + mean.mean(0)).astype(np.float32))
+
+
+class MppiAgent:
+    """pytorch-mppi as a reaching controller `(q, qd, goal) -> effort` with `reset()`."""
+
+    def __init__(self, robot, runtime, samples: int, horizon: int, lambda_: float = 0.1,
+                 init_std: float = 0.25, weights=None, seed: int = 0):
+        import torch
+        from pytorch_mppi import MPPI
+
+        from mbrl_ros.core.planning.costs import make_task_cost
+        self.torch = torch
+        torch.manual_seed(seed)
+        self.robot = robot
+        self.cost = make_task_cost(robot, weights)
+        self.goal = None
+        self.state = None
+        self.dyn = _RecordingDynamics(runtime, horizon)
+        u_max = torch.tensor(np.asarray(robot.effort_max, np.float32))
+        sigma = torch.diag((init_std * u_max) ** 2)     # same initial spread as ours (fraction of half-range)
+        self.mppi = MPPI(self.dyn, self._running, 2 * robot.dof, sigma, num_samples=samples, horizon=horizon,
+                         device='cpu', terminal_state_cost=self._trajectory_cost, lambda_=lambda_,
+                         u_min=-u_max, u_max=u_max, step_dependent_dynamics=True)
+
+    def _running(self, state, u, t):
+        return self.torch.zeros(state.shape[0], dtype=state.dtype)
+
+    def _trajectory_cost(self, states, actions):
+        # states (1, K, T, S) after each step; prepend the start state -> our (K, 1, T+1, S) layout.
+        st = states[0].detach().numpy().astype(np.float64)
+        k = st.shape[0]
+        full = np.concatenate([np.broadcast_to(self.state, (k, 1, st.shape[-1])), st], axis=1)[:, None]
+        batch = self.cost.batch(full, actions[0].detach().numpy().astype(np.float64),
+                                self.dyn.dis[:, None, :], self.goal)
+        return self.torch.from_numpy(self.cost(batch).astype(np.float32))
+
+    def reset(self):
+        self.mppi.reset()
+
+    def __call__(self, q, qd, goal):
+        self.goal = np.asarray(goal, float)
+        self.state = np.concatenate([q, qd])
+        u = self.mppi.command(self.torch.from_numpy(self.state.astype(np.float32)))
+        return u.detach().numpy().astype(np.float64).reshape(-1)
+
+
+def run(args) -> int:
+    import torch
+
+    from mbrl_ros.core.evaluation.reaching import evaluate_reaching
+    from mbrl_ros.core.learning import MpcAgent, planner_config
+    from mbrl_ros.core.robot import RobotModel
+    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
+    from mbrl_ros.resources import find_resource
+
+    try:
+        import pytorch_mppi  # noqa: F401
+    except ImportError:
+        print("mbrl-ros bench mppi-compare: needs pytorch-mppi (pip install -e '.[bench]')")
+        return 2
+    torch.set_num_threads(1)   # the ensemble runs on one onnxruntime thread for both
+    n, h, goals, settle = (30, 5, 2, 0.5) if args.short else (args.samples, args.horizon, args.goals, 3.0)
+    try:
+        bundle = load_bundle(find_resource('models', args.model), intra_op_threads=1)
+        robot = RobotModel.load(bundle.robot_name)
+        ours = {k.strip(): planner_config(planner=k.strip(), horizon=h, num_samples=n, num_iterations=1,
+                                          num_elites=max(2, n // 10), time_budget_ms=0.0)
+                for k in args.ours.split(',') if k.strip()}
+    except (ValueError, FileNotFoundError, BundleError) as e:
+        print(f'mbrl-ros bench mppi-compare: {e}')
+        return 2
+    results = {}
+    for name, cfg in ours.items():
+        agent = MpcAgent(robot, bundle, cfg, dt=bundle.dt)
+        results[f'ours {name} x1'] = evaluate_reaching(agent, robot, goals, seed=args.seed, settle_s=settle,
+                                                       dt=bundle.dt).summary()
+    mppi = MppiAgent(robot, bundle.ensemble, n, h, lambda_=args.lambda_)
+    results['pytorch-mppi'] = evaluate_reaching(mppi, robot, goals, seed=args.seed, settle_s=settle,
+                                                dt=bundle.dt).summary()
+    if args.json:
+        print(json.dumps({'bundle': str(bundle.path), 'samples': n, 'horizon': h, 'results': results}, indent=1))
+        return 0
+    print(f'bundle {bundle.path} ({robot.name}): N={n} samples x H={h} steps per plan, expectation over '
+          f'{bundle.ensemble.ensemble_size} members, {goals} goals (seed {args.seed}), {settle} s episodes')
+    print(f'{"planner":<16}{"plan p50 ms":>12}{"plan p99 ms":>12}{"success":>9}{"dist med cm":>13}')
+    for name, s in results.items():
+        print(f'{name:<16}{s["step_ms"]["p50"]:>12.2f}{s["step_ms"]["p99"]:>12.2f}{s["success_rate"]:>9.0%}'
+              f'{100 * s["final_distance_m"]["median"]:>13.2f}')
+    ref = results['pytorch-mppi']['step_ms']['p50']
+    for name, s in results.items():
+        if name != 'pytorch-mppi':
+            print(f'{name}: {ref / s["step_ms"]["p50"]:.2f}x faster per plan (p50) than pytorch-mppi')
+    return 0
