@@ -1,0 +1,47 @@
+"""The planning benchmarks run in their short modes and print their tables (smoke runs, no timing assertions)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mbrl_ros.cli import main
+
+ARM3 = 'arm3'   # the shipped bundle, found through find_resource
+
+
+def _run(capsys, *argv):
+    rc = main(['bench', *argv])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return out
+
+
+def test_plan_latency_short(capsys):
+    out = _run(capsys, 'plan-latency', '--short', '--model', ARM3)
+    assert 'roofline' in out and 'matmul reference' in out
+    rows = [line.split() for line in out.splitlines() if line.strip() and line.split()[0] in ('5', '10')]
+    assert [(r[0], r[1]) for r in rows] == [('5', '50'), ('5', '100'), ('10', '50'), ('10', '100')]
+    data = json.loads(_run(capsys, 'plan-latency', '--short', '--model', ARM3, '--json'))
+    for r in data['rows']:
+        # iCEM x3: at least the first population through every step; the roofline is a fraction.
+        assert r['evals_per_plan'] >= r['samples'] * r['horizon']
+        assert 0 < r['roofline_fraction'] and r['plan_p99_ms'] >= r['plan_p50_ms'] > 0
+
+
+def test_closed_loop_short(capsys):
+    data = json.loads(_run(capsys, 'closed-loop', '--short', '--model', ARM3, '--json'))
+    assert [r['planner']['time_budget_ms'] for r in data['rows']] == [5.0, 15.0]
+    for r in data['rows']:
+        assert r['goals'] == 2 and 0.0 <= r['success_rate'] <= 1.0 and r['final_distance_m']['median'] >= 0
+
+
+def test_mppi_compare_short(capsys):
+    pytest.importorskip('pytorch_mppi')
+    out = _run(capsys, 'mppi-compare', '--short', '--model', ARM3, '--ours', 'cem')
+    assert 'pytorch-mppi' in out and 'ours cem x1' in out and 'faster per plan' in out
+
+
+def test_bad_model_is_a_clear_error(capsys):
+    assert main(['bench', 'closed-loop', '--model', '/nonexistent/bundle', '--short']) == 2
+    assert 'not found' in capsys.readouterr().out
