@@ -183,8 +183,8 @@ class _Watch:
 
     def _reason(self, who: str, text) -> None:
         import re
-        if not text or text in ('none', 'no goal'):
-            return
+        if not text or text in ('none', 'no goal') or self.goal is None:
+            return  # start-up reasons (no model yet, no goal) are not what the run is judged on
         # Numbers vary from message to message; the reason does not.
         key = who + ': ' + re.sub(r'[0-9]+(\.[0-9]+)?', 'N', text)
         self.reasons[key] = self.reasons.get(key, 0) + 1
