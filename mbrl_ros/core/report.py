@@ -246,9 +246,9 @@ def write_plots(out_dir: str | Path, rec: RunRecord, results: list[GoalResult],
 
     def shade_goals(ax):
         for i, (t0, _) in enumerate(windows):
-            ax.axvline(t0 - t_ref, color='0.6', lw=0.8, ls=':')
-            ax.text(t0 - t_ref, 1.0, f' {i + 1}', transform=ax.get_xaxis_transform(), va='top', fontsize=8,
-                    color='0.4')
+            ax.axvline(t0 - t_ref, color='k', lw=1.0, ls=':', zorder=3)
+            ax.text(t0 - t_ref, 1.0, f' goal {i + 1}', transform=ax.get_xaxis_transform(), va='top', fontsize=8,
+                    color='k', zorder=4)
 
     # Distance to goal, one curve per goal against the time since it was sent.
     t, ee = rec.arrays('ee')
