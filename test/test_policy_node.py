@@ -25,7 +25,7 @@ from mbrl_ros.core.policy.distill import install_policy, write_policy_section
 from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, fk_chain
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
-from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
+from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros

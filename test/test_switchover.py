@@ -35,7 +35,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
+from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 

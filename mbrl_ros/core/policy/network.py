@@ -43,8 +43,8 @@ class PolicyConfig:
 
     @property
     def feature_dim(self) -> int:
-        # q, qd, goal, sin q, cos q (+ ee, goal - ee)
-        return 2 * self.dof + 3 + 2 * self.dof + (6 if self.fk else 0)
+        # q, qd, goal, sin q, cos q (+ ee, goal - ee, ee velocity)
+        return 2 * self.dof + 3 + 2 * self.dof + (9 if self.fk else 0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,6 +60,10 @@ def fk_chain(robot) -> dict:
             'tip': np.asarray(robot._fk_tip, float).tolist(), 'qpos0': np.asarray(robot._qpos0, float).tolist(),
             'slide': [bool(x) for x in robot._fk_slide]}
 
+
+# EE velocity as a forward difference over VEL_H seconds: (fk(q + h qd) - fk(q)) / h ≈ J(q) qd,
+# the damping term of a task-space law, which an MLP would otherwise have to learn as a product.
+VEL_H = 0.05
 
 # p -> (y, x, 0): with it a rotation about z is p*(c,c,1) + swap(p)*(-s,s,0), one form for torch and ONNX.
 _SWAP = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
@@ -85,7 +89,8 @@ def features(state: torch.Tensor, goal: torch.Tensor, dof: int, chain: Optional[
     f = [state, goal, torch.sin(q), torch.cos(q)]
     if chain:
         ee = fk_torch(q, chain)
-        f += [ee, goal - ee]
+        ee_ahead = fk_torch(q + VEL_H * state[..., dof:], chain)
+        f += [ee, goal - ee, (ee_ahead - ee) / VEL_H]
     return torch.cat(f, dim=-1)
 
 
@@ -148,8 +153,13 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
                                             const('q_axis', [-1], np.int64)], ['q'], name='slice_q'))
     feats = ['state', 'goal', node('Sin', ['q'], 'sin_q'), node('Cos', ['q'], 'cos_q')]
     if cfg.fk:
-        ee = _fk_nodes(cfg.fk, A, const, node)
-        feats += [ee, node('Sub', ['goal', ee], 'ee_error')]
+        ee = _fk_nodes(cfg.fk, A, const, node, 'q', 'fk_')
+        qd = node('Slice', ['state', const('qd_start', [A], np.int64), const('qd_end', [2 * A], np.int64),
+                            const('q_axis', [-1], np.int64)], 'qd')
+        q_ahead = node('Add', ['q', node('Mul', [qd, const('vel_h', [VEL_H])], 'qd_h')], 'q_ahead')
+        ee_ahead = _fk_nodes(cfg.fk, A, const, node, q_ahead, 'fka_')
+        ee_vel = node('Mul', [node('Sub', [ee_ahead, ee], 'ee_step'), const('inv_vel_h', [1.0 / VEL_H])], 'ee_vel')
+        feats += [ee, node('Sub', ['goal', ee], 'ee_error'), ee_vel]
     x = node('Concat', feats, 'x', axis=-1)
     x = node('Sub', [x, const('in_mean', _np(net.in_mean))], 'x_centered')
     h = node('Mul', [x, const('in_inv_std', 1.0 / _np(net.in_std))], 'x_norm')
@@ -175,30 +185,31 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
     return proto
 
 
-def _fk_nodes(chain: dict, dof: int, const, node) -> str:
-    """The same arithmetic as fk_torch, as ONNX nodes: q (B,dof) -> 'ee' (B,3)."""
-    qf = node('Sub', ['q', const('fk_qpos0', chain['qpos0'])], 'fk_qf')
-    c, s = node('Cos', [qf], 'fk_cos'), node('Sin', [qf], 'fk_sin')
+def _fk_nodes(chain: dict, dof: int, const, node, q: str, prefix: str) -> str:
+    """The same arithmetic as fk_torch, as ONNX nodes: q (B,dof) -> (B,3). Node names start with
+    `prefix`; constants (names starting fk_) are shared between calls."""
+    qf = node('Sub', [q, const('fk_qpos0', chain['qpos0'])], prefix + 'qf')
+    c, s = node('Cos', [qf], prefix + 'cos'), node('Sin', [qf], prefix + 'sin')
     # the tip broadcast to (B,3): 0 * q[:, :1] + tip keeps the batch axis
     zero = node('Mul', [node('Slice', [qf, const('fk_first0', [0], np.int64), const('fk_first1', [1], np.int64),
-                                        const('fk_ax', [1], np.int64)], 'fk_q0'), const('fk_zero', [0.0])], 'fk_zcol')
-    p = node('Add', [zero, const('fk_tip', chain['tip'])], 'fk_p_tip')
+                                        const('fk_ax', [1], np.int64)], prefix + 'q0'), const('fk_zero', [0.0])], prefix + 'zcol')
+    p = node('Add', [zero, const('fk_tip', chain['tip'])], prefix + 'p_tip')
     for k in range(dof - 1, -1, -1):
         lo, hi = const(f'fk_lo{k}', [k], np.int64), const(f'fk_hi{k}', [k + 1], np.int64)
         if chain['slide'][k]:
-            qk = node('Slice', [qf, lo, hi, 'fk_ax'], f'fk_q{k}_')
-            p = node('Add', [p, node('Mul', [qk, const('fk_e001', _E001)], f'fk_slide{k}')], f'fk_ps{k}')
+            qk = node('Slice', [qf, lo, hi, 'fk_ax'], f'{prefix}q{k}_')
+            p = node('Add', [p, node('Mul', [qk, const('fk_e001', _E001)], f'{prefix}slide{k}')], f'{prefix}ps{k}')
         else:
-            ck = node('Slice', [c, lo, hi, 'fk_ax'], f'fk_cos{k}')
-            sk = node('Slice', [s, lo, hi, 'fk_ax'], f'fk_sin{k}')
-            a = node('Add', [node('Mul', [ck, const('fk_e110', _E110)], f'fk_ce{k}'), const('fk_e001', _E001)],
-                     f'fk_cc1_{k}')
-            b = node('Mul', [sk, const('fk_em110', _EM110)], f'fk_ss0_{k}')
-            sw = node('MatMul', [p, const('fk_swap', _SWAP)], f'fk_sw{k}')
-            p = node('Add', [node('Mul', [p, a], f'fk_pa{k}'), node('Mul', [sw, b], f'fk_pb{k}')], f'fk_rot{k}')
-        p = node('MatMul', [p, const(f'fk_RT{k}', np.asarray(chain['R'][k]).T)], f'fk_pr{k}')
-        p = node('Add', [p, const(f'fk_t{k}', chain['t'][k])], f'fk_p{k}')
-    return node('Identity', [p], 'ee')
+            ck = node('Slice', [c, lo, hi, 'fk_ax'], f'{prefix}cos{k}')
+            sk = node('Slice', [s, lo, hi, 'fk_ax'], f'{prefix}sin{k}')
+            a = node('Add', [node('Mul', [ck, const('fk_e110', _E110)], f'{prefix}ce{k}'), const('fk_e001', _E001)],
+                     f'{prefix}cc1_{k}')
+            b = node('Mul', [sk, const('fk_em110', _EM110)], f'{prefix}ss0_{k}')
+            sw = node('MatMul', [p, const('fk_swap', _SWAP)], f'{prefix}sw{k}')
+            p = node('Add', [node('Mul', [p, a], f'{prefix}pa{k}'), node('Mul', [sw, b], f'{prefix}pb{k}')], f'{prefix}rot{k}')
+        p = node('MatMul', [p, const(f'fk_RT{k}', np.asarray(chain['R'][k]).T)], f'{prefix}pr{k}')
+        p = node('Add', [p, const(f'fk_t{k}', chain['t'][k])], f'{prefix}p{k}')
+    return node('Identity', [p], prefix + 'ee')
 
 
 def export_policy(net: PolicyNet, path, metadata: dict | None = None, check_states=None, check_goals=None,
