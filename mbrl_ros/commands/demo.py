@@ -13,6 +13,7 @@ the run (the message says which, with the tail of launch.log); 2 for bad options
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -235,7 +236,7 @@ def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
               'goal_period_s': args.goal_period, 'source': 'mbrl-ros demo'}
     interactive = sys.stdout.isatty()
     result = {'record': rec, 'watch': w, 'interrupted': False, 'died': None, 'goals_sent': 0}
-    with RosProbe('mbrl_demo') as probe:
+    with RosProbe('mbrl_demo') as probe, _stop_on_signals():
         # ee_position comes at the sim's 250 Hz: every 5th is plenty for the distance curves and
         # keeps this process light next to the stack it measures (all are still recorded).
         recorder = RunRecorder(probe.node, out / 'bag', topics, callbacks, LATCHED_TOPICS, custom,
@@ -278,6 +279,20 @@ def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
                 print(flush=True)
             result['counts'] = recorder.close()
     return result
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Ctrl-C / SIGTERM end the run early with a report: rclpy.init installed its own SIGINT
+    handler (it shuts the context down and raises nothing), so put Python's back for the run."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _wait_ready(probe, w: _Watch, stack, timeout: float, interactive: bool) -> str | None:
