@@ -165,3 +165,19 @@ def test_distill_config_refuses_nonsense():
     assert not DistillConfig().errors()
     with pytest.raises(ValueError, match='invalid distillation'):
         distill(None, RobotModel.load('arm3'), DistillConfig(rounds=0), progress=False)
+
+
+def test_distill_cli_writes_into_a_copy_and_leaves_the_source_alone(arm3, tmp_path, capsys):
+    from mbrl_ros.cli import main
+    src = write_bundle(tmp_path / 'src', arm3)
+    before = (src / 'bundle.yaml').read_text()
+    rc = main(['distill', '--bundle', str(src), '--out', str(tmp_path / 'dst'), '--rounds', '1',
+               '--episodes-per-round', '1', '--episode-s', '0.2', '--epochs', '1', '--hidden', '16',
+               '--eval-goals', '1', '--expert-horizon', '3', '--expert-samples', '8', '--expert-iterations', '1',
+               '--expert-elites', '2', '--no-progress'])
+    assert rc == 0, capsys.readouterr()
+    assert (src / 'bundle.yaml').read_text() == before and not (src / 'policy.onnx').exists()
+    b = load_bundle(tmp_path / 'dst', arm3)
+    assert b.policy_path is not None and b.meta['policy']['distillation']['rounds'] == 1
+    assert 'wrote' in capsys.readouterr().out
+    assert main(['distill', '--bundle', str(tmp_path / 'nope')]) == 2
