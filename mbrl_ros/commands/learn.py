@@ -15,6 +15,19 @@ def _ints(text: str, name: str) -> list[int]:
     return v
 
 
+def _weights(text: str) -> dict:
+    out = {}
+    for item in [t for t in text.replace(' ', '').split(',') if t]:
+        k, sep, v = item.partition('=')
+        try:
+            out[k] = float(v)
+        except ValueError:
+            sep = ''
+        if not sep:
+            raise ValueError(f'--weights expects name=number pairs, got {item!r}')
+    return out
+
+
 def add_arguments(p):
     from mbrl_ros.core.learning.pets import LearnConfig, _default_planner
     d, dp = LearnConfig(), _default_planner()
@@ -44,6 +57,8 @@ def add_arguments(p):
     g.add_argument('--budget-ms', type=float, default=dp['time_budget_ms'],
                    help='wall-clock budget per plan while collecting (default 0: none, reproducible)')
     g.add_argument('--planner', default='icem', choices=['cem', 'icem'])
+    g.add_argument('--weights', default='', metavar='K=V,...',
+                   help='cost weights (CostWeights fields, e.g. uncertainty=5,effort=0.02); default: the node\'s')
     g = p.add_argument_group('evaluation and distillation')
     g.add_argument('--eval-goals', type=int, default=d.eval_goals,
                    help='final closed-loop reaching evaluation with the wall-clock budget (0: skip)')
@@ -65,6 +80,7 @@ def run(args) -> int:
                           planner={'planner': args.planner, 'horizon': args.horizon, 'num_samples': args.samples,
                                    'num_iterations': args.plan_iterations, 'num_elites': args.elites,
                                    'time_budget_ms': args.budget_ms},
+                          weights=_weights(args.weights),
                           eval_goals=args.eval_goals, eval_budget_ms=args.eval_budget_ms,
                           distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes)
         errs = cfg.errors()
