@@ -185,6 +185,8 @@ class WorldModelNode(Node):
             self._last_pred_t = t
             self._predict(msg, t, x)
         except Exception as exc:  # never let one message take the node down
+            if not self.context.ok():
+                return  # SIGINT/SIGTERM closed the context mid-callback: shutting down, not an error
             self.counts['internal_errors'] += 1
             self._last_bad = f'internal error: {exc!r}'
             self.get_logger().error(f'/mbrl/state callback failed: {exc!r}', throttle_duration_sec=2.0)
