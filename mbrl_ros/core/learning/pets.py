@@ -277,7 +277,8 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
     _write_learning_section(out_dir, report, write_yaml)
     write_yaml(out_dir / REPORT_YAML, _plain(report))
     try:
-        plot_report(stats, out_dir / REPORT_PNG, title=f'{robot.name}: {out_dir.name} (seed {cfg.seed})')
+        plot_report(stats, out_dir / REPORT_PNG, title=f'{robot.name}: {out_dir.name} (seed {cfg.seed})',
+                    closed_loop=evaluation)
     except Exception as exc:  # a plotting failure must not lose a trained bundle
         log(f'(no report plot: {exc!r})')
     if not keep_work:
@@ -339,7 +340,7 @@ def _plain(x):
     return x
 
 
-def plot_report(stats: list, path, title: str = '') -> None:
+def plot_report(stats: list, path, title: str = '', closed_loop: Optional[dict] = None) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -350,11 +351,17 @@ def plot_report(stats: list, path, title: str = '') -> None:
         ax[0].plot([k for k, _ in ok], [100 * v for _, v in ok], 'o-', label='MPC episodes success')
     ax[0].set_xlabel('iteration (model trained on the data so far)')
     ax[0].set_ylabel('success [%] (EE within 2 cm)')
+    if closed_loop:
+        ax[0].plot([ks[-1]], [100 * closed_loop['success_rate']], 's', color='C3',
+                   label=f'final model, {closed_loop["goals"]} goals, '
+                         f'{closed_loop["planner"]["time_budget_ms"]:g} ms budget')
     ax[0].set_ylim(-5, 105)
+    ax[0].set_xticks(ks)
     ax[0].grid(alpha=0.3)
-    ax[0].legend(loc='lower right')
+    ax[0].legend(loc='upper left', fontsize=8)
     ax[1].bar(ks, [s.data_random for s in stats], label='random exploration')
     ax[1].bar(ks, [s.data_on_policy for s in stats], bottom=[s.data_random for s in stats], label='on-policy MPC')
+    ax[1].set_xticks(ks)
     ax[1].set_xlabel('iteration')
     ax[1].set_ylabel('training transitions')
     ax[1].legend(loc='upper left')
