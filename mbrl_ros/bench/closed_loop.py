@@ -21,12 +21,14 @@ def add_arguments(p):
     p.add_argument('--iterations', type=int, default=None, help='override num_iterations')
     p.add_argument('--elites', type=int, default=None)
     p.add_argument('--planner', default=None, choices=('cem', 'icem'))
+    p.add_argument('--weights', default='', metavar='K=V,...', help='cost weights, e.g. uncertainty=0')
     p.add_argument('--short', action='store_true', help='2 goals, budgets 5 and 15: a smoke run')
     p.add_argument('--progress', action='store_true')
     p.add_argument('--json', action='store_true')
 
 
 def run(args) -> int:
+    from mbrl_ros.commands.learn import _weights
     from mbrl_ros.core.learning import planner_config
     from mbrl_ros.core.learning.pets import closed_loop_eval
     from mbrl_ros.core.planning.config import CostWeights
@@ -39,22 +41,23 @@ def run(args) -> int:
         goals = 2 if args.short else args.goals
         bundle = load_bundle(find_resource('models', args.model))
         robot = RobotModel.load(bundle.robot_name)
+        weights = CostWeights(**_weights(args.weights)).validated()
         cfgs = [planner_config(time_budget_ms=b, horizon=args.horizon, num_samples=args.samples,
                                num_iterations=args.iterations, num_elites=args.elites, planner=args.planner)
                 for b in budgets]
-    except (ValueError, FileNotFoundError, BundleError) as e:
+    except (ValueError, TypeError, FileNotFoundError, BundleError) as e:
         print(f'mbrl-ros bench closed-loop: {e}')
         return 2
     rows = []
     for cfg in cfgs:
-        r = closed_loop_eval(robot, bundle, cfg, CostWeights(), goals, args.seed, progress=args.progress)
+        r = closed_loop_eval(robot, bundle, cfg, weights, goals, args.seed, progress=args.progress)
         rows.append(r)
     if args.json:
         print(json.dumps({'bundle': str(bundle.path), 'rows': rows}, indent=1))
         return 0
     c = cfgs[0]
     print(f'bundle {bundle.path} ({robot.name}), {c.planner} H={c.horizon} N={c.num_samples} '
-          f'iterations<={c.num_iterations}, {goals} goals (seed {args.seed}), success = EE within 2 cm after 3 s')
+          f'iterations<={c.num_iterations}, weights {_weights(args.weights) or "default"}, {goals} goals (seed {args.seed}), success = EE within 2 cm after 3 s')
     print(f'{"budget ms":>10}{"success":>9}{"dist med cm":>13}{"dist p90 cm":>13}{"plan p50":>10}{"plan p99":>10}'
           f'{"iters":>7}{"no cmd":>8}')
     for b, r in zip(budgets, rows):

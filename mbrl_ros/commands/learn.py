@@ -58,7 +58,8 @@ def add_arguments(p):
                    help='wall-clock budget per plan while collecting (default 0: none, reproducible)')
     g.add_argument('--planner', default='icem', choices=['cem', 'icem'])
     g.add_argument('--weights', default='', metavar='K=V,...',
-                   help='cost weights (CostWeights fields, e.g. uncertainty=5,effort=0.02); default: the node\'s')
+                   help='cost weights (CostWeights fields, e.g. uncertainty=1,effort=0.02) on top of the '
+                   'node\'s defaults; the loop sets uncertainty=0 unless given')
     g = p.add_argument_group('evaluation and distillation')
     g.add_argument('--eval-goals', type=int, default=d.eval_goals,
                    help='final closed-loop reaching evaluation with the wall-clock budget (0: skip)')
@@ -80,7 +81,7 @@ def run(args) -> int:
                           planner={'planner': args.planner, 'horizon': args.horizon, 'num_samples': args.samples,
                                    'num_iterations': args.plan_iterations, 'num_elites': args.elites,
                                    'time_budget_ms': args.budget_ms},
-                          weights=_weights(args.weights),
+                          weights={**LearnConfig().weights, **_weights(args.weights)},
                           eval_goals=args.eval_goals, eval_budget_ms=args.eval_budget_ms,
                           distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes)
         errs = cfg.errors()

@@ -76,7 +76,11 @@ class LearnConfig:
     threads: int = 1
     # Planner used for the on-policy episodes (PlannerConfig fields) and the cost weights
     planner: dict = field(default_factory=_default_planner)
-    weights: dict = field(default_factory=dict)
+    # No risk term while learning (as in PETS): random exploration covers only small efforts, so
+    # with the node's uncertainty_penalty (1.0) every decisive action looks uncertain and the MPC
+    # holds the arm still (measured: |u| ~ 0, final distance 70+ cm) -- a fixed point on-policy
+    # data never leaves. With 0 the same model reached 4/4 goals (docs/results/pets_learning_planning.md).
+    weights: dict = field(default_factory=lambda: {'uncertainty': 0.0})
     propagation: str = 'expectation'
     # Final closed-loop evaluation (the real wall-clock budget, as in the node); 0 = skip
     eval_goals: int = 0
