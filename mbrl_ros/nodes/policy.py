@@ -179,7 +179,8 @@ class PolicyNode(Node):
 
     def _no_command(self, why: str) -> None:
         self.counts['no_command'] += 1
-        if why != self._last['no_command']:
+        # Log once per kind of reason: a stale state's age changes every period (no 50 Hz log spam).
+        if why.split(' (')[0] != self._last['no_command'].split(' (')[0]:
             self.get_logger().info(f'no command: {why}')
         self._last['no_command'] = why
 
