@@ -51,7 +51,8 @@ def test_mpc_agent_drives_a_known_model_toward_the_goal(arm3):
 
 
 def test_learn_end_to_end_on_arm3(tmp_path, arm3):
-    cfg = LearnConfig(**TINY, eval_goals=1, eval_budget_ms=50.0)
+    cfg = LearnConfig(**TINY, eval_goals=1, eval_budget_ms=50.0, eval_planner={'horizon': 5, 'num_samples': 20,
+                                                                             'num_elites': 4})
     out = tmp_path / 'arm3_pets'
     report = learn(cfg, out, work_dir=tmp_path / 'work', command='mbrl-ros learn (test)', progress=False,
                    log=lambda *a: None)
@@ -66,6 +67,7 @@ def test_learn_end_to_end_on_arm3(tmp_path, arm3):
     assert its[0]['success_rate'] is not None and its[-1]['success_rate'] is None
     assert (tmp_path / 'work' / 'iter0' / 'bundle.yaml').is_file() and (tmp_path / 'work' / 'iter1').is_dir()
     assert report['closed_loop']['goals'] == 1 and report['closed_loop']['planner']['time_budget_ms'] == 50.0
+    assert report['closed_loop']['planner']['horizon'] == 5 and report['closed_loop']['planner']['num_iterations'] == 3
 
     bundle = load_bundle(out, arm3)      # the final bundle validates (sha256s, dims, test inference)
     meta = yaml.safe_load((out / 'bundle.yaml').read_text())
@@ -92,4 +94,6 @@ def test_learn_command_refuses_bad_settings(capsys):
     assert main(['learn', '--out', '/tmp/never', '--robot', 'arm3', '--init', '30000']) == 2
     assert 'max_env_steps' in capsys.readouterr().err
     assert main(['learn', '--out', '/tmp/never', '--hidden', '16,x']) == 2
+    assert main(['learn', '--out', '/tmp/never', '--eval-planner', 'horizon=0']) == 2
+    assert 'eval_planner' in capsys.readouterr().err
     assert PlannerConfig().time_budget_ms == 15.0    # the evaluation's budget default is the node's

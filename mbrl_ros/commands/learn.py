@@ -28,6 +28,18 @@ def _weights(text: str) -> dict:
     return out
 
 
+def _settings(text: str) -> dict:
+    """'horizon=8,planner=cem' -> {'horizon': 8, 'planner': 'cem'} (values parsed as YAML scalars)."""
+    import yaml
+    out = {}
+    for item in [t for t in text.replace(' ', '').split(',') if t]:
+        k, sep, v = item.partition('=')
+        if not sep or not k:
+            raise ValueError(f'expected name=value pairs, got {item!r}')
+        out[k] = yaml.safe_load(v)
+    return out
+
+
 def add_arguments(p):
     from mbrl_ros.core.learning.pets import LearnConfig, _default_planner
     d, dp = LearnConfig(), _default_planner()
@@ -64,6 +76,8 @@ def add_arguments(p):
     g.add_argument('--eval-goals', type=int, default=d.eval_goals,
                    help='final closed-loop reaching evaluation with the wall-clock budget (0: skip)')
     g.add_argument('--eval-budget-ms', type=float, default=d.eval_budget_ms)
+    g.add_argument('--eval-planner', default='', metavar='K=V,...',
+                   help='overrides of the deployment planner for the evaluation, e.g. horizon=8,num_samples=100')
     g.add_argument('--distill-rounds', type=int, default=d.distill_rounds, help='DAgger rounds (0: no policy)')
     g.add_argument('--distill-episodes', type=int, default=d.distill_episodes_per_round)
     p.add_argument('--no-progress', action='store_true')
@@ -83,6 +97,7 @@ def run(args) -> int:
                                    'time_budget_ms': args.budget_ms},
                           weights={**LearnConfig().weights, **_weights(args.weights)},
                           eval_goals=args.eval_goals, eval_budget_ms=args.eval_budget_ms,
+                          eval_planner=_settings(args.eval_planner),
                           distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes)
         errs = cfg.errors()
         if errs:

@@ -86,6 +86,7 @@ class LearnConfig:
     eval_goals: int = 0
     eval_seed: int = 1000
     eval_budget_ms: float = 15.0
+    eval_planner: dict = field(default_factory=dict)   # overrides of the deployment PlannerConfig
     # Distillation (core.policy.distill); 0 rounds = skip
     distill_rounds: int = 0
     distill_episodes_per_round: int = 8
@@ -117,6 +118,10 @@ class LearnConfig:
             planner_config(**self.planner)
         except (TypeError, ValueError) as e:
             errs.append(f'planner: {e}')
+        try:
+            planner_config(**self.eval_planner)
+        except (TypeError, ValueError) as e:
+            errs.append(f'eval_planner: {e}')
         try:
             CostWeights(**self.weights).validated()
         except (TypeError, ValueError) as e:
@@ -252,11 +257,9 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
 
     evaluation = None
     if cfg.eval_goals:
-        evaluation = closed_loop_eval(robot, bundle, planner_config(planner, time_budget_ms=cfg.eval_budget_ms,
-                                                                    num_samples=PlannerConfig().num_samples,
-                                                                    num_iterations=PlannerConfig().num_iterations,
-                                                                    num_elites=PlannerConfig().num_elites),
-                                      weights, cfg.eval_goals, cfg.eval_seed, cfg.propagation, progress)
+        eval_cfg = planner_config(PlannerConfig(), **{'time_budget_ms': cfg.eval_budget_ms, **cfg.eval_planner})
+        evaluation = closed_loop_eval(robot, bundle, eval_cfg, weights, cfg.eval_goals, cfg.eval_seed,
+                                      cfg.propagation, progress)
         log(f'closed loop ({cfg.eval_goals} goals, budget {cfg.eval_budget_ms} ms): success '
             f'{evaluation["success_rate"]:.0%}, plan p50/p99 {evaluation["plan_ms"]["p50"]:.1f}/'
             f'{evaluation["plan_ms"]["p99"]:.1f} ms')
