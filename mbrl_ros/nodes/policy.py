@@ -139,10 +139,13 @@ class PolicyNode(Node):
 
     # ---- one control period ---------------------------------------------------------------
     def _tick(self) -> None:
+        if not self.context.ok():
+            return
         try:
             self._act_once()
         except Exception as exc:   # the loop must survive anything; no command this period
-            self._error(f'policy step failed: {exc!r}')
+            if self.context.ok():  # (else SIGINT shut rclpy down under the step: not an error)
+                self._error(f'policy step failed: {exc!r}')
 
     def _act_once(self) -> None:
         runtime, state, goal = self.runtime, self._state, self._goal
