@@ -97,3 +97,16 @@ def test_learn_command_refuses_bad_settings(capsys):
     assert main(['learn', '--out', '/tmp/never', '--eval-planner', 'horizon=0']) == 2
     assert 'eval_planner' in capsys.readouterr().err
     assert PlannerConfig().time_budget_ms == 15.0    # the evaluation's budget default is the node's
+
+
+# Known issue in core/policy (not this module): on these tiny arm3 runs the exported policy.onnx differs
+# from torch by 2-4e-5 (relative to effort_max), over install_policy's 1e-5 parity check, whatever the
+# student size; reported to the lead. The hook itself (distill -> save_to_bundle) is what this exercises.
+@pytest.mark.xfail(raises=RuntimeError, strict=False, reason='policy export parity 2-4e-5 > 1e-5 on tiny data')
+def test_learn_distils_a_policy_into_the_bundle(tmp_path, arm3):
+    cfg = LearnConfig(**dict(TINY, iterations=0), distill_rounds=1, distill_episodes_per_round=2,
+                      distill_eval_goals=1, distill_epochs=2, distill_hidden=[16])
+    report = learn(cfg, tmp_path / 'b', progress=False, log=lambda *a: None)
+    assert report['environment_steps']['distill'] == 40 and report['distillation']['labels'] > 0
+    bundle = load_bundle(tmp_path / 'b', arm3)      # policy.onnx listed with its sha256 and validated
+    assert bundle.policy_path is not None and 'learning' in bundle.meta and 'policy' in bundle.meta

@@ -91,6 +91,8 @@ class LearnConfig:
     distill_rounds: int = 0
     distill_episodes_per_round: int = 8
     distill_eval_goals: int = 20
+    distill_epochs: int = 40
+    distill_hidden: list = field(default_factory=lambda: [256, 256])
 
     def steps_per_episode(self, dt: float = 0.02) -> int:
         return int(round(self.episode_s / dt))
@@ -313,6 +315,7 @@ def _distill(cfg: LearnConfig, bundle, robot, out_dir, command, progress, log) -
     from mbrl_ros.core.policy.distill import DistillConfig, distill, save_to_bundle
     dc = DistillConfig(rounds=cfg.distill_rounds, episodes_per_round=cfg.distill_episodes_per_round,
                        episode_s=cfg.episode_s, eval_goals=cfg.distill_eval_goals, seed=cfg.seed,
+                       epochs_per_round=cfg.distill_epochs, hidden_sizes=list(cfg.distill_hidden),
                        threads=cfg.threads, expert={**cfg.planner, 'time_budget_ms': 0.0})
     result = distill(bundle, robot, dc, progress=progress, log=log)
     section = save_to_bundle(result, out_dir, robot, command=command, log=log)
