@@ -88,6 +88,7 @@ class MpcControllerNode(LifecycleNode):
         self.reader = JointStateReader(self.robot.joint_names)
         self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused)
         self.mpc = None                  # MpcController, built when the first model arrives
+        self._model_in_use = None        # identity of the bundle the planner runs
         self._state = None               # (JointSample, stamp msg) latest, set by the subscription
         self._goal: Optional[np.ndarray] = None
         self._goal_applied = None
@@ -153,7 +154,7 @@ class MpcControllerNode(LifecycleNode):
             if p is not None:
                 self.destroy_lifecycle_publisher(p)
         self._pub_cmd = self._pub_plan = None
-        self.mpc, self.follower.current = None, None
+        self.mpc, self.follower.current, self._model_in_use = None, None, None
         self._state, self._goal, self._goal_applied = None, None, None
 
     # ---- parameters -------------------------------------------------------------------
@@ -237,6 +238,7 @@ class MpcControllerNode(LifecycleNode):
             self.mpc.set_dynamics(dyn)
             self.mpc.dt = bundle.dt
         self._goal_applied = None
+        self._model_in_use = bundle.identity
         self.counts['model_swaps'] += 1
 
     def _tick(self) -> None:
@@ -317,7 +319,8 @@ class MpcControllerNode(LifecycleNode):
         cfg = self.mpc.config if self.mpc is not None else settings_from(self.params.values)[1]
         values = {
             'lifecycle': 'active' if self._active else ('inactive' if self._subs else 'unconfigured'),
-            'model': self.follower.identity, 'robot': self.robot.name,
+            # The model the planner uses now; a validated one waits for the next loop iteration.
+            'model': self._model_in_use or 'none', 'robot': self.robot.name,
             'horizon': cfg.horizon, 'num_samples': cfg.num_samples, 'planner': cfg.planner,
             'time_budget_ms': cfg.time_budget_ms, 'control_rate_hz': self.params['control_rate_hz'],
             'plan_ms_p50': float(np.percentile(times, 50)) if times is not None else 'n/a',
