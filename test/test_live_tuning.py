@@ -18,6 +18,7 @@ from nav_msgs.msg import Path as PathMsg
 from sensor_msgs.msg import JointState
 
 from _model_helpers import write_bundle
+from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.ros.conversions import sec_to_stamp
 from mbrl_ros.testing.pytest_plugin import LaunchedSystem
@@ -111,9 +112,10 @@ def _set_and_watch_plans(system, plans, horizon: int, timeout: float = 10.0):
 
 def test_horizon_takes_effect_at_the_next_plan(stack):
     system, plans, diags, _ = stack
-    assert system.probe.get_param(MPC, 'horizon') == 12
-    assert probe_len(plans) == 13
-    for horizon in (5, 20, 12):
+    default = PlannerConfig().horizon  # = config/mpc_controller.yaml
+    assert system.probe.get_param(MPC, 'horizon') == default
+    assert probe_len(plans) == default + 1
+    for horizon in (5, 20, default):
         old, dt_first, dt_call = _set_and_watch_plans(system, plans, horizon)
         print(f'horizon -> {horizon}: {old} old-length plans after the reply, first new plan '
               f'{1e3 * dt_first:.0f} ms after it (set call {1e3 * dt_call:.0f} ms)')
@@ -121,7 +123,7 @@ def test_horizon_takes_effect_at_the_next_plan(stack):
         assert system.probe.get_param(MPC, 'horizon') == horizon
     t = time.time()
     vals = system.probe.wait_until(lambda: _mpc_values(diags, t), 5.0)
-    assert vals and vals['horizon'] == '12', vals
+    assert vals and vals['horizon'] == str(default), vals
 
 
 def probe_len(plans):

@@ -70,7 +70,7 @@ def test_config_validation_and_population():
         PlannerConfig(num_elites=500, num_samples=100).validated()
     c = PlannerConfig(planner='icem', num_samples=300, num_elites=30, population_decay=2.0)
     assert [c.population(i) for i in range(5)] == [300, 150, 75, 60, 60]
-    assert PlannerConfig(planner='cem').population(3) == 300
+    assert PlannerConfig(planner='cem', num_samples=300).population(3) == 300
 
 
 def test_config_field_specs_and_mapping():
@@ -501,8 +501,9 @@ def test_mpc_controller_refuses_bad_inputs_and_plans_good_ones(arm3):
 def test_mpc_controller_live_parameters_all_or_nothing(arm3):
     from mbrl_ros.core.planning import MpcController
     mpc = MpcController(arm3, DoubleIntegratorDynamics.from_robot(arm3))
-    why = mpc.apply_parameters({'horizon': 8, 'num_elites': 5000})
-    assert 'num_elites' in why and mpc.config.horizon == 12  # nothing applied
+    default = mpc.config.horizon
+    why = mpc.apply_parameters({'horizon': default + 3, 'num_elites': 5000})
+    assert 'num_elites' in why and mpc.config.horizon == default  # nothing applied
     assert 'planner' in mpc.apply_parameters({'planner': 'mppi'})
     assert mpc.apply_parameters({'horizon': 8, 'uncertainty_penalty': 4.0, 'planner': 'cem'}) is None
     assert mpc.config.horizon == 8 and mpc.config.planner == 'cem'

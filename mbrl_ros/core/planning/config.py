@@ -37,10 +37,10 @@ class PlannerConfig:
     iterations and time steps, and the mean as a candidate in the last iteration.
     """
     planner: str = setting('icem', help='trajectory optimiser', choices=PLANNERS)
-    horizon: int = setting(12, 1, 100, 'planning horizon in control steps')
-    num_samples: int = setting(300, 4, 10000, 'action sequences sampled in the first iteration')
+    horizon: int = setting(8, 1, 100, 'planning horizon in control steps')
+    num_samples: int = setting(100, 4, 10000, 'action sequences sampled in the first iteration')
     num_iterations: int = setting(3, 1, 50, 'optimiser iterations per plan (fewer if the time budget cuts)')
-    num_elites: int = setting(30, 2, 1000, 'best samples that refit the sampling distribution')
+    num_elites: int = setting(10, 2, 1000, 'best samples that refit the sampling distribution')
     alpha: float = setting(0.1, 0.0, 0.99, 'momentum: weight of the old mean/std when refitting')
     init_std: float = setting(0.25, 0.01, 2.0, 'initial sampling std, as a fraction of the action half-range')
     min_std: float = setting(0.02, 0.0, 1.0, 'floor of the sampling std (fraction of half-range)')
