@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fail() { echo "[bootstrap] $1; the last lines of $log:" >&2; grep -v 'is ignored' "$log" | tail -20 >&2; exit 1; }
   pipi --upgrade pip setuptools wheel || fail "pip upgrade failed"
   pipi 'torch==2.13.0' || fail "CPU torch install failed"
-  pipi -e '.[ros,train,test]' || fail "package install failed"
+  pipi -e '.[ros,train,test,bench]' || fail "package install failed"
   "$venv/bin/python" -c 'import torch, rclpy, mujoco, onnxruntime, mbrl_ros' >>"$log" 2>&1 || fail "imports failed after install"
   echo "$want" > "$stamp"
 fi

@@ -92,10 +92,10 @@ def test_joint_state_reader_reorders_and_refuses():
 # ---- parameters from settings ------------------------------------------------------------------
 def test_params_from_settings_carry_core_ranges_and_types():
     specs = {p.name: p for p in params_from_settings(PlannerConfig)}
-    assert specs['horizon'].range == (1, 100) and specs['horizon'].default == 12
+    assert specs['horizon'].range == (1, 100) and specs['horizon'].default == PlannerConfig().horizon
     assert specs['planner'].choices == ('cem', 'icem')
     assert isinstance(specs['time_budget_ms'].default, float)
-    assert specs['horizon'].check(0) and specs['horizon'].check(12) is None
+    assert specs['horizon'].check(0) and specs['horizon'].check(100) is None
     w = {p.name: p for p in params_from_settings(CostWeights, rename={'uncertainty': 'uncertainty_penalty'},
                                                  static=['effort'])}
     assert 'uncertainty_penalty' in w and 'uncertainty' not in w and not w['effort'].dynamic
@@ -112,7 +112,7 @@ def test_node_param_specs_build():
                 'control_rate_hz', 'time_budget_ms', 'robot'):
         assert key in names
     errs, cfg, w = mpc_controller.settings_from({p.name: p.default for p in mpc_controller.SPECS})
-    assert errs == [] and cfg.horizon == 12
+    assert errs == [] and cfg.horizon == PlannerConfig().horizon
     errs, _, _ = mpc_controller.settings_from({'num_samples': 10, 'num_elites': 20})
     assert errs and 'num_elites' in errs[0]
     names = [p.name for p in safety_filter.SPECS]
