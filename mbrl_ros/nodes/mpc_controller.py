@@ -34,6 +34,7 @@ from mbrl_ros.core.planning.mpc import ALIASES
 from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.goal import read_goal
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import BackgroundBundleFollower
 from mbrl_ros.ros.node_main import StartupError, main_for
@@ -44,7 +45,6 @@ _PLANNER_FIELDS = ('planner', 'horizon', 'num_samples', 'num_iterations', 'num_e
                    'alpha', 'init_std', 'min_std', 'noise_beta', 'population_decay', 'keep_elites_fraction',
                    'execute', 'shift_fill')
 _RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_penalty
-_ACCEPTED_FRAMES = ('', 'world')
 
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
@@ -182,20 +182,15 @@ class MpcControllerNode(LifecycleNode):
         self._state = (sample, msg.header.stamp)
 
     def _on_goal(self, msg: PointStamped) -> None:
-        g = (msg.point.x, msg.point.y, msg.point.z)
-        why = None
-        if msg.header.frame_id not in _ACCEPTED_FRAMES:
-            why = f"frame '{msg.header.frame_id}' is not 'world' (no tf here: send goals in the world frame)"
-        why = why or self.workspace.check_goal(g)
+        goal, why = read_goal(msg, self.workspace)
         if why:
             self.counts['bad_goals'] += 1
             self._last['bad_input'] = f'goal: {why}'
             kept = 'none' if self._goal is None else np.round(self._goal, 3).tolist()
             self.get_logger().warning(f'refused goal: {why}; keeping the previous goal {kept}')
             return
-        goal = np.array(g, dtype=np.float64)
         if self._goal is None or not np.array_equal(goal, self._goal):
-            self.get_logger().info(f'goal ({g[0]:.3f}, {g[1]:.3f}, {g[2]:.3f})')
+            self.get_logger().info(f'goal ({goal[0]:.3f}, {goal[1]:.3f}, {goal[2]:.3f})')
             self._goal = goal   # (a repeated goal keeps its object: the loop need not re-set it)
 
     def _on_active_model(self, msg: String) -> None:

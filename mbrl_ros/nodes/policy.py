@@ -26,12 +26,12 @@ from std_msgs.msg import String
 from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.goal import read_goal
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import BackgroundBundleFollower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 
-_ACCEPTED_FRAMES = ('', 'world')
 
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
@@ -92,20 +92,15 @@ class PolicyNode(Node):
         self._state = (sample, msg.header.stamp)
 
     def _on_goal(self, msg: PointStamped) -> None:
-        g = (msg.point.x, msg.point.y, msg.point.z)
-        why = None
-        if msg.header.frame_id not in _ACCEPTED_FRAMES:
-            why = f"frame '{msg.header.frame_id}' is not 'world' (no tf here: send goals in the world frame)"
-        why = why or self.workspace.check_goal(g)
+        goal, why = read_goal(msg, self.workspace)
         if why:
             self.counts['bad_goals'] += 1
             self._last['bad_input'] = f'goal: {why}'
             self.get_logger().warning(f'refused goal: {why}; keeping the previous goal')
             return
-        new = np.array(g, dtype=np.float64)
-        if self._goal is None or not np.array_equal(new, self._goal):
-            self.get_logger().info(f'goal ({g[0]:.3f}, {g[1]:.3f}, {g[2]:.3f})')
-        self._goal = new
+        if self._goal is None or not np.array_equal(goal, self._goal):
+            self.get_logger().info(f'goal ({goal[0]:.3f}, {goal[1]:.3f}, {goal[2]:.3f})')
+        self._goal = goal
 
     def _on_active_model(self, msg: String) -> None:
         self.follower.submit(msg.data)
