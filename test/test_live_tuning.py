@@ -8,19 +8,17 @@ the set-parameters reply that still have the old length (the plan in flight, and
 before the reply but delivered after it). Counting plans, not milliseconds, keeps the check
 honest on a loaded machine where the loop itself may run slower than 50 Hz.
 """
-import threading
 import time
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
 from nav_msgs.msg import Path as PathMsg
 from sensor_msgs.msg import JointState
 
 from _model_helpers import write_bundle
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.ros.conversions import sec_to_stamp
+from mbrl_ros.testing.goals import GoalSender
 from mbrl_ros.testing.pytest_plugin import LaunchedSystem
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
@@ -29,30 +27,6 @@ MPC = '/mpc_controller'
 GOAL = (0.3, 0.1, 0.35)
 MAX_OLD_PLANS_AFTER_REPLY = 2
 WAIT = ['/mbrl/state', '/mbrl/mpc/command', '/forward_effort_controller/commands', '/mbrl/world_model/active_model']
-
-
-class GoalSender:
-    """Re-sends the goal twice a second (a late-matched subscriber still gets it)."""
-
-    def __init__(self, probe, goal):
-        self.pub = probe.publisher('/mbrl/goal', PointStamped, 10)
-        self.goal = goal
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            g = PointStamped()
-            g.header.frame_id = 'world'
-            g.header.stamp = sec_to_stamp(time.time())
-            g.point.x, g.point.y, g.point.z = self.goal
-            self.pub.publish(g)
-            self._stop.wait(0.5)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(timeout=2)
 
 
 @pytest.fixture(scope='module')

@@ -18,7 +18,6 @@ limit margin), waits for a clean baseline in mode `mpc`, and only then swaps; th
 """
 import hashlib
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -26,13 +25,13 @@ import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.resources import default_model_dir
-from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
+from mbrl_ros.ros.conversions import LATCHED
+from mbrl_ros.testing.goals import GoalSender
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 
@@ -45,22 +44,6 @@ RELAX = [('/safety_filter', 'command_timeout_s', 0.5), ('/safety_filter', 'state
          ('/safety_filter', 'limit_lookahead_s', 0.0), ('/mpc_controller', 'state_timeout_s', 0.5)]
 WAIT = ['/mbrl/state', '/mbrl/mpc/command', '/forward_effort_controller/commands', '/mbrl/safety/mode',
         '/mbrl/world_model/active_model']
-
-
-def _goal_sender(probe, stop: threading.Event):
-    pub = probe.publisher('/mbrl/goal', PointStamped, 10)
-
-    def run():
-        while not stop.is_set():
-            g = PointStamped()
-            g.header.frame_id = 'world'
-            g.header.stamp = sec_to_stamp(time.time())
-            g.point.x, g.point.y, g.point.z = GOAL
-            pub.publish(g)
-            stop.wait(0.5)
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 def _shipped_arm3():
@@ -129,8 +112,7 @@ def test_model_swap_during_a_reach_keeps_every_period_and_mode_mpc(launch_system
         modes = probe.subscribe('/mbrl/safety/mode', String, LATCHED)
         active = probe.subscribe('/mbrl/world_model/active_model', String, LATCHED)
         diags = probe.subscribe('/diagnostics', DiagnosticArray, 100)
-        stop = threading.Event()
-        sender = _goal_sender(probe, stop)
+        sender = GoalSender(probe, GOAL)
         try:
             assert probe.wait_until(lambda: bool(modes) and modes[-1][1].data == 'mpc', 60), \
                 'never reached mode mpc:\n' + system.output_text()[-3000:]
@@ -163,8 +145,7 @@ def test_model_swap_during_a_reach_keeps_every_period_and_mode_mpc(launch_system
             assert after, 'no safety_filter diagnostics after the swap'
             t_end = time.time()
         finally:
-            stop.set()
-            sender.join(timeout=2)
+            sender.close()
 
         # One command per period across the swap: from just before the set call to 1 s after all loaded.
         t = np.array([rt for rt, _ in list(out)])

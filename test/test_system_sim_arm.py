@@ -8,7 +8,6 @@ goal depends on a trained model: that is only checked with a shipped models/arm3
 """
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -19,8 +18,9 @@ from std_msgs.msg import Float64MultiArray, String
 
 from _model_helpers import write_bundle
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
+from mbrl_ros.ros.conversions import LATCHED
 from mbrl_ros.resources import default_model_dir, find_resource
+from mbrl_ros.testing.goals import GoalSender
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 
@@ -33,30 +33,6 @@ WAIT = ['/joint_states', '/mbrl/state', '/mbrl/mpc/command', '/forward_effort_co
 @pytest.fixture(scope='module')
 def bundle(tmp_path_factory):
     return write_bundle(tmp_path_factory.mktemp('system_bundle') / 'arm3', RobotModel.load('arm3')).resolve()
-
-
-class GoalSender:
-    """Re-sends the goal twice a second (a late-discovered subscriber still gets it)."""
-
-    def __init__(self, probe, goal):
-        self.pub = probe.publisher('/mbrl/goal', PointStamped, 10)
-        self.goal = goal
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            g = PointStamped()
-            g.header.frame_id = 'world'
-            g.header.stamp = sec_to_stamp(time.time())
-            g.point.x, g.point.y, g.point.z = self.goal
-            self.pub.publish(g)
-            self._stop.wait(0.5)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(timeout=2)
 
 
 def _drive(probe, duration=3.0, settle_timeout=30.0):
