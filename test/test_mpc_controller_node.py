@@ -5,10 +5,6 @@ One node process serves the module, with an untrained arm3 bundle (from _model_h
 announced on the latched active_model topic; a feeder thread publishes /mbrl/state at 100 Hz
 and remembers every stamp it sent. Tests that need "no goal yet" run first.
 """
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
@@ -25,6 +21,8 @@ from _model_helpers import write_bundle
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
+from mbrl_ros.testing.goals import goal_msg
+from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values, wait_for_status
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros
@@ -36,8 +34,8 @@ GOAL = (0.3, 0.1, 0.35)
 
 
 class Harness:
-    def __init__(self, probe, proc, log):
-        self.probe, self.proc, self.log = probe, proc, log
+    def __init__(self, probe, node: NodeProcess):
+        self.probe, self.node = probe, node
         self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
         self.goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
         self.active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
@@ -46,36 +44,26 @@ class Harness:
         self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
         self.sent = set()
         self.feeding = True
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed, daemon=True)
-        self._thread.start()
+        self._feeder = Feeder(self._feed, 0.01)
 
-    def _feed(self):
-        while not self._stop.is_set():
-            if self.feeding:
-                m = JointState(name=ARM3, position=[0.1, 0.4, 0.5], velocity=[0.0, 0.1, -0.1])
-                m.header.stamp = sec_to_stamp(time.time())
-                self.sent.add((m.header.stamp.sec, m.header.stamp.nanosec))
-                self.state_pub.publish(m)
-            time.sleep(0.01)
+    def _feed(self, k):
+        if self.feeding:
+            m = JointState(name=ARM3, position=[0.1, 0.4, 0.5], velocity=[0.0, 0.1, -0.1])
+            m.header.stamp = sec_to_stamp(time.time())
+            self.sent.add((m.header.stamp.sec, m.header.stamp.nanosec))
+            self.state_pub.publish(m)
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=2)
+        self._feeder.close()
 
     def log_text(self):
-        self.log.seek(0)
-        return self.log.read()[-5000:]
+        return self.node.log_text()
 
     def alive(self):
-        assert self.proc.poll() is None, 'mpc_controller exited:\n' + self.log_text()
+        self.node.alive()
 
     def send_goal(self, xyz, frame='world'):
-        g = PointStamped()
-        g.header.frame_id = frame
-        g.header.stamp = sec_to_stamp(time.time())
-        g.point.x, g.point.y, g.point.z = (float(v) for v in xyz)
-        self.goal_pub.publish(g)
+        self.goal_pub.publish(goal_msg(xyz, frame))
 
     def commands_flow(self, n=5, timeout=10.0):
         start = len(self.cmd)
@@ -84,19 +72,10 @@ class Harness:
         assert ok, 'commands stopped:\n' + self.log_text()
 
     def diag_values(self, timeout=3.0, predicate=lambda v: True):
-        n = len(self.diag)
-
-        def find():
-            for _, d in self.diag[n:]:
-                for s in d.status:
-                    if s.name.endswith('mpc_controller'):
-                        v = {kv.key: kv.value for kv in s.values}
-                        if predicate(v):
-                            return v
-            return None
-        got = self.probe.wait_until(find, timeout)
+        got = wait_for_status(self.probe, self.diag, 'mpc_controller', timeout,
+                              lambda s: predicate(status_values(s)))
         assert got is not None, 'no (matching) diagnostics:\n' + self.log_text()
-        return got
+        return status_values(got)
 
     def lifecycle(self):
         return self.probe.call(GetState, f'{NODE}/get_state').current_state.id
@@ -117,24 +96,16 @@ def bundles(tmp_path_factory):
 @pytest.fixture(scope='module')
 def node(bundles):
     a, _ = bundles
-    with RosProbe('mpc_test') as probe, tempfile.TemporaryFile(mode='w+') as log:
-        proc = subprocess.Popen(
-            [sys.executable, '-m', 'mbrl_ros.nodes.mpc_controller', '--ros-args', '-p', 'robot:=arm3',
-             '-p', 'num_samples:=100', '-p', 'num_elites:=10', '-p', 'horizon:=8', '-p', 'time_budget_ms:=15.0'],
-            stdout=log, stderr=subprocess.STDOUT)
-        h = Harness(probe, proc, log)
+    with RosProbe('mpc_test') as probe, NodeProcess(
+            'mpc_controller', 'robot:=arm3', 'num_samples:=100', 'num_elites:=10', 'horizon:=8',
+            'time_budget_ms:=15.0') as proc:
+        h = Harness(probe, proc)
         try:
             h.active_pub.publish(String(data=load_bundle(a).identity))
             h.diag_values(timeout=40.0, predicate=lambda v: v['model'] != 'none')
             yield h
         finally:
             h.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture
@@ -225,7 +196,7 @@ def _plan_lengths(h, duration=1.0):
 
 
 def test_live_parameters_take_effect_without_restart(running):
-    probe, pid = running.probe, running.proc.pid
+    probe, pid = running.probe, running.node.pid
     ok, reason = probe.set_param(NODE, 'horizon', 5)
     assert ok, reason
     time.sleep(0.3)
@@ -247,7 +218,7 @@ def test_live_parameters_take_effect_without_restart(running):
     assert ok, reason
     time.sleep(0.3)
     assert _plan_lengths(running) == {9}
-    assert running.proc.pid == pid and running.proc.poll() is None
+    assert running.node.pid == pid and running.node.poll() is None
 
 
 def test_invalid_and_static_parameter_changes_are_refused_with_a_reason(running):

@@ -6,10 +6,6 @@ One node process serves the module (arm3). Bundles: an untrained arm3 ensemble
 (test/_model_helpers.py) with and without an untrained policy.onnx (its graph is what matters
 here: normalisation and the ±effort_max squashing are inside it).
 """
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
@@ -26,6 +22,8 @@ from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, fk_chain
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
+from mbrl_ros.testing.goals import goal_msg
+from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values, wait_for_status
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros
@@ -52,8 +50,8 @@ def write_policy_bundle(out_dir, robot, seed=0, out_scale=2.0):
 
 
 class Harness:
-    def __init__(self, probe, proc, log):
-        self.probe, self.proc, self.log = probe, proc, log
+    def __init__(self, probe, node: NodeProcess):
+        self.probe, self.node = probe, node
         self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
         self.goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
         self.active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
@@ -62,39 +60,27 @@ class Harness:
         self.sent = {}
         self.feeding = True
         self.stale_by = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed, daemon=True)
-        self._thread.start()
+        self._feeder = Feeder(self._feed, 0.01)
 
-    def _feed(self):
-        k = 0
-        while not self._stop.is_set():
-            if self.feeding:
-                k += 1
-                q = [0.1 + 0.01 * np.sin(k / 10), 0.4, 0.5]
-                m = JointState(name=ARM3, position=q, velocity=[0.0, 0.1, -0.1])
-                m.header.stamp = sec_to_stamp(time.time() - self.stale_by)
-                self.sent[(m.header.stamp.sec, m.header.stamp.nanosec)] = q
-                self.state_pub.publish(m)
-            time.sleep(0.01)
+    def _feed(self, k):
+        if self.feeding:
+            q = [0.1 + 0.01 * np.sin(k / 10), 0.4, 0.5]
+            m = JointState(name=ARM3, position=q, velocity=[0.0, 0.1, -0.1])
+            m.header.stamp = sec_to_stamp(time.time() - self.stale_by)
+            self.sent[(m.header.stamp.sec, m.header.stamp.nanosec)] = q
+            self.state_pub.publish(m)
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=2)
+        self._feeder.close()
 
     def log_text(self):
-        self.log.seek(0)
-        return self.log.read()[-5000:]
+        return self.node.log_text()
 
     def alive(self):
-        assert self.proc.poll() is None, 'policy exited:\n' + self.log_text()
+        self.node.alive()
 
     def send_goal(self, xyz, frame='world'):
-        g = PointStamped()
-        g.header.frame_id = frame
-        g.header.stamp = sec_to_stamp(time.time())
-        g.point.x, g.point.y, g.point.z = (float(v) for v in xyz)
-        self.goal_pub.publish(g)
+        self.goal_pub.publish(goal_msg(xyz, frame))
 
     def announce(self, bundle_dir):
         self.active_pub.publish(String(data=load_bundle(bundle_dir).identity))
@@ -106,15 +92,7 @@ class Harness:
         assert ok, 'commands stopped:\n' + self.log_text()
 
     def diag_status(self, timeout=5.0, predicate=lambda st: True):
-        n = len(self.diag)
-
-        def find():
-            for _, d in self.diag[n:]:
-                for s in d.status:
-                    if s.name.endswith('policy') and predicate(s):
-                        return s
-            return None
-        got = self.probe.wait_until(find, timeout)
+        got = wait_for_status(self.probe, self.diag, 'policy', timeout, predicate)
         assert got is not None, 'no (matching) diagnostics:\n' + self.log_text()
         return got
 
@@ -130,25 +108,13 @@ def bundles(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def node(bundles):
-    with RosProbe('policy_test') as probe, tempfile.TemporaryFile(mode='w+') as log:
-        proc = subprocess.Popen([sys.executable, '-m', 'mbrl_ros.nodes.policy', '--ros-args', '-p', 'robot:=arm3'],
-                                stdout=log, stderr=subprocess.STDOUT)
-        h = Harness(probe, proc, log)
+    with RosProbe('policy_test') as probe, NodeProcess('policy', 'robot:=arm3') as proc:
+        h = Harness(probe, proc)
         try:
             assert probe.wait_for_publishers('/mbrl/policy/command', timeout=40.0), h.log_text()
             yield h
         finally:
             h.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _values(status):
-    return {kv.key: kv.value for kv in status.values}
 
 
 def test_bundle_without_policy_gives_no_commands_and_says_why(node, bundles):
@@ -176,8 +142,8 @@ def test_commands_are_stamped_with_the_state_and_within_limits(node, bundles):
         assert list(m.name) == ARM3
         u = np.array(m.effort)
         assert u.shape == (3,) and np.all(np.isfinite(u)) and np.all(np.abs(u) <= EFFORT_MAX + 1e-6)
-    st = node.diag_status(predicate=lambda s: _values(s).get('inference_ms_p99', 'n/a') != 'n/a')
-    v = _values(st)
+    st = node.diag_status(predicate=lambda s: status_values(s).get('inference_ms_p99', 'n/a') != 'n/a')
+    v = status_values(st)
     assert float(v['inference_ms_p99']) < 50.0   # a sanity bound only; `mbrl-ros bench policy` measures it
     assert v['policy'].endswith('policy.onnx')
 
@@ -202,8 +168,8 @@ def test_stale_state_means_no_command(node, bundles):
         n = len(node.cmd)
         time.sleep(0.6)
         assert len(node.cmd) == n
-        st = node.diag_status(predicate=lambda s: 'stale' in _values(s).get('last_no_command', ''))
-        assert 'stale state' in _values(st)['last_no_command']
+        st = node.diag_status(predicate=lambda s: 'stale' in status_values(s).get('last_no_command', ''))
+        assert 'stale state' in status_values(st)['last_no_command']
     finally:
         node.stale_by = 0.0
     node.commands_flow(n=3)
@@ -214,9 +180,9 @@ def test_unreachable_or_foreign_frame_goal_is_refused_and_the_old_one_kept(node,
     node.commands_flow(n=3)
     node.send_goal((5.0, 0.0, 0.0))
     node.send_goal(GOAL, frame='camera')
-    st = node.diag_status(predicate=lambda s: int(_values(s)['bad_goals']) >= 2)
-    assert 'frame' in _values(st)['last_bad_input']
-    assert _values(st)['goal'] == str(list(GOAL))
+    st = node.diag_status(predicate=lambda s: int(status_values(s)['bad_goals']) >= 2)
+    assert 'frame' in status_values(st)['last_bad_input']
+    assert status_values(st)['goal'] == str(list(GOAL))
     node.commands_flow(n=3)
 
 
@@ -233,6 +199,6 @@ def test_live_rate_change_and_bundle_swap(node, bundles):
     ok, why = node.probe.set_param('/policy', 'robot', 'arm7')
     assert not ok and why
     node.announce(bundles['policy2'])
-    st = node.diag_status(timeout=20.0, predicate=lambda s: 'policy2' in _values(s)['policy'])
-    assert 'policy2' in _values(st)['model']
+    st = node.diag_status(timeout=20.0, predicate=lambda s: 'policy2' in status_values(s)['policy'])
+    assert 'policy2' in status_values(st)['model']
     node.commands_flow(n=5)

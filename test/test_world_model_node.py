@@ -5,10 +5,6 @@ commands, so every test can check that predictions kept flowing through a refuse
 Bundles are made with the model engineer's exporter (untrained arm3 ensembles).
 """
 import shutil
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
@@ -22,6 +18,7 @@ from _model_helpers import make_model, write_bundle
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle, sha256_file
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
+from mbrl_ros.testing.node_process import Feeder, NodeProcess
 from mbrl_ros.testing.ros_probe import RosProbe
 
 NODE = '/world_model'
@@ -100,8 +97,8 @@ def _bad_bundle(kind, root, good):
 
 
 class Harness:
-    def __init__(self, probe, proc, log):
-        self.probe, self.proc, self.log = probe, proc, log
+    def __init__(self, probe, node: NodeProcess):
+        self.probe, self.node = probe, node
         self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
         self.cmd_pub = probe.publisher('/forward_effort_controller/commands', Float64MultiArray, 10)
         self.pred = probe.subscribe('/mbrl/world_model/prediction', JointState, 100)
@@ -109,33 +106,24 @@ class Harness:
         self.active = probe.subscribe('/mbrl/world_model/active_model', String, LATCHED)
         self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
         self.sent_stamps = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed, daemon=True)
-        self._thread.start()
+        self._feeder = Feeder(self._feed, 0.01)
 
-    def _feed(self):
+    def _feed(self, k):
         """/mbrl/state at 100 Hz (constant state) and the command at 50 Hz, like the real stack."""
-        k = 0
-        while not self._stop.is_set():
-            t = time.time()
-            m = JointState(name=ARM3, position=STATE[:3].tolist(), velocity=STATE[3:].tolist())
-            m.header.stamp = sec_to_stamp(t)
-            self.state_pub.publish(m)
-            if k % 2 == 0:
-                self.cmd_pub.publish(Float64MultiArray(data=COMMAND.tolist()))
-            k += 1
-            time.sleep(0.01)
+        m = JointState(name=ARM3, position=STATE[:3].tolist(), velocity=STATE[3:].tolist())
+        m.header.stamp = sec_to_stamp(time.time())
+        self.state_pub.publish(m)
+        if k % 2 == 0:
+            self.cmd_pub.publish(Float64MultiArray(data=COMMAND.tolist()))
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=2)
+        self._feeder.close()
 
     def log_text(self):
-        self.log.seek(0)
-        return self.log.read()[-4000:]
+        return self.node.log_text()
 
     def alive(self):
-        assert self.proc.poll() is None, 'world_model exited:\n' + self.log_text()
+        self.node.alive()
 
     def predictions_flow(self, n=5, timeout=10.0):
         start = len(self.pred)
@@ -155,34 +143,16 @@ def probe():
         yield p
 
 
-def _start(params, log):
-    cmd = [sys.executable, '-m', 'mbrl_ros.nodes.world_model', '--ros-args']
-    for p in params:
-        cmd += ['-p', p]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope='module')
 def node(probe, bundles):
     _, a, _ = bundles
-    with tempfile.TemporaryFile(mode='w+') as log:
-        proc = _start(['robot:=arm3', f'model_dir:={a}', 'prediction_rate_hz:=50.0'], log)
-        h = Harness(probe, proc, log)
+    with NodeProcess('world_model', 'robot:=arm3', f'model_dir:={a}', 'prediction_rate_hz:=50.0') as proc:
+        h = Harness(probe, proc)
         try:
             h.predictions_flow(n=3, timeout=40.0)
             yield h
         finally:
             h.close()
-            _stop(proc)
 
 
 @pytest.fixture
@@ -329,16 +299,14 @@ def test_diagnostics_report_running_prediction_error(serving_a):
     assert v['active_model'] == node.active_model()
 
 
+def _exit_code_and_log(*params):
+    with NodeProcess('world_model', *params) as proc:
+        rc = proc.wait(timeout=30)
+        return rc, proc.log_text(tail=20000)
+
+
 def test_start_fails_clearly_without_a_bundle(tmp_path):
-    with tempfile.TemporaryFile(mode='w+') as log:
-        proc = _start(['robot:=arm3', f'model_dir:={tmp_path / "nothing_here"}'], log)
-        try:
-            rc = proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                _stop(proc)
-        log.seek(0)
-        text = log.read()
+    rc, text = _exit_code_and_log('robot:=arm3', f'model_dir:={tmp_path / "nothing_here"}')
     assert rc == 2, text
     assert 'cannot load the model bundle' in text and '[missing_file]' in text
 
@@ -347,14 +315,6 @@ def test_start_fails_clearly_when_the_robot_has_no_shipped_bundle(tmp_path):
     # A robot whose name has no models/<name>: the default model_dir cannot exist.
     mjcf = tmp_path / 'zz_unshipped_arm.xml'
     shutil.copy(RobotModel.load('arm3').mjcf_path, mjcf)
-    with tempfile.TemporaryFile(mode='w+') as log:
-        proc = _start([f'robot:={mjcf}'], log)
-        try:
-            rc = proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                _stop(proc)
-        log.seek(0)
-        text = log.read()
+    rc, text = _exit_code_and_log(f'robot:={mjcf}')
     assert rc == 2, text
     assert 'no shipped bundle' in text and 'mbrl-ros train' in text

@@ -1,0 +1,124 @@
+"""One node as its own process, for integration tests and reliability checks.
+
+`NodeProcess('world_model', 'robot:=arm3', 'model_dir:=/x')` starts
+`python -m mbrl_ros.nodes.world_model --ros-args -p robot:=arm3 -p model_dir:=/x`, captures its
+output (shown when an assertion about it fails) and always stops it: SIGTERM first, so the node
+shuts down cleanly, SIGKILL if it does not within `stop_timeout_s`.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Callable, Optional
+
+
+class NodeProcess:
+    def __init__(self, node: str, *params: str, stop_timeout_s: float = 10.0):
+        self.node = node
+        self.params = params
+        self.stop_timeout_s = stop_timeout_s
+        self.proc: Optional[subprocess.Popen] = None
+        self._log = None
+
+    @property
+    def command(self) -> list[str]:
+        cmd = [sys.executable, '-m', f'mbrl_ros.nodes.{self.node}', '--ros-args']
+        for p in self.params:
+            cmd += ['-p', p]
+        return cmd
+
+    def start(self) -> 'NodeProcess':
+        self._log = tempfile.TemporaryFile(mode='w+')
+        self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> Optional[int]:
+        """Stop the process (idempotent); returns its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> 'NodeProcess':
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def poll(self) -> Optional[int]:
+        return self.proc.poll()
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self, tail: int = 5000) -> str:
+        if self._log is None:
+            return ''
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()[-tail:]
+
+    def alive(self) -> None:
+        """Assert the node still runs (its output in the message if not)."""
+        assert self.proc.poll() is None, f'{self.node} exited ({self.proc.returncode}):\n{self.log_text()}'
+
+
+class Feeder:
+    """Calls `tick(k)` every `period_s` on a daemon thread (k counts ticks) until closed: the test
+    side of a stream of messages, like a driver publishing at its rate."""
+
+    def __init__(self, tick: Callable[[int], None], period_s: float = 0.01):
+        self._tick = tick
+        self._period = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        k = 0
+        while not self._stop.is_set():
+            self._tick(k)
+            k += 1
+            self._stop.wait(self._period)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def wait_for_status(probe, diagnostics: list, node_suffix: str, timeout: float,
+                    predicate: Callable = lambda status: True, since: Optional[int] = None):
+    """The first DiagnosticStatus whose name ends with `node_suffix` and satisfies `predicate`,
+    among messages collected in `diagnostics` (a RosProbe subscription) from index `since` on
+    (default: only those that arrive from now); None after `timeout`."""
+    start = len(diagnostics) if since is None else since
+
+    def find():
+        for _, array in diagnostics[start:]:
+            for status in array.status:
+                if status.name.endswith(node_suffix) and predicate(status):
+                    return status
+        return None
+    return probe.wait_until(find, timeout)
+
+
+def status_values(status) -> dict:
+    return {kv.key: kv.value for kv in status.values}
