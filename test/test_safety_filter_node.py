@@ -5,10 +5,6 @@ at 100 Hz and, when enabled, MPC and policy commands at 50 Hz, stamped with the 
 would have been planned from. The first test runs before any model is announced (hold);
 the `model` fixture then announces an untrained arm3 bundle on the latched active_model.
 """
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
@@ -21,6 +17,7 @@ from _model_helpers import write_bundle
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
+from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values, wait_for_status
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros
@@ -35,9 +32,10 @@ MPC_CMD = np.array([2.0, -3.0, 1.0])
 POLICY_CMD = np.array([-1.0, 1.5, -0.5])
 
 
-class Feeder:
+class StackPlayer:
     def __init__(self, probe):
         self.probe = probe
+        self.node = None
         self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
         self.mpc_pub = probe.publisher('/mbrl/mpc/command', JointState, 10)
         self.policy_pub = probe.publisher('/mbrl/policy/command', JointState, 10)
@@ -47,30 +45,23 @@ class Feeder:
         self.send = {'state': True, 'mpc': True, 'policy': True}
         self.cmd = {'mpc': MPC_CMD.copy(), 'policy': POLICY_CMD.copy()}
         self.stamp_age = {'mpc': 0.0, 'policy': 0.0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._feeder = Feeder(self._tick, 0.01)
 
-    def _run(self):
-        k = 0
-        while not self._stop.is_set():
-            now = time.time()
-            if self.send['state']:
-                m = JointState(name=ARM3, position=Q, velocity=QD)
-                m.header.stamp = sec_to_stamp(now)
-                self.state_pub.publish(m)
-            if k % 2 == 0:
-                for src, pub in (('mpc', self.mpc_pub), ('policy', self.policy_pub)):
-                    if self.send[src]:
-                        c = JointState(name=ARM3, effort=[float(v) for v in self.cmd[src]])
-                        c.header.stamp = sec_to_stamp(now - self.stamp_age[src])
-                        pub.publish(c)
-            k += 1
-            time.sleep(0.01)
+    def _tick(self, k):
+        now = time.time()
+        if self.send['state']:
+            m = JointState(name=ARM3, position=Q, velocity=QD)
+            m.header.stamp = sec_to_stamp(now)
+            self.state_pub.publish(m)
+        if k % 2 == 0:
+            for src, pub in (('mpc', self.mpc_pub), ('policy', self.policy_pub)):
+                if self.send[src]:
+                    c = JointState(name=ARM3, effort=[float(v) for v in self.cmd[src]])
+                    c.header.stamp = sec_to_stamp(now - self.stamp_age[src])
+                    pub.publish(c)
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=2)
+        self._feeder.close()
 
     def outputs_after(self, settle=0.4, duration=0.6):
         time.sleep(settle)
@@ -85,12 +76,9 @@ class Feeder:
         return self.probe.wait_until(lambda: self.last_mode() == mode, timeout)
 
     def diag_values(self, timeout=3.0):
-        n = len(self.diag)
-        got = self.probe.wait_until(
-            lambda: next((s for _, d in self.diag[n:] for s in d.status if s.name.endswith('safety_filter')),
-                         None), timeout)
+        got = wait_for_status(self.probe, self.diag, 'safety_filter', timeout)
         assert got is not None, 'no diagnostics'
-        return {kv.key: kv.value for kv in got.values}
+        return status_values(got)
 
 
 @pytest.fixture(scope='module')
@@ -101,28 +89,14 @@ def probe():
 
 @pytest.fixture(scope='module')
 def node(probe):
-    with tempfile.TemporaryFile(mode='w+') as log:
-        proc = subprocess.Popen([sys.executable, '-m', 'mbrl_ros.nodes.safety_filter', '--ros-args',
-                                 '-p', 'robot:=arm3', '-p', 'uncertainty_threshold:=1000000.0'],
-                                stdout=log, stderr=subprocess.STDOUT)
-        feeder = Feeder(probe)
+    with NodeProcess('safety_filter', 'robot:=arm3', 'uncertainty_threshold:=1000000.0') as proc:
+        player = StackPlayer(probe)
         try:
-            assert probe.wait_until(lambda: len(feeder.out) > 5, 40.0), _log(log)
-            feeder.proc, feeder.log = proc, log
-            yield feeder
+            assert probe.wait_until(lambda: len(player.out) > 5, 40.0), proc.log_text()
+            player.node = proc
+            yield player
         finally:
-            feeder.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _log(log):
-    log.seek(0)
-    return log.read()[-4000:]
+            player.close()
 
 
 @pytest.fixture
@@ -132,7 +106,7 @@ def fresh(node):
     node.cmd.update(mpc=MPC_CMD.copy(), policy=POLICY_CMD.copy())
     node.stamp_age.update(mpc=0.0, policy=0.0)
     yield node
-    assert node.proc.poll() is None, 'safety_filter exited:\n' + _log(node.log)
+    node.node.alive()
 
 
 @pytest.fixture(scope='module')
@@ -146,7 +120,7 @@ def model(fresh, probe, bundle):
     if not hasattr(probe, '_sf_active_pub'):
         probe._sf_active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
         probe._sf_active_pub.publish(String(data=load_bundle(bundle).identity))
-    assert fresh.wait_mode('mpc', timeout=15.0), (fresh.last_mode(), _log(fresh.log))
+    assert fresh.wait_mode('mpc', timeout=15.0), (fresh.last_mode(), fresh.node.log_text())
     return fresh
 
 
@@ -288,7 +262,7 @@ def test_garbage_commands_and_states_are_counted_and_ignored(model, probe):
     assert int(after['bad_mpc_commands']) - int(before['bad_mpc_commands']) >= 7, after
     assert int(after['bad_states']) - int(before['bad_states']) >= 2, after
     assert after['last_bad_input'] != 'none'
-    assert model.proc.poll() is None
+    model.node.alive()
     outs = [np.array(m.data) for _, m in model.out[n_out:]]
     # Nothing of it reached the output: policy (MPC paused), then MPC again, all in limits.
     assert _within_limits(outs)

@@ -1,10 +1,6 @@
 """state_estimator node over real DDS: a real node process, /joint_states published by the test."""
 import math
-import subprocess
-import sys
-import tempfile
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -13,34 +9,15 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import JointState
 
 from mbrl_ros.ros.conversions import sec_to_stamp, stamp_to_sec
+from mbrl_ros.testing.node_process import NodeProcess
 from mbrl_ros.testing.ros_probe import RosProbe
 
 ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
 NODE = '/state_estimator'
 
 
-@contextmanager
 def estimator_process(*params):
-    args = ['robot:=arm3', *params]
-    cmd = [sys.executable, '-m', 'mbrl_ros.nodes.state_estimator', '--ros-args']
-    for a in args:
-        cmd += ['-p', a]
-    with tempfile.TemporaryFile(mode='w+') as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield proc, log
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _log_text(log):
-    log.seek(0)
-    return log.read()[-3000:]
+    return NodeProcess('state_estimator', 'robot:=arm3', *params)
 
 
 @pytest.fixture(scope='module')
@@ -50,8 +27,8 @@ def probe():
 
 
 class Harness:
-    def __init__(self, probe, proc, log):
-        self.probe, self.proc, self.log = probe, proc, log
+    def __init__(self, probe, proc: NodeProcess):
+        self.probe, self.proc = probe, proc
         self.pub = probe.publisher('/joint_states', JointState, 10)
         self.out = probe.subscribe('/mbrl/state', JointState, 100)
         self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
@@ -67,13 +44,13 @@ class Harness:
         start = len(self.out)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, 'node exited:\n' + _log_text(self.log)
+            self.proc.alive()
             self.pub.publish(self.msg())
             if len(self.out) > start:
                 time.sleep(0.2)
                 return
             time.sleep(0.05)
-        pytest.fail('no /mbrl/state from the node:\n' + _log_text(self.log))
+        pytest.fail('no /mbrl/state from the node:\n' + self.proc.log_text())
 
     def stream(self, n, rate_hz, make):
         """Publish make(k, t) at a steady rate, stamped with the wall clock."""
@@ -91,11 +68,11 @@ class Harness:
 
 @pytest.fixture(scope='module')
 def node(probe):
-    with estimator_process('stale_timeout_s:=0.1') as (proc, log):
-        h = Harness(probe, proc, log)
+    with estimator_process('stale_timeout_s:=0.1') as proc:
+        h = Harness(probe, proc)
         h.wait_ready()
         yield h
-        assert proc.poll() is None, 'node died during the tests:\n' + _log_text(log)
+        proc.alive()
 
 
 def test_reorders_into_robot_joint_order(node):
@@ -188,7 +165,7 @@ def test_malformed_messages_crash_nothing_and_produce_no_output(node):
         node.pub.publish(m)
         time.sleep(0.01)
     time.sleep(0.5)
-    assert node.proc.poll() is None, 'node died:\n' + _log_text(node.log)
+    node.proc.alive()
     # Outputs carry their input's stamp: none may come from a bad message (a late delivery from
     # an earlier test's stream, stamped before `good`, is not this test's concern).
     from_bad = [(stamp_to_sec(m.header.stamp), list(m.position)) for _, m in list(node.out)[n1:]
@@ -226,19 +203,19 @@ def test_parameters_live_and_static(node):
 
 
 def test_joint_names_override_and_bad_robot_fails_clearly(probe):
-    with estimator_process('joint_names:=[b, a]') as (proc, log):
-        h = Harness(probe, proc, log)
+    with estimator_process('joint_names:=[b, a]') as proc:
+        h = Harness(probe, proc)
         deadline = time.monotonic() + 30
         while not h.out and time.monotonic() < deadline and proc.poll() is None:
             h.pub.publish(h.msg(names=['a', 'b'], pos=[1.0, 2.0]))
             time.sleep(0.05)
-        assert h.out, _log_text(log)
+        assert h.out, proc.log_text()
         _, m = h.out[-1]
         assert list(m.name) == ['b', 'a']
         np.testing.assert_allclose(m.position, [2.0, 1.0])
-    with estimator_process('robot:=no_such_arm') as (proc, log):
+    with estimator_process('robot:=no_such_arm') as proc:
         assert proc.wait(timeout=30) == 2
-        assert 'no_such_arm' in _log_text(log)
+        assert 'no_such_arm' in proc.log_text()
 
 
 def test_estimated_velocity_tracks_the_simulated_arm(probe):
@@ -248,37 +225,26 @@ def test_estimated_velocity_tracks_the_simulated_arm(probe):
     The sim stamps in sim time (publish_clock): its wall-clock stamps are taken at publish
     time, which on a loaded machine is not the time of the state they carry."""
     from std_msgs.msg import Float64MultiArray
-    sim_cmd = [sys.executable, '-m', 'mbrl_ros.nodes.sim_robot', '--ros-args', '-p', 'robot:=arm3',
-               '-p', 'publish_clock:=true']
-    with tempfile.TemporaryFile(mode='w+') as sim_log, \
-            estimator_process('use_measured_velocity:=false') as (proc, log):
-        sim = subprocess.Popen(sim_cmd, stdout=sim_log, stderr=subprocess.STDOUT)
-        try:
-            js = probe.subscribe('/joint_states', JointState, 500)
-            out = probe.subscribe('/mbrl/state', JointState, 500)
-            cmd = probe.publisher('/forward_effort_controller/commands', Float64MultiArray, 10)
-            # Both streams flowing here too (discovery is pairwise; the probe may lag the node).
-            assert probe.wait_until(lambda: (len(out) > 0 and len(js) > 0) or sim.poll() is not None,
-                                    30.0) and sim.poll() is None, _log_text(sim_log) + _log_text(log)
-            t0 = time.monotonic()
-            start = time.time() + 1.0  # judge after the first second of motion
-            while time.monotonic() - t0 < 4.0:
-                t = time.monotonic() - t0
-                cmd.publish(Float64MultiArray(data=[1.5 * math.sin(2 * math.pi * 0.7 * t),
-                                                    1.0 * math.sin(2 * math.pi * 0.5 * t + 1.0),
-                                                    0.4 * math.sin(2 * math.pi * 1.1 * t)]))
-                time.sleep(0.02)
-            truth = {(m.header.stamp.sec, m.header.stamp.nanosec): np.array(m.velocity)
-                     for t, m in list(js)}
-            pairs = [(np.array(m.velocity), truth[k]) for t, m in list(out)
-                     if t > start and (k := (m.header.stamp.sec, m.header.stamp.nanosec)) in truth]
-        finally:
-            sim.terminate()
-            try:
-                sim.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait()
+    with NodeProcess('sim_robot', 'robot:=arm3', 'publish_clock:=true') as sim, \
+            estimator_process('use_measured_velocity:=false') as proc:
+        js = probe.subscribe('/joint_states', JointState, 500)
+        out = probe.subscribe('/mbrl/state', JointState, 500)
+        cmd = probe.publisher('/forward_effort_controller/commands', Float64MultiArray, 10)
+        # Both streams flowing here too (discovery is pairwise; the probe may lag the node).
+        assert probe.wait_until(lambda: (len(out) > 0 and len(js) > 0) or sim.poll() is not None,
+                                30.0) and sim.poll() is None, sim.log_text() + proc.log_text()
+        t0 = time.monotonic()
+        start = time.time() + 1.0  # judge after the first second of motion
+        while time.monotonic() - t0 < 4.0:
+            t = time.monotonic() - t0
+            cmd.publish(Float64MultiArray(data=[1.5 * math.sin(2 * math.pi * 0.7 * t),
+                                                1.0 * math.sin(2 * math.pi * 0.5 * t + 1.0),
+                                                0.4 * math.sin(2 * math.pi * 1.1 * t)]))
+            time.sleep(0.02)
+        truth = {(m.header.stamp.sec, m.header.stamp.nanosec): np.array(m.velocity)
+                 for t, m in list(js)}
+        pairs = [(np.array(m.velocity), truth[k]) for t, m in list(out)
+                 if t > start and (k := (m.header.stamp.sec, m.header.stamp.nanosec)) in truth]
     assert len(pairs) > 500, f'{len(pairs)} matched of {len(out)} /mbrl/state, {len(js)} /joint_states'
     est, true = map(np.array, zip(*pairs))
     speed = np.sqrt(np.mean(true ** 2, axis=0))
@@ -291,11 +257,11 @@ def test_estimated_velocity_tracks_the_simulated_arm(probe):
 
 def test_stale_detected_on_sim_time_without_clock(probe):
     """use_sim_time with a dead simulator: /clock stops too, stale must still be reported."""
-    with estimator_process('use_sim_time:=true') as (proc, log):
-        h = Harness(probe, proc, log)
+    with estimator_process('use_sim_time:=true') as proc:
+        h = Harness(probe, proc)
         h.wait_ready()
         h.stream(50, 250.0, lambda k, t: h.msg())
         stopped = time.time()
         err = probe.wait_until(lambda: next(
             (s for s in h.statuses(stopped) if s.level == DiagnosticStatus.ERROR), None), 3.0)
-        assert err is not None, _log_text(log)
+        assert err is not None, proc.log_text()
