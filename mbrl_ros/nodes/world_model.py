@@ -36,6 +36,10 @@ SPECS = [
           '0 = one per state message', range=(0.0, 2000.0)),
     Param('command_timeout_s', 0.1, 'an older command is no longer in force: predict with zero effort '
           '(gravity compensation only)', range=(0.001, 10.0)),
+    Param('model_roots', None, 'directories model_dir may lie in (after resolving symlinks and ..); '
+          "unset = the package models/ and ~/.mbrl_ros/models. The folder holding the bundle the node starts "
+          'with is always one too (the operator chose it). A model_dir elsewhere is refused [model_roots]',
+          dynamic=False, type_hint='string_array'),
     Param('error_window', 200, 'number of settled predictions in the running RMSE', range=(1, 100000),
           dynamic=False),
 ]
@@ -50,6 +54,7 @@ class WorldModelNode(Node):
             self.robot = RobotModel.load(self.params['robot'])
         except Exception as exc:
             raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        self.roots = self._roots()
         self.names = list(self.robot.joint_names)
         self.dof = self.robot.dof
         self.bundle = self._load_at_start()
@@ -76,15 +81,25 @@ class WorldModelNode(Node):
                                  CONTROL)
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self._publish_active()
-        self.get_logger().info(f'serving {self.bundle.identity}')
+        self.get_logger().info(f'serving {self.bundle.identity}; model roots: {", ".join(self.roots)}')
 
     # ---- the bundle ---------------------------------------------------------------------
     def _resolve(self, value: str) -> Path:
         return resolve_model_dir(value, self.robot.name)
 
+    def _roots(self) -> list:
+        from mbrl_ros.resources import package_share
+        roots = self.params['model_roots']
+        if roots is None:
+            roots = [str(package_share() / 'models'), '~/.mbrl_ros/models']
+        # The startup bundle's folder: set in the same (static) configuration as the roots themselves,
+        # it keeps launches with model_dir:=/some/where working and lets them swap to its siblings.
+        start = self._resolve(self.params['model_dir']).expanduser().resolve()
+        return list(roots) + [str(start.parent)]
+
     def _load(self, value: str):
         from mbrl_ros.core.runtime.bundle import load_bundle
-        return load_bundle(self._resolve(value), self.robot)
+        return load_bundle(self._resolve(value), self.robot, roots=self.roots)
 
     def _load_at_start(self):
         from mbrl_ros.core.runtime.bundle import BundleError
@@ -223,7 +238,7 @@ class WorldModelNode(Node):
             rmse_q, rmse_qd = self.tracker.rmse()
             settled, missed = self.tracker.settled, self.tracker.missed
         n = self.counts['predictions']
-        values = {'active_model': self.bundle.identity, 'robot': self.robot.name,
+        values = {'active_model': self.bundle.identity, 'robot': self.robot.name, 'model_roots': ', '.join(self.roots),
                   'rmse_q': 'n/a' if rmse_q is None else rmse_q,
                   'rmse_qd': 'n/a' if rmse_qd is None else rmse_qd,
                   'settled_predictions': settled, 'unsettled_predictions': missed,

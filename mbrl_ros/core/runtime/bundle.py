@@ -1,12 +1,15 @@
 """Model bundle (`models/<name>/`): loading and validation. No torch; yaml.safe_load only.
 
 A bundle is refused with `BundleError(check, message)`; `check` names what failed:
-missing_file, yaml, schema, robot, joint_names, dims, sha256, onnx_load, test_inference.
-Checks run cheapest first, and the ONNX bytes are hashed before they are parsed.
+model_roots, missing_file, file_size, yaml, schema, robot, joint_names, dims, sha256, onnx_load,
+test_inference. Checks run cheapest first, and the ONNX bytes are hashed before they are parsed.
+With `roots`, the bundle directory and every file read from it must resolve (symlinks and '..'
+followed) inside one of those directories (check model_roots).
 """
 from __future__ import annotations
 
 import hashlib
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +23,22 @@ BUNDLE_FILE = 'bundle.yaml'
 ENSEMBLE_FILE = 'ensemble.onnx'
 PARTITIONED_FILE = 'ensemble_partitioned.onnx'
 POLICY_FILE = 'policy.onnx'
-CHECKS = ('missing_file', 'yaml', 'schema', 'robot', 'joint_names', 'dims', 'sha256', 'onnx_load',
-          'test_inference')
+CHECKS = ('model_roots', 'missing_file', 'file_size', 'yaml', 'schema', 'robot', 'joint_names', 'dims',
+          'sha256', 'onnx_load', 'test_inference')
+
+
+# Bigger files are refused before they are read or hashed: a model swap is validated inside the
+# world_model's set-parameters call, and hashing or parsing gigabytes would stall it.
+MAX_YAML_BYTES = 1 << 20
+MAX_ONNX_BYTES = 256 << 20
+
+# Values quoted in refusal messages are cut short: a YAML alias bomb expands exponentially in repr().
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 60, 60, 12, 4
+
+
+def _short(value) -> str:
+    return _REPR.repr(value)
 
 
 class BundleError(Exception):
@@ -82,14 +99,14 @@ def _require(mapping, key, typ, where):
         raise BundleError('schema', f'{where}: missing required key {key!r}')
     v = mapping[key]
     if isinstance(v, bool) or not isinstance(v, typ):
-        raise BundleError('schema', f'{where}.{key} must be {_type_name(typ)}, got {type(v).__name__} {v!r}')
+        raise BundleError('schema', f'{where}.{key} must be {_type_name(typ)}, got {type(v).__name__} {_short(v)}')
     return v
 
 
 def _check_schema(meta: dict) -> None:
     version = meta.get('schema_version')
     if version != SCHEMA_VERSION:
-        raise BundleError('schema', f'schema_version {version!r} is not supported (this code reads '
+        raise BundleError('schema', f'schema_version {_short(version)} is not supported (this code reads '
                           f'{SCHEMA_VERSION})')
     for k, t in _REQUIRED.items():
         _require(meta, k, t, BUNDLE_FILE)
@@ -100,16 +117,18 @@ def _check_schema(meta: dict) -> None:
     _require(meta['state'], 'dim', int, 'state')
     _require(meta['action'], 'dim', int, 'action')
     _require(meta['ensemble'], 'size', int, 'ensemble')
-    if not meta['dt'] > 0:
-        raise BundleError('schema', f'dt must be > 0, got {meta["dt"]!r}')
+    if not 0 < meta['dt'] <= 10.0:  # also refuses NaN and inf (a stamp of t + inf cannot be sent)
+        raise BundleError('schema', f'dt must be > 0 and <= 10 s, got {_short(meta["dt"])}')
     if ENSEMBLE_FILE not in meta['files']:
         raise BundleError('schema', f'files must list {ENSEMBLE_FILE}')
     for name, entry in meta['files'].items():
+        if not isinstance(name, str):
+            raise BundleError('schema', f'files keys must be file names, got {type(name).__name__} {_short(name)}')
         if not isinstance(entry, dict):
             raise BundleError('schema', f'files.{name} must be a mapping with sha256')
         sha = _require(entry, 'sha256', str, f'files.{name}')
         if len(sha) != 64 or any(c not in '0123456789abcdef' for c in sha):
-            raise BundleError('schema', f'files.{name}.sha256 is not a sha256 hex digest: {sha!r}')
+            raise BundleError('schema', f'files.{name}.sha256 is not a sha256 hex digest: {_short(sha)}')
 
 
 def _check_robot(meta: dict, robot) -> None:
@@ -127,9 +146,9 @@ def _check_robot(meta: dict, robot) -> None:
 def _check_joint_names(meta: dict, robot) -> None:
     names = meta['joint_names']
     if len(set(names)) != len(names):
-        raise BundleError('joint_names', f'duplicate joint names in {names}')
+        raise BundleError('joint_names', f'duplicate joint names in {_short(names)}')
     if robot is not None and list(names) != list(robot.joint_names):
-        raise BundleError('joint_names', f'bundle joints {names} != robot joints {list(robot.joint_names)}')
+        raise BundleError('joint_names', f'bundle joints {_short(names)} != robot joints {list(robot.joint_names)}')
 
 
 def _check_dims_meta(meta: dict, robot) -> None:
@@ -196,14 +215,45 @@ def _check_policy(path: Path, meta: dict) -> None:
                           f'expected (batch, {meta["action"]["dim"]})')
 
 
-def load_bundle(model_dir, robot=None, intra_op_threads: int = 1) -> ModelBundle:
-    """Validate and load a bundle directory. `robot`: a RobotModel to check it against (optional)."""
+def resolved_roots(roots) -> list[Path]:
+    """Root directories as absolute real paths (~ expanded; symlinks and '..' resolved)."""
+    return [Path(r).expanduser().resolve() for r in roots if str(r).strip()]
+
+
+def check_within_roots(path, roots, what: str = 'model_dir') -> Path:
+    """`path` resolved; BundleError('model_roots') unless it lies inside one of `roots`."""
+    real = Path(path).expanduser().resolve()
+    allowed = resolved_roots(roots)
+    if not any(real == r or real.is_relative_to(r) for r in allowed):
+        shown = ', '.join(str(r) for r in allowed) or 'none configured'
+        via = '' if real == Path(path).expanduser().absolute() else f' (resolves to {real})'
+        raise BundleError('model_roots', f'{what} {path}{via} is outside every model root ({shown}); '
+                          'bundles are only loaded from the configured model_roots')
+    return real
+
+
+def _check_size(path: Path, limit: int) -> None:
+    size = path.stat().st_size
+    if size > limit:
+        raise BundleError('file_size', f'{path} is {size / 2**20:.1f} MiB, more than the {limit / 2**20:g} MiB '
+                          'a bundle file may have')
+
+
+def load_bundle(model_dir, robot=None, intra_op_threads: int = 1, roots=None) -> ModelBundle:
+    """Validate and load a bundle directory. `robot`: a RobotModel to check it against (optional).
+    `roots`: directories the bundle (and every file read from it) must resolve into (optional)."""
+    if roots is not None:
+        check_within_roots(model_dir, roots)
     path = Path(model_dir).expanduser().resolve()
     if not path.is_dir():
         raise BundleError('missing_file', f'{path} is not a directory')
     for name in (BUNDLE_FILE, ENSEMBLE_FILE):
         if not (path / name).is_file():
             raise BundleError('missing_file', f'{path / name} does not exist')
+        if roots is not None:  # a file symlinked out of the root is refused like the directory
+            check_within_roots(path / name, roots, what='bundle file')
+    _check_size(path / BUNDLE_FILE, MAX_YAML_BYTES)
+    _check_size(path / ENSEMBLE_FILE, MAX_ONNX_BYTES)
     try:
         meta = yaml.safe_load((path / BUNDLE_FILE).read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -216,6 +266,9 @@ def load_bundle(model_dir, robot=None, intra_op_threads: int = 1) -> ModelBundle
             raise BundleError('schema', f'files entry {name!r} must be a plain file name in the bundle')
         if not (path / name).is_file():
             raise BundleError('missing_file', f'{path / name} is listed in {BUNDLE_FILE} but does not exist')
+        if roots is not None:
+            check_within_roots(path / name, roots, what='bundle file')
+        _check_size(path / name, MAX_ONNX_BYTES)
     if (path / POLICY_FILE).is_file() and POLICY_FILE not in meta['files']:
         raise BundleError('sha256', f'{POLICY_FILE} is present but has no sha256 in {BUNDLE_FILE}')
     _check_robot(meta, robot)
