@@ -22,7 +22,7 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.goals import goal_msg
-from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values, wait_for_status
+from mbrl_ros.testing.node_process import NodeHarness, NodeProcess, status_values, wait_for_status
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros
@@ -33,9 +33,8 @@ EFFORT_MAX = np.array([20.0, 20.0, 10.0])
 GOAL = (0.3, 0.1, 0.35)
 
 
-class Harness:
+class Harness(NodeHarness):
     def __init__(self, probe, node: NodeProcess):
-        self.probe, self.node = probe, node
         self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
         self.goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
         self.active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
@@ -44,32 +43,20 @@ class Harness:
         self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
         self.sent = set()
         self.feeding = True
-        self._feeder = Feeder(self._feed, 0.01)
+        super().__init__(probe, node)
 
-    def _feed(self, k):
+    def tick(self, k):
         if self.feeding:
             m = JointState(name=ARM3, position=[0.1, 0.4, 0.5], velocity=[0.0, 0.1, -0.1])
             m.header.stamp = sec_to_stamp(time.time())
             self.sent.add((m.header.stamp.sec, m.header.stamp.nanosec))
             self.state_pub.publish(m)
 
-    def close(self):
-        self._feeder.close()
-
-    def log_text(self):
-        return self.node.log_text()
-
-    def alive(self):
-        self.node.alive()
-
     def send_goal(self, xyz, frame='world'):
         self.goal_pub.publish(goal_msg(xyz, frame))
 
     def commands_flow(self, n=5, timeout=10.0):
-        start = len(self.cmd)
-        ok = self.probe.wait_until(lambda: len(self.cmd) >= start + n, timeout)
-        self.alive()
-        assert ok, 'commands stopped:\n' + self.log_text()
+        self.grows(self.cmd, n, timeout, 'commands')
 
     def diag_values(self, timeout=3.0, predicate=lambda v: True):
         got = wait_for_status(self.probe, self.diag, 'mpc_controller', timeout,

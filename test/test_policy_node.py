@@ -23,7 +23,7 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
 from mbrl_ros.testing.goals import goal_msg
-from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values, wait_for_status
+from mbrl_ros.testing.node_process import NodeHarness, NodeProcess, status_values, wait_for_status
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros
@@ -49,9 +49,8 @@ def write_policy_bundle(out_dir, robot, seed=0, out_scale=2.0):
     return bdir.resolve()
 
 
-class Harness:
+class Harness(NodeHarness):
     def __init__(self, probe, node: NodeProcess):
-        self.probe, self.node = probe, node
         self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
         self.goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
         self.active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
@@ -60,24 +59,15 @@ class Harness:
         self.sent = {}
         self.feeding = True
         self.stale_by = 0.0
-        self._feeder = Feeder(self._feed, 0.01)
+        super().__init__(probe, node)
 
-    def _feed(self, k):
+    def tick(self, k):
         if self.feeding:
             q = [0.1 + 0.01 * np.sin(k / 10), 0.4, 0.5]
             m = JointState(name=ARM3, position=q, velocity=[0.0, 0.1, -0.1])
             m.header.stamp = sec_to_stamp(time.time() - self.stale_by)
             self.sent[(m.header.stamp.sec, m.header.stamp.nanosec)] = q
             self.state_pub.publish(m)
-
-    def close(self):
-        self._feeder.close()
-
-    def log_text(self):
-        return self.node.log_text()
-
-    def alive(self):
-        self.node.alive()
 
     def send_goal(self, xyz, frame='world'):
         self.goal_pub.publish(goal_msg(xyz, frame))
@@ -86,10 +76,7 @@ class Harness:
         self.active_pub.publish(String(data=load_bundle(bundle_dir).identity))
 
     def commands_flow(self, n=5, timeout=10.0):
-        start = len(self.cmd)
-        ok = self.probe.wait_until(lambda: len(self.cmd) >= start + n, timeout)
-        self.alive()
-        assert ok, 'commands stopped:\n' + self.log_text()
+        self.grows(self.cmd, n, timeout, 'commands')
 
     def diag_status(self, timeout=5.0, predicate=lambda st: True):
         got = wait_for_status(self.probe, self.diag, 'policy', timeout, predicate)

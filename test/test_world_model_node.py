@@ -18,7 +18,7 @@ from _model_helpers import make_model, write_bundle
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle, sha256_file
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
-from mbrl_ros.testing.node_process import Feeder, NodeProcess
+from mbrl_ros.testing.node_process import NodeHarness, NodeProcess
 from mbrl_ros.testing.ros_probe import RosProbe
 
 NODE = '/world_model'
@@ -96,9 +96,8 @@ def _bad_bundle(kind, root, good):
     raise AssertionError(kind)
 
 
-class Harness:
+class Harness(NodeHarness):
     def __init__(self, probe, node: NodeProcess):
-        self.probe, self.node = probe, node
         self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
         self.cmd_pub = probe.publisher('/forward_effort_controller/commands', Float64MultiArray, 10)
         self.pred = probe.subscribe('/mbrl/world_model/prediction', JointState, 100)
@@ -106,9 +105,9 @@ class Harness:
         self.active = probe.subscribe('/mbrl/world_model/active_model', String, LATCHED)
         self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
         self.sent_stamps = {}
-        self._feeder = Feeder(self._feed, 0.01)
+        super().__init__(probe, node)
 
-    def _feed(self, k):
+    def tick(self, k):
         """/mbrl/state at 100 Hz (constant state) and the command at 50 Hz, like the real stack."""
         m = JointState(name=ARM3, position=STATE[:3].tolist(), velocity=STATE[3:].tolist())
         m.header.stamp = sec_to_stamp(time.time())
@@ -116,20 +115,8 @@ class Harness:
         if k % 2 == 0:
             self.cmd_pub.publish(Float64MultiArray(data=COMMAND.tolist()))
 
-    def close(self):
-        self._feeder.close()
-
-    def log_text(self):
-        return self.node.log_text()
-
-    def alive(self):
-        self.node.alive()
-
     def predictions_flow(self, n=5, timeout=10.0):
-        start = len(self.pred)
-        ok = self.probe.wait_until(lambda: len(self.pred) >= start + n, timeout)
-        self.alive()
-        assert ok, 'predictions stopped:\n' + self.log_text()
+        self.grows(self.pred, n, timeout, 'predictions')
 
     def active_model(self, timeout=10.0):
         got = self.probe.wait_until(lambda: self.active[-1][1].data if self.active else None, timeout)

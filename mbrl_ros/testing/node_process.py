@@ -122,3 +122,31 @@ def wait_for_status(probe, diagnostics: list, node_suffix: str, timeout: float,
 
 def status_values(status) -> dict:
     return {kv.key: kv.value for kv in status.values}
+
+
+class NodeHarness:
+    """The test side of one node under test: the probe, the node's process, and a feeder that
+    calls `self.tick(k)` every `period_s` (override it to play the rest of the stack)."""
+
+    def __init__(self, probe, node: NodeProcess, period_s: float = 0.01):
+        self.probe, self.node = probe, node
+        self._feeder = Feeder(self.tick, period_s)
+
+    def tick(self, k: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self._feeder.close()
+
+    def log_text(self) -> str:
+        return self.node.log_text()
+
+    def alive(self) -> None:
+        self.node.alive()
+
+    def grows(self, buffer: list, n: int, timeout: float, what: str) -> None:
+        """Assert `buffer` (a probe subscription) gets `n` more messages within `timeout`."""
+        start = len(buffer)
+        ok = self.probe.wait_until(lambda: len(buffer) >= start + n, timeout)
+        self.alive()
+        assert ok, f'{what} stopped:\n{self.log_text()}'
