@@ -1,0 +1,9 @@
+"""Reliability checks of the running stack (issue 7: chaos, load, soak).
+
+- `analysis`: ROS-free definitions and figures (missed periods, modes, reach success, memory);
+- `monitor`: the monitor node (what reaches the arm, modes, goals, EE, diagnostics) + RSS sampler;
+- `goals`: the goal driver (random reachable goals); `stack`: the launch file run by the launch
+  runner in-process; `harness`: the three together;
+- `chaos`, `load`, `soak`: the checks (scripts/chaos.py, load.py, soak.py print their figures;
+  test/test_chaos.py, test_load.py, test_soak.py run short forms).
+"""
