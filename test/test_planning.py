@@ -25,6 +25,11 @@ def arm3():
     return RobotModel.load('arm3')
 
 
+@pytest.fixture(scope='module')
+def arm7():
+    return RobotModel.load('arm7')
+
+
 # ---- coloured noise -----------------------------------------------------------------------------
 @pytest.mark.parametrize('beta', [0.0, 1.0, 2.0])
 def test_colored_noise_spectrum_slope_and_unit_variance(beta):
@@ -647,3 +652,117 @@ def test_property_any_valid_config_sequence_plans_within_bounds(arm3):
             assert np.all(np.abs(plan.actions) <= arm3.effort_max + 1e-9)
             assert plan.states.shape == (cfg.horizon + 1, 6) and np.isfinite(plan.cost)
     run()
+
+
+# ---- one member per sample through the partitioned graph (TS with P=1) -------------------------
+class PartitionedNumpyEnsemble(NumpyEnsemble):
+    """NumpyEnsemble with a 'partitioned graph': member e evaluates only row block e."""
+    partitioned = True
+
+    def predict_partitioned(self, states, actions):
+        self.calls.append(('partitioned', states.shape))
+        means = np.stack([m.step(np.asarray(s, float), np.asarray(a, float))[0] - s
+                          for m, s, a in zip(self.members, states, actions)]).astype(np.float32)
+        return means, np.full_like(means, -6.0)
+
+
+@pytest.mark.parametrize('mode', ['ts1', 'tsinf'])
+@pytest.mark.parametrize('rows', [9, 12])
+def test_one_member_per_sample_uses_each_member_for_its_rows_only(mode, rows):
+    ens = PartitionedNumpyEnsemble(1, [0.5, 1.0, 2.0])
+    dyn = EnsembleDynamics(ens, propagation=mode, num_particles=1, seed=0)
+    assert dyn.row_multiple == 3
+    rng = np.random.default_rng(3)
+    s = np.zeros((rows, 2))
+    a = np.ones((rows, 1))
+    dyn.begin_rollout(rows, rng)
+    nxt, dis = dyn.step(s, a)
+    # One partitioned call with rows padded to a multiple of E, no full-ensemble call.
+    assert ens.calls == [('partitioned', (3, -(-rows // 3), 2))]
+    gains = {round(v, 6) for v in nxt[:, 1] / 0.02}
+    assert gains == {0.5, 1.0, 2.0}                     # every member gets rows
+    members = [[0.5, 1.0, 2.0].index(round(0.02 / v, 6)) for v in nxt[:, 1]]   # gain = 1 / inertia
+    # Round robin from the rotation: consecutive rows (e.g. the kept elites) use different members.
+    assert all((members[i + 1] - members[i]) % 3 == 1 for i in range(rows - 1))
+    np.testing.assert_array_equal(dis, 0.0)
+
+
+def test_one_member_per_sample_matches_the_full_ensemble_on_the_shipped_bundle():
+    from mbrl_ros.core.runtime.bundle import load_bundle
+    from mbrl_ros.resources import find_resource
+    rt = load_bundle(find_resource('models', 'arm7')).ensemble
+    assert rt.partitioned is not None
+    rng = np.random.default_rng(0)
+    for rows in (20, 23):
+        s, a = rng.standard_normal((rows, 14)), rng.standard_normal((rows, 7))
+        dyn = EnsembleDynamics(rt, propagation='tsinf', num_particles=1)
+        dyn.begin_rollout(rows, rng)
+        nxt, _ = dyn.step(s, a)
+        mean, _ = rt.predict(s, a)
+        member = (np.arange(rows) + dyn._rotation) % rt.ensemble_size
+        np.testing.assert_allclose(nxt, s + mean[member, np.arange(rows)], atol=1e-5)
+
+
+def test_planner_rounds_populations_to_the_models_row_multiple(arm3):
+    ens = PartitionedNumpyEnsemble(3, [1.0, 1.1, 0.9, 1.2, 0.8])
+    dyn = EnsembleDynamics(ens, propagation='tsinf', num_particles=1)
+    planner, _ = _planner(arm3, dyn=dyn, planner='icem', num_samples=41, num_elites=6, horizon=5)
+    s = np.concatenate([arm3.home_q, np.zeros(3)])
+    for _ in range(2):   # the second plan also carries elites over
+        plan = planner.plan(s, _goal(arm3))
+        assert all(p % 5 == 0 for p in plan.stats.populations), plan.stats.populations
+        assert all(c[0] == 'partitioned' for c in ens.calls)
+
+
+# ---- joint-space guidance: IK of the goal -------------------------------------------------------
+def test_ik_reaches_goals_within_limits_near_the_reference(robot):
+    from mbrl_ros.core.planning import solve_ik
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        q_goal, q_ref = robot.sample_configurations(rng, 2, margin=0.2)
+        goal = robot.fk(q_goal)
+        q, err = solve_ik(robot, goal, q_ref, margin=0.1, rng=rng)
+        assert err < 2e-3 and np.linalg.norm(robot.fk(q) - goal) < 2e-3
+        assert np.all(q >= robot.q_min + 0.1 - 1e-9) and np.all(q <= robot.q_max - 0.1 + 1e-9)
+    # A goal already reached from the reference: the reference itself (nearest solution) comes back.
+    q, err = solve_ik(robot, robot.fk(q_ref), q_ref, margin=0.1)
+    assert err < 2e-3 and np.linalg.norm(q - q_ref) < 0.05
+
+
+def test_ik_of_an_unreachable_goal_reports_its_error(arm3):
+    from mbrl_ros.core.planning import solve_ik
+    q, err = solve_ik(arm3, [10.0, 0.0, 0.0], arm3.home_q)
+    assert err > 1.0 and np.all(np.isfinite(q))
+
+
+def test_joint_goal_cost_is_quadratic_and_off_without_target(arm7):
+    w = CostWeights(joint_goal=2.0)
+    cost = make_task_cost(arm7, w)
+    term = cost.term('joint_goal')
+    states = np.zeros((2, 1, 4, 14))
+    states[1, :, 1:, :7] = 0.5
+    batch = cost.batch(states, np.zeros((2, 3, 7)), np.zeros((2, 1, 3)), np.zeros(3))
+    assert 'joint_goal' not in cost.breakdown(batch)     # no IK solution yet: not scored
+    term.target = np.zeros(7)
+    np.testing.assert_allclose(cost.breakdown(batch)['joint_goal'], [0.0, 2.0 * 3 * 0.25])
+
+
+def test_mpc_solves_ik_over_its_first_plans_and_keeps_the_budget(arm7):
+    from mbrl_ros.core.planning import MpcController
+    dyn = DoubleIntegratorDynamics.from_robot(arm7)
+    cfg = PlannerConfig(horizon=6, num_samples=30, num_elites=5, num_iterations=2, time_budget_ms=0.0)
+    mpc = MpcController(arm7, dyn, cfg, CostWeights(joint_goal=0.5))
+    rng = np.random.default_rng(2)
+    q0, qg = arm7.sample_configurations(rng, 2, margin=0.2)
+    assert mpc.set_goal(arm7.fk(qg)) is None
+    plans = 0
+    while mpc.joint_goal is None and plans < 20:
+        assert mpc.compute(q0, np.zeros(7)).command is not None
+        plans += 1
+    assert 1 <= plans <= 10 and np.linalg.norm(arm7.fk(mpc.joint_goal) - arm7.fk(qg)) < 2e-3
+    mpc.set_goal(arm7.fk(q0))                       # a new goal drops the old solution
+    assert mpc.joint_goal is None
+    off = MpcController(arm7, dyn, cfg, CostWeights(joint_goal=0.0))
+    off.set_goal(arm7.fk(qg))
+    off.compute(q0, np.zeros(7))
+    assert off.joint_goal is None and off._ik is None   # weight 0: no IK work at all

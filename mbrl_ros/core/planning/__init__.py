@@ -5,9 +5,10 @@
     plan = planner.plan(state, goal)      # plan.action, plan.actions, plan.states, plan.ee_path, plan.stats
 """
 from .config import CostWeights, PlannerConfig, field_specs, from_mapping
-from .costs import (CostTerm, EffortCost, EndEffectorDistanceCost, JointLimitCost, JointVelocityCost,
+from .costs import (CostTerm, EffortCost, EndEffectorDistanceCost, JointGoalCost, JointLimitCost, JointVelocityCost,
                     TerminalDistanceCost, TerminalVelocityCost, TrajectoryBatch, TrajectoryCost,
                     UncertaintyCost, make_task_cost)
+from .ik import IkSolver, solve_ik
 from .mpc import MpcController, MpcResult
 from .noise import ColoredNoise, powerlaw_psd_gaussian
 from .optimizers import Plan, Planner, PlanStats
@@ -15,7 +16,8 @@ from .rollout import DoubleIntegratorDynamics, Dynamics, EnsembleDynamics, rollo
 
 __all__ = [
     'CostWeights', 'PlannerConfig', 'field_specs', 'from_mapping',
-    'CostTerm', 'EffortCost', 'EndEffectorDistanceCost', 'JointLimitCost', 'JointVelocityCost',
+    'CostTerm', 'EffortCost', 'EndEffectorDistanceCost', 'JointGoalCost', 'JointLimitCost', 'JointVelocityCost',
+    'IkSolver', 'solve_ik',
     'TerminalDistanceCost', 'TerminalVelocityCost', 'TrajectoryBatch', 'TrajectoryCost',
     'UncertaintyCost', 'make_task_cost', 'ColoredNoise', 'powerlaw_psd_gaussian',
     'MpcController', 'MpcResult', 'Plan', 'Planner', 'PlanStats', 'DoubleIntegratorDynamics', 'Dynamics', 'EnsembleDynamics', 'rollout',

@@ -93,6 +93,8 @@ class CostWeights:
     joint_limit: float = setting(10.0, 0.0, 1e6, 'penalty for entering the joint-limit margin')
     joint_limit_margin: float = setting(0.1, 0.0, 1.0, 'joint-limit margin [rad]')
     uncertainty: float = setting(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
+    joint_goal: float = setting(0.0, 0.0, 1e6, 'running squared joint distance [rad^2] to an IK solution of the goal '
+                                '(guides the short horizon out of local minima; 0 = no IK)')
 
     def errors(self) -> list[str]:
         return range_errors(self)

@@ -159,6 +159,28 @@ class JointLimitCost(CostTerm):
         return np.einsum('nphj,nphj->np', depth, depth).mean(axis=-1)
 
 
+class JointGoalCost(CostTerm):
+    """Σ_t mean_j (q_tj − q*_j)² [rad²] to a joint configuration q* that reaches the goal (an IK
+    solution near the arm's configuration, set by the controller per goal; no target = not scored).
+
+    Quadratic on purpose: far from the goal it dominates and points the short horizon along the
+    joint-space path to q* (which stays inside the limits); within a few cm it is orders of
+    magnitude below the end-effector terms, which then set the final approach.
+    """
+    name = 'joint_goal'
+    needs_goal = True
+
+    def __init__(self, weight):
+        super().__init__(weight)
+        self.target: Optional[np.ndarray] = None
+
+    def evaluate(self, batch):
+        if self.target is None:
+            return np.zeros(batch.actions.shape[0])
+        d = batch.q - self.target
+        return np.einsum('nphj,nphj->np', d, d).mean(axis=-1) / d.shape[-1]
+
+
 class UncertaintyCost(CostTerm):
     """Risk term: Σ_t ensemble disagreement (weight = β, the uncertainty penalty)."""
     name = 'uncertainty'
@@ -183,7 +205,11 @@ class TrajectoryCost:
 
     def active_terms(self, goal) -> list[CostTerm]:
         # Goal terms are skipped while there is no goal: the plan then only settles the arm.
-        return [t for t in self.terms if t.enabled and (goal is not None or not t.needs_goal)]
+        return [t for t in self.terms if t.enabled and (goal is not None or not t.needs_goal)
+                and getattr(t, 'target', 0) is not None]
+
+    def term(self, name: str) -> Optional[CostTerm]:
+        return next((t for t in self.terms if t.name == name), None)
 
     def __call__(self, batch: TrajectoryBatch, out: Optional[np.ndarray] = None) -> np.ndarray:
         n = batch.actions.shape[0]
@@ -218,5 +244,6 @@ def make_task_cost(robot, weights: Optional[CostWeights] = None) -> TrajectoryCo
         TerminalVelocityCost(w.terminal_velocity, robot.qd_max),
         JointLimitCost(w.joint_limit, robot.q_min, robot.q_max, w.joint_limit_margin),
         UncertaintyCost(w.uncertainty),
+        JointGoalCost(w.joint_goal),
     ]
     return TrajectoryCost(terms, dof=robot.dof, fk=robot.fk)

@@ -9,6 +9,7 @@ elapsed since the previous plan.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from .config import CostWeights, PlannerConfig
 from .costs import make_task_cost
+from .ik import IkSolver
 from .optimizers import Plan, Planner
 
 # Parameter names of the node (DESIGN.md) that differ from the settings' field names.
@@ -40,6 +42,8 @@ class MpcController:
                                -np.asarray(robot.effort_max, float), np.asarray(robot.effort_max, float))
         self.goal: Optional[np.ndarray] = None
         self._last_time: Optional[float] = None
+        self._ik: Optional[IkSolver] = None
+        self._ik_rng = np.random.default_rng(self.config.seed)
 
     @property
     def config(self) -> PlannerConfig:
@@ -51,8 +55,41 @@ class MpcController:
         g = _finite(goal, 3)
         if g is None:
             return f'goal must be 3 finite numbers, got {goal!r}'
+        if self.goal is None or not np.array_equal(g, self.goal):
+            self._set_joint_goal(None)    # solved from the arm's configuration at the next plan
+            self._ik = None
         self.goal = g
         return None
+
+    # ---- joint-space guidance (IK of the goal, anytime) ---------------------------------------
+    # IK iterations run per plan until the solver converges (a few plans after a new goal), so
+    # no plan carries the whole solve; their time is taken out of that plan's budget.
+    IK_ITERATIONS_PER_PLAN = 10
+
+    @property
+    def joint_goal(self) -> Optional[np.ndarray]:
+        """The IK solution the joint_goal cost term pulls towards (None: not (yet) used)."""
+        term = self.cost.term('joint_goal')
+        return None if term is None or term.target is None else term.target.copy()
+
+    def _set_joint_goal(self, q) -> None:
+        term = self.cost.term('joint_goal')
+        if term is not None:
+            term.target = None if q is None else np.asarray(q, float)
+
+    def _advance_ik(self, q) -> None:
+        if self.goal is None or self.weights.joint_goal <= 0 or self.cost.term('joint_goal') is None:
+            return
+        if self._ik is None:
+            self._ik = IkSolver(self.robot, self.goal, q, rng=self._ik_rng,
+                                margin=max(self.weights.joint_limit_margin, 0.05))
+        if self.joint_goal is None:
+            self._ik.iterate(self.IK_ITERATIONS_PER_PLAN)
+            if self._ik.done:
+                q_star, err = self._ik.best()
+                # An unreachable goal (no solution within 2 cm) gets no joint guidance.
+                if err < 0.02:
+                    self._set_joint_goal(q_star)
 
     def set_dynamics(self, dynamics) -> None:
         """Swap the model (a new bundle): the old warm start belongs to the old model."""
@@ -65,6 +102,8 @@ class MpcController:
     def reset(self) -> None:
         self.planner.reset()
         self._last_time = None
+        self._ik = None               # the arm may be anywhere now: solve again from there
+        self._set_joint_goal(None)
 
     def check_parameters(self, values: Mapping[str, Any]) -> tuple[Optional[str], PlannerConfig, CostWeights]:
         """(reason or None, new config, new weights) for a batch of parameter changes."""
@@ -99,7 +138,11 @@ class MpcController:
         shift = 1
         if now is not None and self._last_time is not None:
             shift = int(np.clip(round((now - self._last_time) / self.dt), 1, self.config.horizon))
-        plan = self.planner.plan(np.concatenate([qv, qdv]), self.goal, shift=shift)
+        t0 = time.perf_counter()
+        self._advance_ik(qv)
+        spent_ms = 1e3 * (time.perf_counter() - t0)
+        plan = self.planner.plan(np.concatenate([qv, qdv]), self.goal, shift=shift,
+                                 budget_ms=self.config.time_budget_ms - spent_ms)
         if now is not None:
             self._last_time = float(now)
         if plan.stats.iterations == 0:

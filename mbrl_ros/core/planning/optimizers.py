@@ -110,7 +110,10 @@ class Planner:
         beta = c.noise_beta if c.planner == 'icem' else 0.0
         self.noise = ColoredNoise(beta, h)
         self._keep = int(round(c.keep_elites_fraction * c.num_elites)) if c.planner == 'icem' else 0
-        self._max_rows = c.num_samples + self._keep + 1
+        # Populations are rounded up to the model's preferred row multiple (e.g. E for one member
+        # per row through the partitioned ensemble) so that no row is padding.
+        self._row_multiple = max(1, int(getattr(self.dynamics, 'row_multiple', 1)))
+        self._max_rows = c.num_samples + self._keep + 1 + self._row_multiple - 1
         self._samples = np.empty((self._max_rows, h, a))
         self._costs = np.empty(self._max_rows)
         p = self.dynamics.num_particles
@@ -148,14 +151,17 @@ class Planner:
         return self._mean.copy()
 
     # ---- the algorithm ------------------------------------------------------------------------
-    def plan(self, state, goal=None, shift: int = 1) -> Plan:
+    def plan(self, state, goal=None, shift: int = 1, budget_ms: Optional[float] = None) -> Plan:
         """Optimise an action sequence from `state` (S,) towards `goal` (3,) within the budget.
 
         shift: control steps elapsed since the previous plan (the warm start moves by this).
+        budget_ms: this plan's budget when the caller already spent part of the configured one
+        (None: `time_budget_ms`; ignored when that is 0 = no limit).
         """
         c = self.config
         t0 = self.clock()
-        deadline = t0 + c.time_budget_ms * 1e-3 if c.time_budget_ms > 0 else None
+        budget = c.time_budget_ms if budget_ms is None or c.time_budget_ms <= 0 else max(float(budget_ms), 0.0)
+        deadline = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
         state = np.asarray(state, float).reshape(self.dynamics.state_dim)
         goal = None if goal is None else np.asarray(goal, float).reshape(3)
         if not np.all(np.isfinite(state)) or (goal is not None and not np.all(np.isfinite(goal))):
@@ -176,6 +182,7 @@ class Planner:
                 stats.budget_cut = True
                 break
             stats.population_capped |= n < c.population(i)
+            n += -(n + extra) % self._row_multiple
             t_iter = self.clock()
             samples = self._sample(mean, std, n, kept, last)
             costs, steps = self._evaluate(samples, state, goal, deadline)

@@ -123,14 +123,32 @@ class EnsembleDynamics:
         self.sample_aleatoric = bool(sample_aleatoric)
         self._rng = np.random.default_rng(seed)
         self._members: Optional[np.ndarray] = None
+        self._rotation = 0
+        self._in_s = self._in_a = None
+        self._slots_key, self._slots = None, None
+        self._zeros = np.zeros(0)
         self._delta_inv_std = None
         std = getattr(runtime, 'delta_std', None)
         if std is not None:
             self._delta_inv_std = 1.0 / np.asarray(std, float)
 
+    @property
+    def row_multiple(self) -> int:
+        """Populations that are a multiple of this run without padding (the planner rounds to it)."""
+        return self.ensemble_size if self._one_member_per_row else 1
+
+    @property
+    def _one_member_per_row(self) -> bool:
+        # TS with one particle per sample through the partitioned graph: each row is evaluated
+        # by one member only, 1/E of the expectation's work for the same number of samples.
+        return (self.propagation != 'expectation' and self.num_particles == 1 and bool(self.ensemble_size)
+                and getattr(self.runtime, 'partitioned', None) is not None)
+
     def begin_rollout(self, rows: int, rng: np.random.Generator) -> None:
         self._rng = rng
-        if self.propagation == 'tsinf':
+        if self._one_member_per_row:
+            self._rotation = int(rng_integers(rng, self.ensemble_size, 1)[0])
+        elif self.propagation == 'tsinf':
             self._members = self._draw_members(rows)
 
     def _draw_members(self, rows: int) -> np.ndarray:
@@ -149,8 +167,59 @@ class EnsembleDynamics:
             std = std * self._delta_inv_std
         return std.mean(axis=-1)
 
+    def _step_one_member(self, states, actions):
+        """TS with P=1 through the partitioned graph: row r uses member (r + rotation) mod E.
+
+        Rows are dealt to members round-robin (a strided view, no sort and scatter), so the kept
+        elites and the mean at the end of a population land on different members; the rotation is
+        drawn per rollout (TS-inf) or per step (TS1). Rows are padded to a multiple of E.
+        """
+        rows, e = states.shape[0], self.ensemble_size
+        if self.propagation == 'ts1':
+            self._rotation = int(rng_integers(self._rng, e, 1)[0])
+        b = -(-rows // e)
+        n = b * e
+        if self._in_s is None or self._in_s.shape[0] != n:
+            self._in_s = np.empty((n, self.state_dim), np.float32)
+            self._in_a = np.empty((n, self.action_dim), np.float32)
+        r = self._rotation
+        # Slot j of the flat input holds row (j - r) mod n, so member j mod E gets rows r' with
+        # (r' + r) mod E == j mod E; padded slots repeat row 0 (evaluated, then ignored).
+        idx = self._slot_rows(rows, n, r)
+        self._in_s[:] = states[idx]
+        self._in_a[:] = actions[idx]
+        s3 = self._in_s.reshape(b, e, -1).transpose(1, 0, 2)
+        a3 = self._in_a.reshape(b, e, -1).transpose(1, 0, 2)
+        mean, logvar = self.runtime.predict_partitioned(np.ascontiguousarray(s3), np.ascontiguousarray(a3))
+        delta = mean.transpose(1, 0, 2).reshape(n, -1)
+        if self.sample_aleatoric:
+            lv = logvar.transpose(1, 0, 2).reshape(n, -1)
+            delta = delta + np.exp(0.5 * lv) * self._rng.standard_normal(delta.shape, dtype=np.float32)
+        out = np.empty_like(states)
+        out[:] = delta[self._row_slots(rows, n, r)]
+        out += states
+        if self._zeros.shape[0] != rows:
+            self._zeros = np.zeros(rows)
+        return out, self._zeros
+
+    def _slot_rows(self, rows: int, n: int, r: int) -> np.ndarray:
+        key = (rows, n, r)
+        if self._slots_key != key:
+            j = np.arange(n)
+            src = (j - r) % n
+            src[src >= rows] = 0
+            dst = (np.arange(rows) + r) % n
+            self._slots_key, self._slots = key, (src, dst)
+        return self._slots[0]
+
+    def _row_slots(self, rows: int, n: int, r: int) -> np.ndarray:
+        self._slot_rows(rows, n, r)
+        return self._slots[1]
+
     def step(self, states, actions):
         rows = states.shape[0]
+        if self._one_member_per_row:
+            return self._step_one_member(states, actions)
         if self.propagation == 'expectation':
             mean, logvar = self.runtime.predict(states, actions)
             delta = mean.mean(axis=0)
