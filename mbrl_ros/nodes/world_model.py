@@ -175,8 +175,9 @@ class WorldModelNode(Node):
         if not np.all(np.isfinite(x)):
             return None, 'non-finite position or velocity'
         t = stamp_to_sec(msg.header.stamp)
-        if not np.isfinite(t):
-            return None, 'bad stamp'
+        # The prediction is stamped t + dt: that must fit a ROS Time (int32 seconds; found by fuzzing).
+        if not (np.isfinite(t) and 0 < t and t + self.bundle.dt < 2**31 - 1):
+            return None, f'bad stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}'
         return (t, x), None
 
     def _on_state(self, msg: JointState) -> None:
