@@ -161,7 +161,7 @@ def memory_growth(samples: Sequence[tuple], ref_t: float) -> dict:
         out[node] = {'rss_ref_mb': round(ref[2] / 2**20, 2), 'rss_end_mb': round(last[2] / 2**20, 2),
                      'ref_t_s': round(ref[0], 1), 'end_t_s': round(last[0], 1),
                      'growth': (last[2] / ref[2] - 1.0) if same and ref[2] > 0 else None,
-                     'restarted': not same, 'pids': sorted({r[1] for r in rows})}
+                     'restarted': len({r[1] for r in rows}) > 1, 'pids': sorted({r[1] for r in rows})}
     return out
 
 

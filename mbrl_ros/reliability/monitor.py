@@ -12,7 +12,9 @@ It subscribes to what reaches the arm and to what tells how the stack is doing:
 
 Arrival times are the middleware's receive timestamps (rmw message info, wall clock), not the
 time this process's executor got round to the callback: a busy monitor must not invent gaps in
-the command stream. (Falls back to time.time() where the middleware gives no timestamp.)
+the command stream. (Falls back to time.time() where the middleware gives no timestamp.) The
+publisher's send timestamps are kept too: missed periods counted on them are the filter's own,
+free of delivery and of this process's scheduling.
 
 `MemorySampler` records the RSS (psutil) of every node process of the stack, by node name.
 """
@@ -50,9 +52,9 @@ LIVENESS = {
 }
 
 
-def _arrival(info) -> float:
+def _arrival(info, key: str = 'received_timestamp') -> float:
     try:
-        t = int(info['received_timestamp'])
+        t = int(info[key])
     except (KeyError, TypeError, ValueError):
         t = 0
     return t * 1e-9 if t > 0 else time.time()
@@ -68,6 +70,7 @@ class Monitor:
         self.t_start = time.time()
         # commands
         self.cmd_t = array('d')
+        self.cmd_sent_t = array('d')     # the publisher's send time (rmw source timestamp)
         self.cmd_mode: list[str] = []
         self.violations = 0
         self.violation_examples: list[tuple[float, str]] = []
@@ -108,6 +111,7 @@ class Monitor:
         why = command_violation(msg.data, self.effort_max)
         with self.lock:
             self.cmd_t.append(t)
+            self.cmd_sent_t.append(_arrival(info, 'source_timestamp'))
             self.cmd_mode.append(self.mode or 'none')
             self.alive_t['safety_filter'] = t
             if why is not None:
@@ -170,6 +174,12 @@ class Monitor:
             modes = list(self.cmd_mode[:len(t)])
         m = (t >= t0) & (t <= t1)
         return t[m], [x for x, keep in zip(modes, m) if keep]
+
+    def sent_times(self, t0: float = 0.0, t1: float = float('inf')) -> np.ndarray:
+        """Send times of the commands (the filter's clock), for the same figures free of delivery delay."""
+        with self.lock:
+            t = np.frombuffer(self.cmd_sent_t, dtype=np.float64).copy()
+        return t[(t >= t0) & (t <= t1)]
 
     def mode_changes(self, t0: float = 0.0) -> list[tuple[float, str]]:
         with self.lock:

@@ -73,7 +73,8 @@ def summarise(s: ReachingSession, t0: float, t1: float, samples, window_s: float
             'max_memory_growth': max(growth) if growth else None,
             'reach': A.success_summary(outcomes),
             'reach_by_window': A.success_by_window(outcomes, t0, window_s),
-            'periods': ps.as_dict(), 'modes': A.mode_counts(modes, ps.missed),
+            'periods': ps.as_dict(), 'periods_sent': A.period_stats(mon.sent_times(t0, t1), t0, t1).as_dict(),
+            'modes': A.mode_counts(modes, ps.missed),
             'out_of_limit': violations, 'load': load_note(), 'load_during': loads}
 
 
@@ -89,6 +90,6 @@ def format_summary(res: dict) -> str:
         lines.append(f"    {w['from_s']:6.0f}-{w['to_s']:6.0f} s: {w['successes']}/{w['goals']} ({w['success_rate']})")
     p, m = res['periods'], res['modes']
     lines.append(f"[soak] missed periods {p['missed_periods']}/{p['expected_periods']} ({p['missed_percent']} %), "
-                 f"longest gap {p['longest_gap_ms']} ms; periods mpc {m['mpc']}, policy {m['policy']}, hold {m['hold']}; "
+                 f"longest gap {p['longest_gap_ms']} ms (by send time {res['periods_sent']['missed_percent']} %); periods mpc {m['mpc']}, policy {m['policy']}, hold {m['hold']}; "
                  f"out-of-limit commands {res['out_of_limit']}")
     return '\n'.join(lines)
