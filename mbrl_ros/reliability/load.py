@@ -71,6 +71,7 @@ def measure(s: ReachingSession, duration_s: float, say: Callable[[str], None] = 
     mon = s.monitor
     viol0 = mon.violations
     filt0 = mon.diag_values('safety_filter') or {}
+    sim0 = mon.diag_values('sim_robot') or {}
     t0 = time.time()
     next_line = t0 + 30.0
     while time.time() - t0 < duration_s:
@@ -87,10 +88,11 @@ def measure(s: ReachingSession, duration_s: float, say: Callable[[str], None] = 
     et, ee = mon.ee_record()
     outcomes = [o for o in A.reach_outcomes(gt, goals, et, ee, t1) if o.t >= t0]
     filt1 = mon.diag_values('safety_filter') or {}
+    sim1 = mon.diag_values('sim_robot') or {}
 
-    def delta(k):
+    def delta(k, a=filt0, b=filt1):
         try:
-            return int(filt1[k]) - int(filt0.get(k, 0))
+            return int(b[k]) - int(a.get(k, 0))
         except (KeyError, ValueError):
             return None
     sent = A.period_stats(mon.sent_times(t0, t1), t0, t1)
@@ -98,7 +100,11 @@ def measure(s: ReachingSession, duration_s: float, say: Callable[[str], None] = 
             'out_of_limit': mon.violations - viol0, 'reach': A.success_summary(outcomes),
             'plan': plan_times(mon.plan_ms, t0, t1), 'has_policy': s.has_policy,
             'filter_periods': {m: delta(f'periods_{m}') for m in ('mpc', 'policy', 'hold')},
-            'filter_late_resyncs': delta('late_resyncs'), 'load': load_note()}
+            'filter_late_resyncs': delta('late_resyncs'),
+            # Counters of the nodes themselves (1 Hz diagnostics, so +-1 s of periods at the edges):
+            # what the filter sent and what the arm received, free of the monitor's own losses.
+            'filter_sent': delta('periods'), 'arm_received': delta('commands_received', sim0, sim1),
+            'load': load_note()}
 
 
 def format_result(res: dict, tag: str = 'load') -> str:
@@ -108,7 +114,9 @@ def format_result(res: dict, tag: str = 'load') -> str:
         f"[{tag}] {res['duration_s']} s; {res.get('hogs', 0)} CPU hogs (cpu % {res.get('hog_cpu', '-')}); {res['load']}",
         f"[{tag}] missed control periods: {p['missed_periods']} of {p['expected_periods']} ({p['missed_percent']} %); "
         f"longest gap {p['longest_gap_ms']} ms (by send time: {res['periods_sent']['missed_periods']}, "
-        f"{res['periods_sent']['missed_percent']} %)",
+        f"{res['periods_sent']['missed_percent']} %, longest gap {res['periods_sent']['longest_gap_ms']} ms)",
+        f"[{tag}] the nodes' own counters over the window: filter sent {res['filter_sent']}, arm (sim_robot) "
+        f"received {res['arm_received']}, of {p['expected_periods']} periods",
         f"[{tag}] periods by mode: mpc {m['mpc']} ({100 * m['mpc'] / total:.1f} %), policy {m['policy']} "
         f"({100 * m['policy'] / total:.1f} %), hold {m['hold']} ({100 * m['hold'] / total:.1f} %)"
         f"{'' if res['has_policy'] else ' (no policy.onnx in the bundle: the fallback is hold)'}; "

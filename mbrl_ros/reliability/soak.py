@@ -20,6 +20,7 @@ def run_soak(s: ReachingSession, duration_s: float, window_s: float = 300.0, mem
     sampler = MemorySampler(s.stack.pids, mem_period_s).start()
     t0 = time.time()
     viol0 = mon.violations
+    counters0 = node_counters(mon)
     loads = []
     try:
         next_line = t0 + progress_s
@@ -35,8 +36,24 @@ def run_soak(s: ReachingSession, duration_s: float, window_s: float = 300.0, mem
     finally:
         sampler.close()
     t1 = time.time()
-    return summarise(s, t0, t1, sampler.samples, window_s, min(mem_ref_s, 0.3 * (t1 - t0)),
-                     mon.violations - viol0, loads)
+    res = summarise(s, t0, t1, sampler.samples, window_s, min(mem_ref_s, 0.3 * (t1 - t0)),
+                    mon.violations - viol0, loads)
+    c1 = node_counters(mon)
+    res.update({k: (c1[k] - counters0[k]) if None not in (c1[k], counters0[k]) else None for k in c1})
+    return res
+
+
+def node_counters(mon) -> dict:
+    """The filter's periods sent and the arm's commands received (their /diagnostics, 1 Hz): what
+    reached the arm, free of the monitor's own losses on a loaded machine."""
+    out = {}
+    for key, node, field in (('filter_sent', 'safety_filter', 'periods'),
+                             ('arm_received', 'sim_robot', 'commands_received')):
+        try:
+            out[key] = int((mon.diag_values(node) or {})[field])
+        except (KeyError, ValueError):
+            out[key] = None
+    return out
 
 
 def progress_line(s: ReachingSession, t0: float, sampler: MemorySampler) -> str:
@@ -92,4 +109,6 @@ def format_summary(res: dict) -> str:
     lines.append(f"[soak] missed periods {p['missed_periods']}/{p['expected_periods']} ({p['missed_percent']} %), "
                  f"longest gap {p['longest_gap_ms']} ms (by send time {res['periods_sent']['missed_percent']} %); periods mpc {m['mpc']}, policy {m['policy']}, hold {m['hold']}; "
                  f"out-of-limit commands {res['out_of_limit']}")
+    lines.append(f"[soak] the nodes' own counters: filter sent {res.get('filter_sent')}, arm received "
+                 f"{res.get('arm_received')}, of {p['expected_periods']} periods")
     return '\n'.join(lines)
