@@ -99,10 +99,9 @@ def test_learn_command_refuses_bad_settings(capsys):
     assert PlannerConfig().time_budget_ms == 15.0    # the evaluation's budget default is the node's
 
 
-# Known issue in core/policy (not this module): on these tiny arm3 runs the exported policy.onnx differs
-# from torch by 2-4e-5 (relative to effort_max), over install_policy's 1e-5 parity check, whatever the
-# student size; reported to the lead. The hook itself (distill -> save_to_bundle) is what this exercises.
-@pytest.mark.xfail(raises=RuntimeError, strict=False, reason='policy export parity 2-4e-5 > 1e-5 on tiny data')
+# The hook itself (distill -> save_to_bundle) is what this exercises. On these tiny runs the arm hardly
+# moves, so some policy features have ~0 variance: core/policy leaves those unscaled (it used to divide
+# by 1e-3 and failed the 1e-5 export parity check).
 def test_learn_distils_a_policy_into_the_bundle(tmp_path, arm3):
     cfg = LearnConfig(**dict(TINY, iterations=0), distill_rounds=1, distill_episodes_per_round=2,
                       distill_eval_goals=1, distill_epochs=2, distill_hidden=[16])

@@ -10,8 +10,8 @@ import yaml
 from _model_helpers import write_bundle
 from mbrl_ros.core.evaluation import evaluate_reaching, sample_goals
 from mbrl_ros.core.policy import PolicyError, PolicyRuntime
-from mbrl_ros.core.policy.distill import DistillConfig, distill, save_to_bundle
-from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, export_policy
+from mbrl_ros.core.policy.distill import DistillConfig, attach_policy, distill, save_to_bundle
+from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, _fk_parts, export_policy, fk_chain, jt_torch
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 
@@ -76,6 +76,57 @@ def test_runtime_refuses_bad_inputs_and_foreign_graphs(arm3, tmp_path):
     bundle = write_bundle(tmp_path / 'b', arm3)
     with pytest.raises(PolicyError, match='expected inputs state, goal'):
         PolicyRuntime(bundle / 'ensemble.onnx')
+
+
+@pytest.mark.parametrize('name', ['arm3', 'arm7'])
+def test_jacobian_features_are_the_fk_jacobian_transposed(name):
+    """J^T e from the in-graph chain equals the finite-difference Jacobian of RobotModel.fk."""
+    robot = RobotModel.load(name)
+    rng = np.random.default_rng(4)
+    q, e = robot.sample_configurations(rng, 20), rng.normal(size=(20, 3))
+    ee, c, s, p_in = _fk_parts(torch.tensor(q, dtype=torch.float32), fk_chain(robot))
+    jt = jt_torch(torch.tensor(e, dtype=torch.float32), c, s, p_in, fk_chain(robot)).numpy()
+    h = 1e-6
+    J = np.stack([(robot.fk(q + h * np.eye(robot.dof)[k]) - robot.fk(q - h * np.eye(robot.dof)[k])) / (2 * h)
+                  for k in range(robot.dof)], axis=-1)                       # (20, 3, dof)
+    np.testing.assert_allclose(ee.numpy(), robot.fk(q), atol=1e-5)
+    np.testing.assert_allclose(jt, np.einsum('bik,bi->bk', J, e), atol=1e-5)
+
+
+def test_export_with_fk_and_jacobian_features_matches_torch(tmp_path):
+    arm7 = RobotModel.load('arm7')
+    torch.manual_seed(0)
+    net = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7)))
+    assert net.config.feature_dim == 2 * 7 + 3 + 2 * 7 + 9 + 2 * 7
+    rng = np.random.default_rng(2)
+    q = arm7.sample_configurations(rng, 300)
+    s = np.concatenate([q, rng.uniform(-1, 1, q.shape) * arm7.qd_max], 1)
+    g = arm7.fk(arm7.sample_configurations(rng, 300))
+    net.set_normalisation(s, g)
+    assert export_policy(net.eval(), tmp_path / 'p.onnx', check_states=s, check_goals=g) <= 1e-5
+    # without the Jacobian inputs the graph is smaller and still exports
+    small = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
+                                   jacobian=False))
+    assert small.config.feature_dim == net.config.feature_dim - 14
+    small.set_normalisation(s, g)
+    assert export_policy(small.eval(), tmp_path / 'q.onnx', check_states=s, check_goals=g) <= 1e-5
+
+
+def test_constant_features_are_left_unscaled_and_export_stays_exact(arm3, tmp_path):
+    """Tiny data where the arm never moved (qd == 0): the qd features are not divided by ~0, so
+    moving states do not blow up float32 rounding (the export parity check used to fail here)."""
+    torch.manual_seed(1)
+    net = PolicyNet(PolicyConfig(dof=3, effort_max=list(arm3.effort_max), hidden_sizes=[16], fk=fk_chain(arm3)))
+    rng = np.random.default_rng(0)
+    q = np.repeat(arm3.sample_configurations(rng, 2), 20, axis=0)
+    net.set_normalisation(np.concatenate([q, np.zeros_like(q)], 1), np.repeat(arm3.fk(q[::20]), 20, axis=0))
+    std = net.in_std.numpy()
+    assert np.all(std[3:6] == 1.0)            # qd: constant -> unscaled
+    assert np.all(std[:3] != 1.0)             # q varies -> standardised
+    qs = arm3.sample_configurations(rng, 256)
+    s = np.concatenate([qs, rng.uniform(-1, 1, qs.shape) * arm3.qd_max], 1)
+    assert export_policy(net.eval(), tmp_path / 'p.onnx', check_states=s,
+                         check_goals=arm3.fk(arm3.sample_configurations(rng, 256))) <= 1e-5
 
 
 # ---- evaluator --------------------------------------------------------------------------------
@@ -181,3 +232,34 @@ def test_distill_cli_writes_into_a_copy_and_leaves_the_source_alone(arm3, tmp_pa
     assert b.policy_path is not None and b.meta['policy']['distillation']['rounds'] == 1
     assert 'wrote' in capsys.readouterr().out
     assert main(['distill', '--bundle', str(tmp_path / 'nope')]) == 2
+
+
+def test_attach_puts_a_distilled_policy_into_another_bundle_of_the_same_robot(arm3, tmp_path):
+    src = write_bundle(tmp_path / 'src', arm3)
+    cfg = DistillConfig(rounds=1, episodes_per_round=2, episode_s=0.2, epochs_per_round=2, hidden_sizes=[16],
+                        eval_goals=1, expert={'horizon': 3, 'num_samples': 8, 'num_iterations': 1,
+                                              'num_elites': 2, 'time_budget_ms': 0.0})
+    save_to_bundle(distill(load_bundle(src, arm3), arm3, cfg, progress=False, log=lambda *_: None), src, arm3)
+    dst = write_bundle(tmp_path / 'dst', arm3, E=2)            # e.g. a retrained ensemble
+    ens_before = (dst / 'ensemble.onnx').read_bytes()
+    section = attach_policy(src, dst, arm3, eval_goals=2, command='test attach')
+    b = load_bundle(dst, arm3)
+    assert b.policy_path is not None and (dst / 'policy.onnx').read_bytes() == (src / 'policy.onnx').read_bytes()
+    assert b.meta['policy']['attached_from']['bundle'] == str(src) and section['attach_command'] == 'test attach'
+    assert b.meta['policy']['metrics']['benchmark'].startswith('reaching: 2 random')
+    assert (dst / 'ensemble.onnx').read_bytes() == ens_before and b.meta['ensemble']['size'] == 2
+    # refused: a source without a policy, and a bundle of another robot (left as it was)
+    with pytest.raises(ValueError, match='no policy.onnx'):
+        attach_policy(write_bundle(tmp_path / 'bare', arm3), dst, arm3, eval_goals=0)
+    arm7 = RobotModel.load('arm7')
+    other = write_bundle(tmp_path / 'arm7', arm7)
+    before = (other / 'bundle.yaml').read_text()
+    with pytest.raises(ValueError, match='different robots'):
+        attach_policy(src, other, arm3, eval_goals=0)
+    assert (other / 'bundle.yaml').read_text() == before and not (other / 'policy.onnx').exists()
+    # the CLI form
+    from mbrl_ros.cli import main
+    dst2 = write_bundle(tmp_path / 'dst2', arm3)
+    assert main(['distill', '--bundle', str(dst2), '--attach', str(src), '--eval-goals', '1', '--no-progress']) == 0
+    assert load_bundle(dst2, arm3).policy_path is not None
+    assert main(['distill', '--bundle', str(dst2), '--attach', str(tmp_path / 'bare')]) == 2

@@ -2,6 +2,10 @@
 
 Writes policy.onnx (+ its sha256 and a `policy:` section in bundle.yaml) and distill_report.{json,png}
 into the bundle, or into a copy with --out (the source bundle is left untouched).
+
+`--attach SRC` distils nothing: it copies the policy of the distilled bundle SRC into --bundle (same
+robot; e.g. the shipped bundle after its ensemble was replaced), re-runs the reaching benchmark
+(--eval-goals) and records it, and validates the result with load_bundle.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from pathlib import Path
 def add_arguments(p):
     p.add_argument('--bundle', required=True, help='model bundle directory (ensemble.onnx + bundle.yaml)')
     p.add_argument('--out', help='copy the bundle here first and write the policy into the copy')
+    p.add_argument('--attach', metavar='SRC', help='no distillation: put the policy of the distilled bundle SRC '
+                                                  'into --bundle (re-evaluated on --eval-goals goals)')
     p.add_argument('--robot', help='built-in robot name or MJCF path (default: the robot named in bundle.yaml)')
     p.add_argument('--rounds', type=int, default=6, help='DAgger rounds (round 0: the expert drives)')
     p.add_argument('--episodes-per-round', type=int, default=16)
@@ -30,6 +36,9 @@ def add_arguments(p):
     g.add_argument('--expert-samples', type=int, default=100)
     g.add_argument('--expert-iterations', type=int, default=2)
     g.add_argument('--expert-elites', type=int, default=10)
+    g.add_argument('--expert-execute', choices=('best', 'mean'), default='best',
+                   help="label with the best sampled plan or the optimiser's final mean (smoother labels)")
+    p.add_argument('--no-jacobian', action='store_true', help='without the J^T (goal - ee), J^T ee-velocity inputs')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     p.add_argument('--no-progress', action='store_true')
@@ -53,10 +62,13 @@ def run(args) -> int:
                             expert_eval_goals=args.expert_eval_goals, seed=args.seed, threads=args.threads,
                             expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
                                     'num_iterations': args.expert_iterations, 'num_elites': args.expert_elites,
-                                    'time_budget_ms': 0.0})
+                                    'execute': args.expert_execute, 'time_budget_ms': 0.0},
+                            jacobian_features=not args.no_jacobian)
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))
+        if args.attach:
+            return _attach(args, src, robot)
         bundle = load_bundle(src, robot)
     except (ValueError, FileNotFoundError, BundleError, yaml.YAMLError) as e:
         print(f'mbrl-ros distill: {e}', file=sys.stderr)
@@ -91,4 +103,16 @@ def run(args) -> int:
           f'{m["step_ms_p99"] * 1e3:.0f} us, {m["speedup_vs_expert_p50"]:.0f}x faster than the expert '
           f'({m["expert_step_ms_p50"]:.1f} ms)')
     print(f'report: {dest / "distill_report.png"}, {dest / "distill_report.json"}')
+    return 0
+
+
+def _attach(args, dest: Path, robot) -> int:
+    from mbrl_ros.core.policy.distill import attach_policy
+    argv = sys.argv[sys.argv.index('distill'):] if 'distill' in sys.argv else ['distill', '<called from python>']
+    section = attach_policy(args.attach, dest, robot, eval_goals=args.eval_goals,
+                            command='mbrl-ros ' + ' '.join(shlex.quote(a) for a in argv),
+                            progress=not args.no_progress)
+    m = section['metrics']
+    print(f'attached {Path(args.attach) / "policy.onnx"} to {dest}: success {m["success_rate"]:.0%} '
+          f'(median final distance {m["final_distance_median_m"] * 100:.1f} cm)')
     return 0

@@ -55,6 +55,7 @@ class DistillConfig:
     hidden_sizes: list = field(default_factory=lambda: [256, 256])
     activation: str = 'silu'
     fk_features: bool = True           # ee = fk(q) and goal - ee as inputs (computed in the graph)
+    jacobian_features: bool = True     # with fk_features: J^T (goal - ee) and J^T ee velocity as inputs
     holdout_every: int = 8             # every 8th episode: held-out labels for the action error
     eval_goals: int = 100              # reaching benchmark after every round
     eval_seed: int = 1000              # benchmark goals (training episodes use `seed`)
@@ -219,7 +220,8 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
     expert = expert if expert is not None else Expert(robot, bundle, cfg.expert, seed=cfg.seed)
     net = PolicyNet(PolicyConfig(dof=robot.dof, effort_max=[float(v) for v in robot.effort_max],
                                  hidden_sizes=list(cfg.hidden_sizes), activation=cfg.activation,
-                                 fk=fk_chain(robot) if cfg.fk_features else None))
+                                 fk=fk_chain(robot) if cfg.fk_features else None,
+                                 jacobian=cfg.jacobian_features))
     net.eval()
     student = _Student(net)
     data = _Dataset(robot.dof)
@@ -369,7 +371,10 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
         'outputs': {'action': ['batch', robot.dof]},
         'predicts': 'effort (Nm on top of gravity compensation), squashed to ±effort_max in the graph',
         'architecture': {'hidden_sizes': list(cfg.hidden_sizes), 'activation': cfg.activation,
-                         'features': 'q, qd, goal, sin q, cos q' + (', fk(q), goal - fk(q)' if cfg.fk_features else '')
+                         'features': 'q, qd, goal, sin q, cos q'
+                                     + (', ee = fk(q), goal - ee, ee velocity' if cfg.fk_features else '')
+                                     + (', J^T (goal - ee), J^T ee velocity' if cfg.fk_features and
+                                        cfg.jacobian_features else '')
                                      + ' (computed and standardised inside the graph)',
                          'output': 'effort_max * tanh', 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
         'distillation': {'method': 'DAgger', 'rounds': cfg.rounds, 'episodes_per_round': cfg.episodes_per_round,
@@ -404,4 +409,66 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
                     expert_success=result.expert_benchmark['success_rate'] if result.expert_benchmark else None)
     except Exception as exc:  # a missing plotting backend must not lose a distilled policy
         log(f'(no report plot: {exc!r})')
+    return section
+
+
+def attach_policy(src_dir, bundle_dir, robot, eval_goals: int = 100, eval_seed: int = 1000, command: str = '',
+                  progress: bool = False) -> dict:
+    """Put the distilled policy of bundle `src_dir` into bundle `bundle_dir` (e.g. the shipped bundle
+    after its ensemble was retrained: the policy maps (state, goal) -> effort on the robot and does
+    not use the ensemble, so it carries over to any bundle of the same robot).
+
+    Refuses (ValueError) a source without a validated policy, or bundles of different robots
+    (description hash, joint names). With `eval_goals` the policy is re-run on the reaching benchmark
+    from the copy and the section's metrics are updated. The policy section (with `attached_from`)
+    and sha256 are written, then the bundle must pass `load_bundle`, else it is restored as it was.
+    Returns the written section."""
+    import os
+    import shutil
+
+    import yaml
+
+    from mbrl_ros.core.runtime.bundle import BUNDLE_FILE, POLICY_FILE, BundleError, load_bundle
+
+    from .runtime import PolicyRuntime
+    src_dir, bundle_dir = Path(src_dir), Path(bundle_dir)
+    try:
+        src = load_bundle(src_dir, robot)
+    except BundleError as e:
+        raise ValueError(f'source {src_dir}: {e}') from e
+    if src.policy_path is None or not isinstance(src.meta.get('policy'), dict):
+        raise ValueError(f'source {src_dir} has no policy.onnx with a policy section (distil one first)')
+    meta = yaml.safe_load((bundle_dir / BUNDLE_FILE).read_text())
+    for key, a, b in (('robot description hash', src.meta['robot'].get('description_hash'),
+                       (meta.get('robot') or {}).get('description_hash')),
+                      ('joint names', src.meta.get('joint_names'), meta.get('joint_names'))):
+        if a != b:
+            raise ValueError(f'{src_dir} and {bundle_dir} are for different robots ({key}: {a} vs {b})')
+    section = dict(src.meta['policy'])
+    section['attached_from'] = {'bundle': str(src_dir), 'sha256': src.file_sha256.get(POLICY_FILE)}
+    if command:
+        section['attach_command'] = command
+    if eval_goals:
+        res = evaluate_reaching(PolicyRuntime(src.policy_path), robot, n_goals=eval_goals, seed=eval_seed,
+                                dt=float(meta.get('dt', 0.02)), progress=progress).summary()
+        section['metrics'] = {**section.get('metrics', {}),
+                              'benchmark': f'reaching: {eval_goals} random reachable goals (seed {eval_seed}), '
+                                           'success = EE within 2 cm of the goal 3 s after it is sent, SimArm at 50 Hz',
+                              'success_rate': round(res['success_rate'], 4),
+                              'final_distance_median_m': round(res['final_distance_m']['median'], 5)}
+    old_yaml = (bundle_dir / BUNDLE_FILE).read_bytes()
+    old_policy = (bundle_dir / POLICY_FILE).read_bytes() if (bundle_dir / POLICY_FILE).exists() else None
+    tmp = bundle_dir / (POLICY_FILE + '.tmp')
+    shutil.copyfile(src.policy_path, tmp)
+    os.replace(tmp, bundle_dir / POLICY_FILE)
+    try:
+        write_policy_section(bundle_dir, section)
+        load_bundle(bundle_dir, robot)
+    except Exception:
+        (bundle_dir / BUNDLE_FILE).write_bytes(old_yaml)
+        if old_policy is None:
+            (bundle_dir / POLICY_FILE).unlink(missing_ok=True)
+        else:
+            (bundle_dir / POLICY_FILE).write_bytes(old_policy)
+        raise
     return section

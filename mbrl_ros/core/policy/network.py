@@ -36,6 +36,7 @@ class PolicyConfig:
     hidden_sizes: list = field(default_factory=lambda: [256, 256])
     activation: str = 'silu'
     fk: Optional[dict] = None   # chain of the robot (fk_chain(robot)); None: no FK features
+    jacobian: bool = True       # with fk: J^T (goal - ee) and J^T (ee velocity) as inputs too
 
     @property
     def state_dim(self) -> int:
@@ -43,8 +44,8 @@ class PolicyConfig:
 
     @property
     def feature_dim(self) -> int:
-        # q, qd, goal, sin q, cos q (+ ee, goal - ee, ee velocity)
-        return 2 * self.dof + 3 + 2 * self.dof + (9 if self.fk else 0)
+        # q, qd, goal, sin q, cos q (+ ee, goal - ee, ee velocity (+ J^T (goal - ee), J^T ee velocity))
+        return 2 * self.dof + 3 + 2 * self.dof + ((9 + (2 * self.dof if self.jacobian else 0)) if self.fk else 0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,36 +62,68 @@ def fk_chain(robot) -> dict:
             'slide': [bool(x) for x in robot._fk_slide]}
 
 
+# Features whose training-set std is below this are left unscaled (see set_normalisation).
+STD_FLOOR = 1e-2
+
 # EE velocity as a forward difference over VEL_H seconds: (fk(q + h qd) - fk(q)) / h ≈ J(q) qd,
 # the damping term of a task-space law, which an MLP would otherwise have to learn as a product.
 VEL_H = 0.05
 
 # p -> (y, x, 0): with it a rotation about z is p*(c,c,1) + swap(p)*(-s,s,0), one form for torch and ONNX.
 _SWAP = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
-_E110, _E001, _EM110 = (np.array(v, dtype=np.float32) for v in ([1, 1, 0], [0, 0, 1], [-1, 1, 0]))
+_E110, _E001, _EM110, _E1M10 = (np.array(v, dtype=np.float32) for v in ([1, 1, 0], [0, 0, 1], [-1, 1, 0], [1, -1, 0]))
 
 
-def fk_torch(q: torch.Tensor, chain: dict) -> torch.Tensor:
+def _fk_parts(q: torch.Tensor, chain: dict):
+    """(ee, cos, sin, p_in): p_in[k] is the tip expressed in the frame of joint k before its motion."""
     t32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
     qf = q - t32(chain['qpos0'])
     c, s = torch.cos(qf), torch.sin(qf)
     p = t32(chain['tip']).expand(q.shape[:-1] + (3,))
+    p_in = [None] * len(chain['R'])
     for k in range(len(chain['R']) - 1, -1, -1):
+        p_in[k] = p
         if chain['slide'][k]:
             p = p + qf[..., k:k + 1] * t32(_E001)
         else:
             p = p * (c[..., k:k + 1] * t32(_E110) + t32(_E001)) + (p @ t32(_SWAP)) * (s[..., k:k + 1] * t32(_EM110))
         p = p @ t32(chain['R'][k]).T + t32(chain['t'][k])
-    return p
+    return p, c, s, p_in
 
 
-def features(state: torch.Tensor, goal: torch.Tensor, dof: int, chain: Optional[dict] = None) -> torch.Tensor:
+def fk_torch(q: torch.Tensor, chain: dict) -> torch.Tensor:
+    return _fk_parts(q, chain)[0]
+
+
+def jt_torch(e: torch.Tensor, c: torch.Tensor, s: torch.Tensor, p_in: list, chain: dict) -> torch.Tensor:
+    """J(q)^T e (..., dof) without forming J: with L_k = R_k Rz(q_k) the linear part of joint k's
+    transform, d ee/d q_k = L_0..L_k (z x p_in[k]), so e . d ee/d q_k = (L_k^T..L_0^T e) . (z x p_in[k]):
+    one pass from the base carrying w = L_k^T w (a slide joint: R_k^T w, and e . d ee/d q_k = w_z)."""
+    t32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
+    w, out = e, []
+    for k in range(len(chain['R'])):
+        w = w @ t32(chain['R'][k])                       # R_k^T w (row vectors)
+        if chain['slide'][k]:
+            out.append((w * t32(_E001)).sum(-1, keepdim=True))
+        else:
+            w = w * (c[..., k:k + 1] * t32(_E110) + t32(_E001)) + (w @ t32(_SWAP)) * (s[..., k:k + 1] * t32(_E1M10))
+            out.append(((p_in[k] @ t32(_SWAP)) * t32(_EM110) * w).sum(-1, keepdim=True))
+    return torch.cat(out, dim=-1)
+
+
+def features(state: torch.Tensor, goal: torch.Tensor, dof: int, chain: Optional[dict] = None,
+             jacobian: bool = False) -> torch.Tensor:
     q = state[..., :dof]
     f = [state, goal, torch.sin(q), torch.cos(q)]
     if chain:
-        ee = fk_torch(q, chain)
+        ee, c, s, p_in = _fk_parts(q, chain)
         ee_ahead = fk_torch(q + VEL_H * state[..., dof:], chain)
-        f += [ee, goal - ee, (ee_ahead - ee) / VEL_H]
+        ee_vel = (ee_ahead - ee) / VEL_H
+        f += [ee, goal - ee, ee_vel]
+        if jacobian:
+            # The joint torques of a task-space spring and damper (J^T F): a reaching law is then
+            # nearly linear in the inputs instead of a product the MLP would have to learn.
+            f += [jt_torch(goal - ee, c, s, p_in, chain), jt_torch(ee_vel, c, s, p_in, chain)]
     return torch.cat(f, dim=-1)
 
 
@@ -111,14 +144,18 @@ class PolicyNet(nn.Module):
     def set_normalisation(self, states: np.ndarray, goals: np.ndarray) -> None:
         with torch.no_grad():
             f = features(torch.as_tensor(states, dtype=torch.float32), torch.as_tensor(goals, dtype=torch.float32),
-                         self.config.dof, self.config.fk)
+                         self.config.dof, self.config.fk, self.config.jacobian)
             self.in_mean.copy_(f.mean(0))
-            # A constant feature (e.g. a joint that never moved) must not divide by zero.
-            self.in_std.copy_(f.std(0).clamp_min(1e-3))
+            # A (nearly) constant feature, e.g. the velocity of a joint that never moved in a tiny data
+            # set, carries no information: scale it by 1 (as sklearn's StandardScaler). Dividing by a
+            # floor like 1e-3 instead blew moving states up 1000x and with them float32 rounding
+            # (ONNX vs torch parity 2e-5 on 2 episodes).
+            std = f.std(0) if len(f) > 1 else torch.zeros(f.shape[-1])
+            self.in_std.copy_(torch.where(std < STD_FLOOR, torch.ones_like(std), std))
 
     def normalised(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """tanh output in [-1, 1]: the action as a fraction of effort_max (what the loss compares)."""
-        h = (features(state, goal, self.config.dof, self.config.fk) - self.in_mean) / self.in_std
+        h = (features(state, goal, self.config.dof, self.config.fk, self.config.jacobian) - self.in_mean) / self.in_std
         for layer in self.hidden:
             h = self.act(layer(h))
         return torch.tanh(self.out(h))
@@ -153,13 +190,16 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
                                             const('q_axis', [-1], np.int64)], ['q'], name='slice_q'))
     feats = ['state', 'goal', node('Sin', ['q'], 'sin_q'), node('Cos', ['q'], 'cos_q')]
     if cfg.fk:
-        ee = _fk_nodes(cfg.fk, A, const, node, 'q', 'fk_')
+        ee, c, s, p_in = _fk_nodes(cfg.fk, A, const, node, 'q', 'fk_')
         qd = node('Slice', ['state', const('qd_start', [A], np.int64), const('qd_end', [2 * A], np.int64),
                             const('q_axis', [-1], np.int64)], 'qd')
         q_ahead = node('Add', ['q', node('Mul', [qd, const('vel_h', [VEL_H])], 'qd_h')], 'q_ahead')
-        ee_ahead = _fk_nodes(cfg.fk, A, const, node, q_ahead, 'fka_')
+        ee_ahead = _fk_nodes(cfg.fk, A, const, node, q_ahead, 'fka_')[0]
         ee_vel = node('Mul', [node('Sub', [ee_ahead, ee], 'ee_step'), const('inv_vel_h', [1.0 / VEL_H])], 'ee_vel')
         feats += [ee, node('Sub', ['goal', ee], 'ee_error'), ee_vel]
+        if cfg.jacobian:
+            feats += [_jt_nodes(cfg.fk, A, const, node, 'ee_error', c, s, p_in, 'jte_'),
+                      _jt_nodes(cfg.fk, A, const, node, ee_vel, c, s, p_in, 'jtv_')]
     x = node('Concat', feats, 'x', axis=-1)
     x = node('Sub', [x, const('in_mean', _np(net.in_mean))], 'x_centered')
     h = node('Mul', [x, const('in_inv_std', 1.0 / _np(net.in_std))], 'x_norm')
@@ -185,16 +225,18 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
     return proto
 
 
-def _fk_nodes(chain: dict, dof: int, const, node, q: str, prefix: str) -> str:
-    """The same arithmetic as fk_torch, as ONNX nodes: q (B,dof) -> (B,3). Node names start with
-    `prefix`; constants (names starting fk_) are shared between calls."""
+def _fk_nodes(chain: dict, dof: int, const, node, q: str, prefix: str):
+    """The same arithmetic as _fk_parts, as ONNX nodes: q (B,dof) -> (ee (B,3), cos, sin, p_in). Node
+    names start with `prefix`; constants (names starting fk_) are shared between calls."""
     qf = node('Sub', [q, const('fk_qpos0', chain['qpos0'])], prefix + 'qf')
     c, s = node('Cos', [qf], prefix + 'cos'), node('Sin', [qf], prefix + 'sin')
     # the tip broadcast to (B,3): 0 * q[:, :1] + tip keeps the batch axis
     zero = node('Mul', [node('Slice', [qf, const('fk_first0', [0], np.int64), const('fk_first1', [1], np.int64),
                                         const('fk_ax', [1], np.int64)], prefix + 'q0'), const('fk_zero', [0.0])], prefix + 'zcol')
     p = node('Add', [zero, const('fk_tip', chain['tip'])], prefix + 'p_tip')
+    p_in = [None] * dof
     for k in range(dof - 1, -1, -1):
+        p_in[k] = p
         lo, hi = const(f'fk_lo{k}', [k], np.int64), const(f'fk_hi{k}', [k + 1], np.int64)
         if chain['slide'][k]:
             qk = node('Slice', [qf, lo, hi, 'fk_ax'], f'{prefix}q{k}_')
@@ -209,7 +251,31 @@ def _fk_nodes(chain: dict, dof: int, const, node, q: str, prefix: str) -> str:
             p = node('Add', [node('Mul', [p, a], f'{prefix}pa{k}'), node('Mul', [sw, b], f'{prefix}pb{k}')], f'{prefix}rot{k}')
         p = node('MatMul', [p, const(f'fk_RT{k}', np.asarray(chain['R'][k]).T)], f'{prefix}pr{k}')
         p = node('Add', [p, const(f'fk_t{k}', chain['t'][k])], f'{prefix}p{k}')
-    return node('Identity', [p], prefix + 'ee')
+    return node('Identity', [p], prefix + 'ee'), c, s, p_in
+
+
+def _jt_nodes(chain: dict, dof: int, const, node, e: str, c: str, s: str, p_in: list, prefix: str) -> str:
+    """The same arithmetic as jt_torch: J(q)^T e (B,dof) from _fk_nodes' cos, sin and p_in."""
+    w, out = e, []
+    axes = const('fk_last_axis', [-1], np.int64)
+    for k in range(dof):
+        w = node('MatMul', [w, const(f'fk_R{k}', chain['R'][k])], f'{prefix}wr{k}')
+        if chain['slide'][k]:
+            out.append(node('ReduceSum', [node('Mul', [w, const('fk_e001', _E001)], f'{prefix}wz{k}'), axes],
+                            f'{prefix}jt{k}', keepdims=1))
+            continue
+        lo, hi = const(f'fk_lo{k}', [k], np.int64), const(f'fk_hi{k}', [k + 1], np.int64)
+        ck = node('Slice', [c, lo, hi, 'fk_ax'], f'{prefix}cos{k}')
+        sk = node('Slice', [s, lo, hi, 'fk_ax'], f'{prefix}sin{k}')
+        a = node('Add', [node('Mul', [ck, const('fk_e110', _E110)], f'{prefix}ce{k}'), const('fk_e001', _E001)],
+                 f'{prefix}cc1_{k}')
+        b = node('Mul', [sk, const('fk_e1m10', _E1M10)], f'{prefix}ss0_{k}')
+        sw = node('MatMul', [w, const('fk_swap', _SWAP)], f'{prefix}sw{k}')
+        w = node('Add', [node('Mul', [w, a], f'{prefix}wa{k}'), node('Mul', [sw, b], f'{prefix}wb{k}')], f'{prefix}w{k}')
+        zxp = node('Mul', [node('MatMul', [p_in[k], const('fk_swap', _SWAP)], f'{prefix}psw{k}'),
+                           const('fk_em110', _EM110)], f'{prefix}zxp{k}')
+        out.append(node('ReduceSum', [node('Mul', [zxp, w], f'{prefix}dot{k}'), axes], f'{prefix}jt{k}', keepdims=1))
+    return node('Concat', out, prefix + 'jt', axis=-1)
 
 
 def export_policy(net: PolicyNet, path, metadata: dict | None = None, check_states=None, check_goals=None,
