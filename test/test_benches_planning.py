@@ -45,3 +45,21 @@ def test_mppi_compare_short(capsys):
 def test_bad_model_is_a_clear_error(capsys):
     assert main(['bench', 'closed-loop', '--model', '/nonexistent/bundle', '--short']) == 2
     assert 'not found' in capsys.readouterr().out
+
+
+def test_mppi_compare_short_with_one_member_per_sample(capsys):
+    pytest.importorskip('pytorch_mppi')
+    data = json.loads(_run(capsys, 'mppi-compare', '--short', '--model', ARM3, '--ours', 'icem',
+                           '--propagation', 'tsinf', '--weights', 'uncertainty=0', '--json'))
+    assert data['propagation'] == 'tsinf'
+    assert set(data['results']) == {'ours icem x1', 'pytorch-mppi'}
+    for s in data['results'].values():
+        assert s['episodes'] == 2 and s['failures'] == 0
+
+
+def test_closed_loop_propagation_is_reported(capsys):
+    data = json.loads(_run(capsys, 'closed-loop', '--short', '--model', ARM3, '--budgets', '15',
+                           '--propagation', 'tsinf', '--json'))
+    assert data['propagation'] == 'tsinf'
+    from mbrl_ros.bench.closed_loop import deployment_propagation
+    assert deployment_propagation() in ('expectation', 'ts1', 'tsinf')

@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument('--elites', type=int, default=None)
     p.add_argument('--planner', default=None, choices=('cem', 'icem'))
     p.add_argument('--weights', default='', metavar='K=V,...', help='cost weights, e.g. uncertainty=0')
+    p.add_argument('--propagation', default=None, choices=('expectation', 'ts1', 'tsinf'),
+                   help='ensemble propagation (default: config/mpc_controller.yaml, as the node)')
     p.add_argument('--short', action='store_true', help='2 goals, budgets 5 and 15: a smoke run')
     p.add_argument('--progress', action='store_true')
     p.add_argument('--json', action='store_true')
@@ -48,15 +50,17 @@ def run(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, BundleError) as e:
         print(f'mbrl-ros bench closed-loop: {e}')
         return 2
+    propagation = args.propagation or deployment_propagation()
     rows = []
     for cfg in cfgs:
-        r = closed_loop_eval(robot, bundle, cfg, weights, goals, args.seed, progress=args.progress)
+        r = closed_loop_eval(robot, bundle, cfg, weights, goals, args.seed, propagation=propagation,
+                             progress=args.progress)
         rows.append(r)
     if args.json:
-        print(json.dumps({'bundle': str(bundle.path), 'rows': rows}, indent=1))
+        print(json.dumps({'bundle': str(bundle.path), 'propagation': propagation, 'rows': rows}, indent=1))
         return 0
     c = cfgs[0]
-    print(f'bundle {bundle.path} ({robot.name}), {c.planner} H={c.horizon} N={c.num_samples} '
+    print(f'bundle {bundle.path} ({robot.name}), {c.planner} H={c.horizon} N={c.num_samples} {propagation} '
           f'iterations<={c.num_iterations}, weights {_weights(args.weights) or "default"}, {goals} goals (seed {args.seed}), success = EE within 2 cm after 3 s')
     print(f'{"budget ms":>10}{"success":>9}{"dist med cm":>13}{"dist p90 cm":>13}{"plan p50":>10}{"plan p99":>10}'
           f'{"iters":>7}{"no cmd":>8}')
@@ -66,3 +70,15 @@ def run(args) -> int:
               f'{r["plan_ms"]["p50"]:>10.2f}{r["plan_ms"]["p99"]:>10.2f}{r["iterations_mean"]:>7.2f}'
               f'{r["no_command"]:>8}')
     return 0
+
+
+def deployment_propagation() -> str:
+    """The node's propagation as deployed (config/mpc_controller.yaml), 'expectation' if not set."""
+    import yaml
+
+    from mbrl_ros.resources import find_resource
+    try:
+        params = yaml.safe_load(find_resource('config', 'mpc_controller.yaml').read_text())
+        return str(params['mpc_controller']['ros__parameters'].get('propagation', 'expectation'))
+    except (OSError, KeyError, TypeError, FileNotFoundError, yaml.YAMLError):
+        return 'expectation'

@@ -1,14 +1,16 @@
 """`mbrl-ros bench mppi-compare`: our planner against `pytorch-mppi` (PyPI) on the same ensemble.
 
 Equal work per plan: both push N samples x H steps through the same ONNX ensemble (one
-onnxruntime session, 1 thread), every member on every row, next state = state + member-mean
-delta (the `expectation` propagation). pytorch-mppi reaches the model through a torch wrapper
-(tensor -> numpy -> onnxruntime -> tensor) and scores trajectories with *our* task cost
-(`make_task_cost`, including the disagreement term) as its terminal cost over the whole
-trajectory, so cost and model are identical and only the optimiser differs. Ours runs with one
-iteration (`cem`: exactly N samples; `icem`: N plus the kept elites), no time budget, so per-plan
-times are compared at equal samples x horizon. Success on the same reaching goals
-(core.evaluation.reaching).
+onnxruntime session, 1 thread; torch also on 1 thread) with the same propagation, through the
+same adapter (`EnsembleDynamics`): `--propagation expectation` evaluates every member on every row
+(next state = state + member-mean delta); `tsinf` evaluates each sample with one member through
+the partitioned graph (PETS TS-inf with one particle: 1/E of the work). pytorch-mppi reaches the
+model through a torch wrapper (tensor -> numpy -> the adapter -> tensor, no copies beyond the
+float32 casts) and scores trajectories with *our* task cost (`make_task_cost`, including the
+disagreement term) as its terminal cost over the whole trajectory, so cost and model are identical
+and only the optimiser differs. Ours runs with one iteration (`cem`: exactly N samples; `icem`: N
+plus the kept elites), no time budget, so per-plan times are compared at equal samples x horizon.
+Success on the same reaching goals (core.evaluation.reaching).
 """
 from __future__ import annotations
 
@@ -25,34 +27,41 @@ def add_arguments(p):
     p.add_argument('--seed', type=int, default=1000, help='goal seed')
     p.add_argument('--lambda', dest='lambda_', type=float, default=0.1, help='MPPI temperature')
     p.add_argument('--ours', default='cem,icem', help='our planners to run (1 iteration each)')
+    p.add_argument('--propagation', default='expectation', choices=('expectation', 'tsinf'),
+                   help='ensemble propagation for both planners (tsinf: one member per sample)')
+    p.add_argument('--weights', default='', metavar='K=V,...', help='cost weights for both, e.g. uncertainty=0')
     p.add_argument('--short', action='store_true', help='2 goals, N=30, H=5, 0.5 s episodes: a smoke run')
     p.add_argument('--json', action='store_true')
 
 
 class _RecordingDynamics:
-    """The ensemble for pytorch-mppi: torch in/out, disagreement of every step kept for the cost."""
+    """The ensemble for pytorch-mppi: torch in/out through the same `EnsembleDynamics` adapter our
+    planner uses; the disagreement of every step is kept for the cost."""
 
-    def __init__(self, runtime, horizon: int):
+    def __init__(self, runtime, horizon: int, propagation: str = 'expectation', seed: int = 0):
         import torch
+
+        from mbrl_ros.core.planning import EnsembleDynamics
         self.torch = torch
-        self.rt = runtime
+        self.dyn = EnsembleDynamics(runtime, propagation=propagation, num_particles=1, seed=seed)
+        self.rng = np.random.default_rng(seed)
         self.dis = None
         self.horizon = horizon
 
     def __call__(self, state, u, t):
         s = state.detach().numpy()
-        mean, _ = self.rt.predict(s, u.detach().numpy())
         if t == 0 or self.dis is None or self.dis.shape[0] != s.shape[0]:
             self.dis = np.zeros((s.shape[0], self.horizon))
-        self.dis[:, t] = self.rt.disagreement_from(mean)
-        return self.torch.from_numpy((s + mean.mean(0)).astype(np.float32))
+            self.dyn.begin_rollout(s.shape[0], self.rng)
+        nxt, self.dis[:, t] = self.dyn.step(s, u.detach().numpy())
+        return self.torch.from_numpy(nxt.astype(np.float32))
 
 
 class MppiAgent:
     """pytorch-mppi as a reaching controller `(q, qd, goal) -> effort` with `reset()`."""
 
     def __init__(self, robot, runtime, samples: int, horizon: int, lambda_: float = 0.1,
-                 init_std: float = 0.25, weights=None, seed: int = 0):
+                 init_std: float = 0.25, weights=None, seed: int = 0, propagation: str = 'expectation'):
         import torch
         from pytorch_mppi import MPPI
 
@@ -63,7 +72,7 @@ class MppiAgent:
         self.cost = make_task_cost(robot, weights)
         self.goal = None
         self.state = None
-        self.dyn = _RecordingDynamics(runtime, horizon)
+        self.dyn = _RecordingDynamics(runtime, horizon, propagation, seed)
         u_max = torch.tensor(np.asarray(robot.effort_max, np.float32))
         sigma = torch.diag((init_std * u_max) ** 2)     # same initial spread as ours (fraction of half-range)
         self.mppi = MPPI(self.dyn, self._running, 2 * robot.dof, sigma, num_samples=samples, horizon=horizon,
@@ -108,28 +117,34 @@ def run(args) -> int:
         return 2
     torch.set_num_threads(1)   # the ensemble runs on one onnxruntime thread for both
     n, h, goals, settle = (30, 5, 2, 0.5) if args.short else (args.samples, args.horizon, args.goals, 3.0)
+    from mbrl_ros.commands.learn import _weights
+    from mbrl_ros.core.planning.config import CostWeights
     try:
+        weights = CostWeights(**_weights(args.weights)).validated()
         bundle = load_bundle(find_resource('models', args.model), intra_op_threads=1)
         robot = RobotModel.load(bundle.robot_name)
         ours = {k.strip(): planner_config(planner=k.strip(), horizon=h, num_samples=n, num_iterations=1,
                                           num_elites=max(2, n // 10), time_budget_ms=0.0)
                 for k in args.ours.split(',') if k.strip()}
-    except (ValueError, FileNotFoundError, BundleError) as e:
+    except (ValueError, TypeError, FileNotFoundError, BundleError) as e:
         print(f'mbrl-ros bench mppi-compare: {e}')
         return 2
     results = {}
     for name, cfg in ours.items():
-        agent = MpcAgent(robot, bundle, cfg, dt=bundle.dt)
+        agent = MpcAgent(robot, bundle, cfg, weights, propagation=args.propagation, dt=bundle.dt)
         results[f'ours {name} x1'] = evaluate_reaching(agent, robot, goals, seed=args.seed, settle_s=settle,
                                                        dt=bundle.dt).summary()
-    mppi = MppiAgent(robot, bundle.ensemble, n, h, lambda_=args.lambda_)
+    mppi = MppiAgent(robot, bundle.ensemble, n, h, lambda_=args.lambda_, weights=weights,
+                     propagation=args.propagation)
     results['pytorch-mppi'] = evaluate_reaching(mppi, robot, goals, seed=args.seed, settle_s=settle,
                                                 dt=bundle.dt).summary()
     if args.json:
-        print(json.dumps({'bundle': str(bundle.path), 'samples': n, 'horizon': h, 'results': results}, indent=1))
+        print(json.dumps({'bundle': str(bundle.path), 'samples': n, 'horizon': h, 'propagation': args.propagation,
+                          'results': results}, indent=1))
         return 0
-    print(f'bundle {bundle.path} ({robot.name}): N={n} samples x H={h} steps per plan, expectation over '
-          f'{bundle.ensemble.ensemble_size} members, {goals} goals (seed {args.seed}), {settle} s episodes')
+    print(f'bundle {bundle.path} ({robot.name}): N={n} samples x H={h} steps per plan, {args.propagation} over '
+          f'{bundle.ensemble.ensemble_size} members, weights {_weights(args.weights) or "default"}, '
+          f'{goals} goals (seed {args.seed}), {settle} s episodes')
     print(f'{"planner":<16}{"plan p50 ms":>12}{"plan p99 ms":>12}{"success":>9}{"dist med cm":>13}')
     for name, s in results.items():
         print(f'{name:<16}{s["step_ms"]["p50"]:>12.2f}{s["step_ms"]["p99"]:>12.2f}{s["success_rate"]:>9.0%}'
