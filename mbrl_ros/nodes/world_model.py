@@ -174,6 +174,12 @@ class WorldModelNode(Node):
         x = np.concatenate([np.asarray(msg.position, np.float64)[idx], np.asarray(msg.velocity, np.float64)[idx]])
         if not np.all(np.isfinite(x)):
             return None, 'non-finite position or velocity'
+        # Far outside what the arm can do (found by fuzzing: 1e308 velocities made the ensemble
+        # output NaN, counted as internal errors): no prediction, a bad state.
+        q, qd = x[:self.dof], x[self.dof:]
+        if np.any(q < self.robot.q_min - 1.0) or np.any(q > self.robot.q_max + 1.0) or \
+                np.any(np.abs(qd) > 10.0 * self.robot.qd_max):
+            return None, 'implausible state: q more than 1 rad past the joint limits or |qd| > 10 qd_max'
         t = stamp_to_sec(msg.header.stamp)
         # The prediction is stamped t + dt: that must fit a ROS Time (int32 seconds; found by fuzzing).
         if not (np.isfinite(t) and 0 < t and t + self.bundle.dt < 2**31 - 1):

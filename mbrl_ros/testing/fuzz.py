@@ -309,6 +309,7 @@ class TopicResult:
     first_bad: str = ''
     responsive: dict = field(default_factory=dict)      # node -> 'yes' or why not
     internal_errors: dict = field(default_factory=dict)  # node -> increase of its internal_errors count
+    error_texts: dict = field(default_factory=dict)      # node -> its diagnostics message about them
 
 
 class CommandWatch:
@@ -377,6 +378,7 @@ class FuzzCampaign:
         self.seed = seed
         self.log = log
         self.watch = CommandWatch(self.probe, robot)
+        self.error_texts: dict = {}
         self.watch.refresh_gids()
         self.diag = self.probe.subscribe('/diagnostics', DiagnosticArray, 100)
         self._pubs = {t: self.probe.publisher(t, ty, LATCHED if t.endswith('active_model') else 10)
@@ -396,7 +398,8 @@ class FuzzCampaign:
         return dead
 
     def internal_errors(self, since: int = 0) -> dict:
-        """Latest `internal_errors` (and model_errors) counter each node reported on /diagnostics."""
+        """Latest `internal_errors` counter each node reported on /diagnostics (and, in
+        self.error_texts, the status message that came with a non-zero one)."""
         out = {}
         for _, arr in list(self.diag[since:]):
             for s in arr.status:
@@ -406,7 +409,10 @@ class FuzzCampaign:
                     try:
                         out[node] = int(float(vals['internal_errors']))
                     except ValueError:
-                        pass
+                        continue
+                    if out[node]:
+                        self.error_texts[node] = s.message + ' | ' + '; '.join(
+                            f'{k}={vals[k]}' for k in ('last_bad_input', 'last_error') if k in vals)
         return out
 
     def responsive(self, node: str, since: int, timeout: float = 10.0) -> str:
@@ -462,6 +468,7 @@ class FuzzCampaign:
         after_err = self.internal_errors()
         res.internal_errors = {k: v - before_err.get(k, 0) for k, v in after_err.items()
                                if v - before_err.get(k, 0)}
+        res.error_texts = {k: self.error_texts.get(k, '') for k in res.internal_errors}
         cmds, bad, first = self.watch.snapshot()
         res.filter_commands, res.out_of_limit, res.first_bad = cmds - before_cmds, bad - before_bad, first
         if topic == '/mbrl/world_model/active_model' and self.good_identity:
@@ -517,7 +524,7 @@ def fuzz_stack(system, robot, n: int, topics=None, rate_hz: float = 1000.0, seed
             r = results[-1]
             log(f'  done in {r.seconds:.1f} s: crashed {r.crashed or "none"}, {r.filter_commands} filter commands, '
                 f'{r.out_of_limit} out of limit {r.first_bad}, responsive {r.responsive}, '
-                f'internal errors {r.internal_errors or 0}')
+                f'internal errors {r.internal_errors or 0} {r.error_texts or ""}')
         return results
     finally:
         sender.close()

@@ -31,6 +31,8 @@ CHECKS = ('model_roots', 'missing_file', 'file_size', 'yaml', 'schema', 'robot',
 # world_model's set-parameters call, and hashing or parsing gigabytes would stall it.
 MAX_YAML_BYTES = 1 << 20
 MAX_ONNX_BYTES = 256 << 20
+MAX_YAML_NODES = 100_000   # a real bundle.yaml has a few hundred
+MAX_YAML_FLOW_OPENERS = 2000
 
 # Values quoted in refusal messages are cut short: a YAML alias bomb expands exponentially in repr().
 _REPR = reprlib.Repr()
@@ -232,6 +234,30 @@ def check_within_roots(path, roots, what: str = 'model_dir') -> Path:
     return real
 
 
+def _expanded_nodes(root) -> float:
+    """How many nodes the YAML graph has once its aliases are expanded (counted, not expanded:
+    each shared node once, so a billion-laughs document costs microseconds)."""
+    memo: dict = {}
+
+    def size(node, depth=0) -> float:
+        if node is None:
+            return 0
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if depth > 200:
+            raise RecursionError('YAML nested more than 200 levels deep')
+        memo[key] = 1  # (a cycle counts once)
+        n = 1.0
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(c, depth + 1) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        memo[key] = n
+        return n
+    return size(root)
+
+
 def _check_size(path: Path, limit: int) -> None:
     size = path.stat().st_size
     if size > limit:
@@ -248,26 +274,37 @@ def load_bundle(model_dir, robot=None, intra_op_threads: int = 1, roots=None) ->
     if not path.is_dir():
         raise BundleError('missing_file', f'{path} is not a directory')
     for name in (BUNDLE_FILE, ENSEMBLE_FILE):
-        if not (path / name).is_file():
-            raise BundleError('missing_file', f'{path / name} does not exist')
         if roots is not None:  # a file symlinked out of the root is refused like the directory
             check_within_roots(path / name, roots, what='bundle file')
+        if not (path / name).is_file():
+            raise BundleError('missing_file', f'{path / name} does not exist')
     _check_size(path / BUNDLE_FILE, MAX_YAML_BYTES)
     _check_size(path / ENSEMBLE_FILE, MAX_ONNX_BYTES)
     try:
-        meta = yaml.safe_load((path / BUNDLE_FILE).read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise BundleError('yaml', f'{path / BUNDLE_FILE} is not valid YAML: {str(e)[:300]}') from e
+        text = (path / BUNDLE_FILE).read_text()
+        # PyYAML's scanner is quadratic in flow nesting depth (20000 '[' took 20 s): bound the
+        # openers first; a bundle.yaml has a few dozen.
+        openers = text.count('[') + text.count('{')
+        if openers > MAX_YAML_FLOW_OPENERS:
+            raise BundleError('yaml', f'{path / BUNDLE_FILE} has {openers} flow collections (more than '
+                              f'{MAX_YAML_FLOW_OPENERS}): not a bundle description')
+        nodes = _expanded_nodes(yaml.compose(text, Loader=yaml.SafeLoader))
+        if nodes > MAX_YAML_NODES:
+            raise BundleError('yaml', f'{path / BUNDLE_FILE} expands to {nodes:.3g} YAML nodes through its '
+                              f'aliases (more than {MAX_YAML_NODES}): an alias bomb, not a bundle description')
+        meta = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise BundleError('yaml', f'{path / BUNDLE_FILE} is not valid YAML: {str(e)[:300] or type(e).__name__}') from e
     if not isinstance(meta, dict):
         raise BundleError('yaml', f'{path / BUNDLE_FILE} must hold a mapping, got {type(meta).__name__}')
     _check_schema(meta)
     for name in meta['files']:
         if Path(name).name != name:
             raise BundleError('schema', f'files entry {name!r} must be a plain file name in the bundle')
-        if not (path / name).is_file():
-            raise BundleError('missing_file', f'{path / name} is listed in {BUNDLE_FILE} but does not exist')
         if roots is not None:
             check_within_roots(path / name, roots, what='bundle file')
+        if not (path / name).is_file():
+            raise BundleError('missing_file', f'{path / name} is listed in {BUNDLE_FILE} but does not exist')
         _check_size(path / name, MAX_ONNX_BYTES)
     if (path / POLICY_FILE).is_file() and POLICY_FILE not in meta['files']:
         raise BundleError('sha256', f'{POLICY_FILE} is present but has no sha256 in {BUNDLE_FILE}')
