@@ -25,6 +25,8 @@ def add_arguments(p):
     p.add_argument('--episodes-per-round', type=int, default=16)
     p.add_argument('--episode-s', type=float, default=3.0, help='episode length [s]')
     p.add_argument('--beta-decay', type=float, default=0.5, help='expert mixing beta = decay**round')
+    p.add_argument('--label-every', type=int, default=1,
+                   help='rounds >= 1: the expert labels every k-th visited state (cheaper; default 1 = all)')
     p.add_argument('--epochs', type=int, default=40, help='training epochs per round')
     p.add_argument('--hidden', default='256,256', help='hidden widths (default 256,256)')
     p.add_argument('--lr', type=float, default=1e-3)
@@ -58,6 +60,7 @@ def run(args) -> int:
         robot = RobotModel.load(args.robot or (meta.get('robot') or {}).get('name') or 'arm7')
         cfg = DistillConfig(rounds=args.rounds, episodes_per_round=args.episodes_per_round,
                             episode_s=args.episode_s, beta_decay=args.beta_decay, epochs_per_round=args.epochs,
+                            label_every=args.label_every,
                             hidden_sizes=hidden, lr=args.lr, eval_goals=args.eval_goals,
                             expert_eval_goals=args.expert_eval_goals, seed=args.seed, threads=args.threads,
                             expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
@@ -89,8 +92,12 @@ def run(args) -> int:
             (dest / POLICY_FILE).unlink(missing_ok=True)
     argv = sys.argv[sys.argv.index('distill'):] if 'distill' in sys.argv else ['distill', '<called from python>']
     command = 'mbrl-ros ' + ' '.join(shlex.quote(a) for a in argv)
-    result = distill(bundle, robot, cfg, progress=not args.no_progress)
-    section = save_to_bundle(result, dest, robot, command=command)
+    sections = []
+    # The bundle is written after every round: a distillation cut short keeps its latest policy.
+    distill(bundle, robot, cfg, progress=not args.no_progress, log=lambda m: print(m, flush=True),
+            on_round=lambda res: sections.append(save_to_bundle(res, dest, robot, command=command,
+                                                                log=lambda m: print(m, flush=True))))
+    section = sections[-1]
     try:
         load_bundle(dest, robot)   # the written bundle must pass every check, policy included
     except BundleError as e:

@@ -153,9 +153,17 @@ class PolicyNet(nn.Module):
             std = f.std(0) if len(f) > 1 else torch.zeros(f.shape[-1])
             self.in_std.copy_(torch.where(std < STD_FLOOR, torch.ones_like(std), std))
 
+    def features(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """The raw inputs of the MLP (weight-free: training computes them once per data set)."""
+        return features(state, goal, self.config.dof, self.config.fk, self.config.jacobian)
+
     def normalised(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """tanh output in [-1, 1]: the action as a fraction of effort_max (what the loss compares)."""
-        h = (features(state, goal, self.config.dof, self.config.fk, self.config.jacobian) - self.in_mean) / self.in_std
+        return self.head(self.features(state, goal))
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        """`normalised` from precomputed `features`."""
+        h = (f - self.in_mean) / self.in_std
         for layer in self.hidden:
             h = self.act(layer(h))
         return torch.tanh(self.out(h))
