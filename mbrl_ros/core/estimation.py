@@ -298,3 +298,43 @@ def _vector(values) -> Optional[np.ndarray]:
     except (TypeError, ValueError):
         return np.full(1, np.nan)  # unparseable: the caller's length/finite checks refuse it
     return a if a.size else None
+
+
+class DelayCompensator:
+    """The state at the time a command will act, predicted with the world model.
+
+    A command planned from the state stamped t reaches the actuator at t + d (the state's own
+    age when the plan starts, the plan itself, transport, the robot picking it up): about one
+    control period in the ROS stack. Planning from the state at t and applying the first action
+    at t + d is planning for a state the arm has already left; at 50 Hz with d ~ 1-1.5 periods
+    that made the reach oscillate around the goal (docs/demo.md, "Latency"). So the planner
+    starts from the prediction of the state at t + d, under the command acting meanwhile (the
+    previous one), with the ensemble mean: whole steps of the model's dt, then the fraction of
+    one more step (linear in the predicted delta).
+
+    `predict(x, u, delay_s)`: x (S,) state [q, qd], u (A,) the command acting during the delay.
+    Returns x unchanged for delay_s <= 0 and anything non-finite out of the model (it never
+    makes the state worse than the measurement).
+    """
+
+    def __init__(self, ensemble, dt: float, max_delay_s: float = 0.1):
+        if not dt > 0:
+            raise ValueError(f'dt must be > 0, got {dt}')
+        self.ensemble = ensemble
+        self.dt = float(dt)
+        self.max_delay_s = float(max_delay_s)
+
+    def predict(self, x, u, delay_s: float) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        u = np.asarray(u, dtype=np.float64).reshape(1, -1)
+        delay = min(float(delay_s), self.max_delay_s)
+        if not delay > 0 or not math.isfinite(delay):
+            return x
+        steps = delay / self.dt
+        whole, frac = int(steps), steps - int(steps)
+        out = x.copy()
+        for k in range(whole + (1 if frac > 1e-6 else 0)):
+            mean, _ = self.ensemble.predict(out[None], u)
+            delta = np.asarray(mean, dtype=np.float64).mean(axis=0)[0]
+            out = out + (delta if k < whole else frac * delta)
+        return out if np.all(np.isfinite(out)) else x

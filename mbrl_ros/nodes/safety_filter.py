@@ -45,6 +45,9 @@ SPECS = [
           dynamic=False),
     Param('control_rate_hz', 50.0, 'commands sent per second (one per period, whatever arrives)',
           range=(1.0, 1000.0)),
+    Param('forward_on_arrival', True,
+          'run the period as soon as a fresh command of the source in charge arrives (one period '
+          'later at the latest), instead of at the loop\'s own phase, which delayed it by 0-1 period'),
     Param('mode_publish_period_s', 1.0, '/mbrl/safety/mode is re-sent this often (and on every change)',
           range=(0.01, 60.0)),
     *params_from_settings(SafetySettings),
@@ -73,7 +76,7 @@ class SafetyFilterNode(Node):
         self._cmds: dict = {k: None for k in SOURCES}    # source -> (JointSample, receive time)
         self._mode = None
         self._mode_sent_t = -1e18
-        self.counts = {'periods': 0, 'late_resyncs': 0, 'states': 0, **{f'{k}_commands': 0 for k in SOURCES},
+        self.counts = {'periods': 0, 'late_resyncs': 0, 'forwarded_on_arrival': 0, 'states': 0, **{f'{k}_commands': 0 for k in SOURCES},
                        'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
                        **{f'bad_{k}_commands': 0 for k in SOURCES}, **{f'refused_{k}': 0 for k in SOURCES},
                        'refused_models': 0, 'model_errors': 0, 'internal_errors': 0}
@@ -134,6 +137,9 @@ class SafetyFilterNode(Node):
             return
         self._cmds[source] = (sample, self._now())
         self.counts[f'{source}_commands'] += 1
+        # Forward at once: the MPC always (it comes first), the policy when the MPC is not in charge.
+        if self.params['forward_on_arrival'] and (source == 'mpc' or self._mode != 'mpc'):
+            self.loop.wake()
 
     def _on_active_model(self, msg: String) -> None:
         self.follower.submit(msg.data)   # validated on the loader thread: the executor never stalls
@@ -237,6 +243,7 @@ class SafetyFilterNode(Node):
     # ---- health -----------------------------------------------------------------------
     def _status(self):
         self.counts['late_resyncs'] = self.loop.resyncs
+        self.counts['forwarded_on_arrival'] = self.loop.woken
         values = {'mode': self._mode or 'none', 'robot': self.robot.name, 'model': self.follower.identity,
                   **{f'periods_{m}': self.filter.mode_counts[m] for m in MODES}, **self.counts,
                   'last_refusal': self._last['refusal'], 'last_bad_input': self._last['bad_input'],

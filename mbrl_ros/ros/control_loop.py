@@ -7,10 +7,18 @@ the period whatever the executor is doing; the executor then only stores inputs.
 
 The loop paces on the wall clock (monotonic); nodes still judge message ages on the ROS
 clock (sim time when use_sim_time), so under sim time the loop rate is in wall seconds.
+
+`wake()` runs the next cycle at once instead of at its deadline (the safety filter forwards a
+fresh MPC command as it arrives: waiting for its own phase added 0-1 period of delay between
+the state the command was planned from and the actuator). After a woken cycle the next deadline
+is one period plus `wake_grace` later, so a source running at the loop's rate drives the loop,
+and the deadline only fires when that source is late. Woken cycles are at least
+`min_interval` apart, which bounds the rate whatever floods the wake-ups.
 """
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Optional
 
 from mbrl_ros.core.sim import Pacer
@@ -18,16 +26,22 @@ from mbrl_ros.core.sim import Pacer
 
 class ControlLoop:
     def __init__(self, step: Callable[[], None], rate_hz: float, name: str = 'control',
-                 resync_after_s: float = 0.1):
+                 resync_after_s: float = 0.1, wake_grace: float = 0.25, min_interval: float = 0.5):
+        """`wake_grace`, `min_interval`: fractions of the period (see the module docstring)."""
         self._step = step
         self._name = name
         self._resync_after = resync_after_s
         self._rate = float(rate_hz)
         self._new_rate: Optional[float] = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._wake_grace = float(wake_grace)
+        self._min_interval = float(min_interval)
+        self._last_start = -1e18
         self._thread: Optional[threading.Thread] = None
         self.cycles = 0
         self.resyncs = 0
+        self.woken = 0   # cycles started by wake() rather than by the deadline
 
     @property
     def running(self) -> bool:
@@ -37,27 +51,51 @@ class ControlLoop:
         """Takes effect from the next cycle."""
         self._new_rate = float(rate_hz)
 
+    def wake(self) -> None:
+        """Run the next cycle now (not before `min_interval` after the last one started)."""
+        self._wake.set()
+
     def start(self) -> None:
         if self.running:
             return
         self._stop.clear()
+        self._wake.clear()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop and wait for the cycle in progress (if any) to finish."""
         self._stop.set()
+        self._wake.set()
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
 
     def _run(self) -> None:
-        pacer = Pacer(1.0 / self._rate, self._resync_after)
+        pacer = self._pacer()
         while not self._stop.is_set():
             if self._new_rate is not None:
                 self._rate, self._new_rate = self._new_rate, None
-                pacer = Pacer(1.0 / self._rate, self._resync_after)
+                pacer = self._pacer()
+            self._last_start = time.monotonic()
             self._step()  # the step catches its own errors: the loop must not die
             self.cycles += 1
             if pacer.wait() is not None:
                 self.resyncs += 1
+
+    def _pacer(self) -> Pacer:
+        pacer = Pacer(1.0 / self._rate, self._resync_after, sleep=lambda s: self._sleep(pacer, s))
+        return pacer
+
+    def _sleep(self, pacer: Pacer, seconds: float) -> None:
+        """Sleep until the deadline, or less when woken (then move the deadline)."""
+        if not self._wake.wait(seconds) or self._stop.is_set():
+            return
+        self._wake.clear()
+        period = 1.0 / self._rate
+        rest = self._last_start + self._min_interval * period - time.monotonic()
+        if rest > 0:
+            self._stop.wait(rest)
+        self.woken += 1
+        # Pacer.wait() adds one period to the deadline it slept for: next = now + period + grace.
+        pacer.deadline = time.monotonic() + self._wake_grace * period
