@@ -111,6 +111,13 @@ def run(args) -> int:
                  f'{delay["p50"]:>9.1f}/{delay["p99"]:<8.1f}' if name == 'ros' else ''))
     print('per goal final distance cm: ' + '  '.join(
         f"{name}: " + ' '.join(f'{100 * v:.1f}' for v in r['per_goal']) for name, r in rows.items()))
+    cpu = result.get('cpu_s_per_s', {})
+    if cpu:
+        print(f"stack CPU (cores busy during the goals): {sum(cpu.values()):.2f} = "
+              + ', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    fp = result['filter_periods']
+    print(f"safety filter: {sum(fp.values())} periods, rate-limited {result['rate_limited_periods']}; "
+          f"MPC {result['mpc_commands_per_s']:.1f} commands/s")
     if result.get('reasons'):
         print('reasons (diagnostics samples): ' + '; '.join(f'{k} ({n})' for k, n in result['reasons'].items()))
     return 0
@@ -135,6 +142,8 @@ def run_ros(robot, model_dir: Path, goals, settle_s: float, sets: list, launch_f
                                  start_new_session=True)
         try:
             result = _drive(robot, goals, settle_s, sets, stack, startup_timeout)
+            if 'error' not in result:
+                result['cpu_s_per_s'] = result.pop('cpu_probe')()
         finally:
             _stop(stack)
     if 'error' in result:
@@ -234,6 +243,7 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
         with rec.lock:
             rec.mpc.clear(), rec.out.clear(), rec.out_delay_ms.clear(), rec.reasons.clear()
         filter0 = _filter_periods(rec.diag.get('safety_filter', {}))
+        cpu_probe = _CpuProbe(stack.pid)
         for k, g in enumerate(goals):
             pub.publish(goal_msg(g))
             fut = reset.call_async(Trigger.Request())
@@ -252,6 +262,7 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
                 last = after[0][1] if after else rec.ee[-1][1]
             per_goal.append(float(np.linalg.norm(np.asarray(last) - g)))
         t_end = time.time()
+        cpu_probe.stop()
         time.sleep(1.2)  # one more /diagnostics of each node
         filter1 = _filter_periods(rec.diag.get('safety_filter', {}))
         mpc_diag = rec.diag.get('mpc_controller', {})
@@ -276,19 +287,57 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
         'per_goal': per_goal, 'mpc_settings': settings,
         'plan_ms': {'p50': pct(mpc_diag, 'plan_ms_p50'), 'p99': pct(mpc_diag, 'plan_ms_p99')},
         'filter_periods': {m: filter1.get(m, 0) - filter0.get(m, 0) for m in ('mpc', 'policy', 'hold')},
+        'rate_limited_periods': filter1.get('rate_limited', 0) - filter0.get('rate_limited', 0),
         'mpc_commands_per_s': len(mpc_t) / max(t_end - t_goals[0], 1e-9),
         'missed_mpc_periods': missed(mpc_t), 'missed_output_periods': missed(out_t),
         'state_to_output_ms': {'p50': float(np.percentile(delay, 50)) if len(delay) else float('nan'),
                                'p99': float(np.percentile(delay, 99)) if len(delay) else float('nan')},
-        'reasons': reasons,
+        'reasons': reasons, 'cpu_probe': cpu_probe.result,
     }
+
+
+class _CpuProbe:
+    """CPU seconds per wall second of each node process during the goals: what the stack demands
+    of the machine (work done, so much less sensitive to other load than timings are)."""
+
+    def __init__(self, pid: int):
+        import psutil
+        self.t0 = time.monotonic()
+        self.procs = {}
+        for p in psutil.Process(pid).children(recursive=True):
+            try:
+                self.procs[p] = (self._name(p), p.cpu_times())
+            except psutil.Error:
+                pass
+        self.usage: dict = {}
+
+    @staticmethod
+    def _name(p) -> str:
+        args = p.cmdline()
+        for a in args:
+            if a.startswith('__node:='):
+                return a.split(':=', 1)[1]
+        return next((a.rsplit('/', 1)[-1] for a in args[1:2]), p.name())
+
+    def stop(self) -> None:
+        span = time.monotonic() - self.t0
+        for p, (name, c0) in self.procs.items():
+            try:
+                c1 = p.cpu_times()
+            except Exception:
+                continue
+            self.usage[name] = round((c1.user + c1.system - c0.user - c0.system) / span, 3)
+
+    def result(self) -> dict:
+        return self.usage
 
 
 def _filter_periods(values: dict) -> dict:
     out = {}
-    for m in ('mpc', 'policy', 'hold'):
+    for m, key in (('mpc', 'periods_mpc'), ('policy', 'periods_policy'), ('hold', 'periods_hold'),
+                   ('rate_limited', 'rate_limited'), ('clamped', 'clamped')):
         try:
-            out[m] = int(values[f'periods_{m}'])
+            out[m] = int(values[key])
         except (KeyError, ValueError):
             out[m] = 0
     return out

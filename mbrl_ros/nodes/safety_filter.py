@@ -76,7 +76,8 @@ class SafetyFilterNode(Node):
         self._cmds: dict = {k: None for k in SOURCES}    # source -> (JointSample, receive time)
         self._mode = None
         self._mode_sent_t = -1e18
-        self.counts = {'periods': 0, 'late_resyncs': 0, 'forwarded_on_arrival': 0, 'states': 0, **{f'{k}_commands': 0 for k in SOURCES},
+        self.counts = {'periods': 0, 'late_resyncs': 0, 'forwarded_on_arrival': 0, 'states': 0,
+                       **{f'{k}_commands': 0 for k in SOURCES},
                        'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
                        **{f'bad_{k}_commands': 0 for k in SOURCES}, **{f'refused_{k}': 0 for k in SOURCES},
                        'refused_models': 0, 'model_errors': 0, 'internal_errors': 0}
