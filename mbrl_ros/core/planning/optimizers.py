@@ -324,7 +324,11 @@ class StepTimeModel:
         self._obs.append((float(rows), float(seconds_per_step)))
         r, t = np.array(self._obs).T
         if np.ptp(r) > 0.1 * r.max():
-            b, a = np.polyfit(r, t, 1)
+            # Least-squares line in closed form (np.polyfit's lstsq cost more than the rest of
+            # this bookkeeping together; it runs after every iteration).
+            rc = r - r.mean()
+            b = float(rc @ (t - t.mean()) / (rc @ rc))
+            a = float(t.mean() - b * r.mean())
             if b > 0 and a >= 0:
                 self._a, self._b = a, b
                 return

@@ -170,51 +170,45 @@ class EnsembleDynamics:
     def _step_one_member(self, states, actions):
         """TS with P=1 through the partitioned graph: row r uses member (r + rotation) mod E.
 
-        Rows are dealt to members round-robin (a strided view, no sort and scatter), so the kept
-        elites and the mean at the end of a population land on different members; the rotation is
-        drawn per rollout (TS-inf) or per step (TS1). Rows are padded to a multiple of E.
+        Rows are dealt to members round-robin, so the kept elites and the mean at the end of a
+        population land on different members; the rotation is drawn per rollout (TS-inf) or per
+        step (TS1). The input is gathered member-major in one copy (padded with row 0 to a multiple
+        of E) and the output scattered back with one more: no sort, no transposes.
         """
         rows, e = states.shape[0], self.ensemble_size
         if self.propagation == 'ts1':
             self._rotation = int(rng_integers(self._rng, e, 1)[0])
         b = -(-rows // e)
-        n = b * e
-        if self._in_s is None or self._in_s.shape[0] != n:
-            self._in_s = np.empty((n, self.state_dim), np.float32)
-            self._in_a = np.empty((n, self.action_dim), np.float32)
-        r = self._rotation
-        # Slot j of the flat input holds row (j - r) mod n, so member j mod E gets rows r' with
-        # (r' + r) mod E == j mod E; padded slots repeat row 0 (evaluated, then ignored).
-        idx = self._slot_rows(rows, n, r)
-        self._in_s[:] = states[idx]
-        self._in_a[:] = actions[idx]
-        s3 = self._in_s.reshape(b, e, -1).transpose(1, 0, 2)
-        a3 = self._in_a.reshape(b, e, -1).transpose(1, 0, 2)
-        mean, logvar = self.runtime.predict_partitioned(np.ascontiguousarray(s3), np.ascontiguousarray(a3))
-        delta = mean.transpose(1, 0, 2).reshape(n, -1)
+        src, dst = self._slots_for(rows, b, self._rotation)
+        if self._in_s is None or self._in_s.shape[0] != b * e:
+            self._in_s = np.empty((b * e, self.state_dim), np.float32)
+            self._in_a = np.empty((b * e, self.action_dim), np.float32)
+        self._in_s[:] = states[src]
+        self._in_a[:] = actions[src]
+        mean, logvar = self.runtime.predict_partitioned(self._in_s.reshape(e, b, -1), self._in_a.reshape(e, b, -1))
+        delta = mean.reshape(b * e, -1)
         if self.sample_aleatoric:
-            lv = logvar.transpose(1, 0, 2).reshape(n, -1)
-            delta = delta + np.exp(0.5 * lv) * self._rng.standard_normal(delta.shape, dtype=np.float32)
-        out = np.empty_like(states)
-        out[:] = delta[self._row_slots(rows, n, r)]
+            delta = delta + np.exp(0.5 * logvar.reshape(b * e, -1)) * self._rng.standard_normal(
+                delta.shape, dtype=np.float32)
+        out = delta[dst].astype(states.dtype)
         out += states
         if self._zeros.shape[0] != rows:
             self._zeros = np.zeros(rows)
         return out, self._zeros
 
-    def _slot_rows(self, rows: int, n: int, r: int) -> np.ndarray:
-        key = (rows, n, r)
+    def _slots_for(self, rows: int, b: int, rot: int) -> tuple[np.ndarray, np.ndarray]:
+        """(src, dst): slot k = e·b + i of the member-major input holds row src[k]; row r's
+        prediction is at slot dst[r]. Row r belongs to member (r + rot) mod E, as its i = r // E-th row."""
+        key = (rows, b, rot)
         if self._slots_key != key:
-            j = np.arange(n)
-            src = (j - r) % n
-            src[src >= rows] = 0
-            dst = (np.arange(rows) + r) % n
+            e = self.ensemble_size
+            first = (np.arange(e) - rot) % e                        # member m's first row
+            src = (first[:, None] + e * np.arange(b)[None, :]).reshape(-1)
+            src[src >= rows] = 0                                    # padding: evaluated, ignored
+            r = np.arange(rows)
+            dst = ((r + rot) % e) * b + r // e
             self._slots_key, self._slots = key, (src, dst)
-        return self._slots[0]
-
-    def _row_slots(self, rows: int, n: int, r: int) -> np.ndarray:
-        self._slot_rows(rows, n, r)
-        return self._slots[1]
+        return self._slots
 
     def step(self, states, actions):
         rows = states.shape[0]
