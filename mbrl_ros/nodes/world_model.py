@@ -27,6 +27,14 @@ from mbrl_ros.ros.model_source import resolve_model_dir
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 
+def _default_roots() -> list:
+    from mbrl_ros.resources import package_share
+    try:
+        return [str(package_share() / 'models'), '~/.mbrl_ros/models']
+    except FileNotFoundError:
+        return ['~/.mbrl_ros/models']
+
+
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path; bundles are checked against it',
           dynamic=False),
@@ -36,8 +44,8 @@ SPECS = [
           '0 = one per state message', range=(0.0, 2000.0)),
     Param('command_timeout_s', 0.1, 'an older command is no longer in force: predict with zero effort '
           '(gravity compensation only)', range=(0.001, 10.0)),
-    Param('model_roots', None, 'directories model_dir may lie in (after resolving symlinks and ..); '
-          "unset = the package models/ and ~/.mbrl_ros/models. The folder holding the bundle the node starts "
+    Param('model_roots', _default_roots(), 'directories model_dir may lie in (after resolving symlinks and ..); '
+          'default: the package models/ and ~/.mbrl_ros/models. The folder holding the bundle the node starts '
           'with is always one too (the operator chose it). A model_dir elsewhere is refused [model_roots]',
           dynamic=False, type_hint='string_array'),
     Param('error_window', 200, 'number of settled predictions in the running RMSE', range=(1, 100000),
@@ -88,10 +96,7 @@ class WorldModelNode(Node):
         return resolve_model_dir(value, self.robot.name)
 
     def _roots(self) -> list:
-        from mbrl_ros.resources import package_share
-        roots = self.params['model_roots']
-        if roots is None:
-            roots = [str(package_share() / 'models'), '~/.mbrl_ros/models']
+        roots = self.params['model_roots'] or []
         # The startup bundle's folder: set in the same (static) configuration as the roots themselves,
         # it keeps launches with model_dir:=/some/where working and lets them swap to its siblings.
         start = self._resolve(self.params['model_dir']).expanduser().resolve()
