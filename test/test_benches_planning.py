@@ -38,8 +38,9 @@ def test_closed_loop_short(capsys):
 
 def test_mppi_compare_short(capsys):
     pytest.importorskip('pytorch_mppi')
-    out = _run(capsys, 'mppi-compare', '--short', '--model', ARM3, '--ours', 'cem')
+    out = _run(capsys, 'mppi-compare', '--short', '--model', ARM3, '--ours', 'cem', '--timing-plans', '4')
     assert 'pytorch-mppi' in out and 'ours cem x1' in out and 'faster per plan' in out
+    assert 'interleaved timing' in out
 
 
 def test_bad_model_is_a_clear_error(capsys):

@@ -31,6 +31,9 @@ def add_arguments(p):
                    help='ensemble propagation for both planners (tsinf: one member per sample)')
     p.add_argument('--weights', default='', metavar='K=V,...', help='cost weights for both, e.g. uncertainty=0')
     p.add_argument('--short', action='store_true', help='2 goals, N=30, H=5, 0.5 s episodes: a smoke run')
+    p.add_argument('--timing-plans', type=int, default=0, metavar='K',
+                   help='also time K plans of each planner alternately from the same states (fair under a '
+                        'changing machine load), before the closed-loop runs')
     p.add_argument('--json', action='store_true')
 
 
@@ -101,6 +104,24 @@ class MppiAgent:
         return u.detach().numpy().astype(np.float64).reshape(-1)
 
 
+def interleaved_plan_times(agents: dict, robot, plans: int, seed: int = 0) -> dict:
+    """Per-plan wall time [ms] of each agent, called in turn on the same random states and goals,
+    so that a load change on the machine hits every planner alike. -> name -> (plans,) array."""
+    import time
+
+    from mbrl_ros.core.evaluation.reaching import sample_goals
+    starts, _, goals = sample_goals(robot, plans, seed)
+    times = {k: np.empty(plans) for k in agents}
+    rng = np.random.default_rng(seed)
+    for i in range(plans):
+        qd = 0.1 * rng.standard_normal(robot.dof)
+        for name in (list(agents) if i % 2 == 0 else list(agents)[::-1]):
+            t0 = time.perf_counter()
+            agents[name](starts[i], qd, goals[i])
+            times[name][i] = 1e3 * (time.perf_counter() - t0)
+    return times
+
+
 def run(args) -> int:
     import torch
 
@@ -129,7 +150,16 @@ def run(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, BundleError) as e:
         print(f'mbrl-ros bench mppi-compare: {e}')
         return 2
-    results = {}
+    results, timing = {}, {}
+    if args.timing_plans > 0:
+        agents = {f'ours {k} x1': MpcAgent(robot, bundle, cfg, weights, propagation=args.propagation, dt=bundle.dt)
+                  for k, cfg in ours.items()}
+        agents['pytorch-mppi'] = MppiAgent(robot, bundle.ensemble, n, h, lambda_=args.lambda_, weights=weights,
+                                           propagation=args.propagation)
+        for a in agents.values():   # warm up (first-call allocations, onnxruntime arenas)
+            interleaved_plan_times({'a': a}, robot, 3, seed=args.seed + 1)
+        t = interleaved_plan_times(agents, robot, args.timing_plans, seed=args.seed)
+        timing = {k: {'p50': float(np.percentile(v, 50)), 'p99': float(np.percentile(v, 99))} for k, v in t.items()}
     for name, cfg in ours.items():
         agent = MpcAgent(robot, bundle, cfg, weights, propagation=args.propagation, dt=bundle.dt)
         results[f'ours {name} x1'] = evaluate_reaching(agent, robot, goals, seed=args.seed, settle_s=settle,
@@ -140,7 +170,7 @@ def run(args) -> int:
                                                 dt=bundle.dt).summary()
     if args.json:
         print(json.dumps({'bundle': str(bundle.path), 'samples': n, 'horizon': h, 'propagation': args.propagation,
-                          'results': results}, indent=1))
+                          'results': results, 'interleaved_plan_ms': timing}, indent=1))
         return 0
     print(f'bundle {bundle.path} ({robot.name}): N={n} samples x H={h} steps per plan, {args.propagation} over '
           f'{bundle.ensemble.ensemble_size} members, weights {_weights(args.weights) or "default"}, '
@@ -153,4 +183,10 @@ def run(args) -> int:
     for name, s in results.items():
         if name != 'pytorch-mppi':
             print(f'{name}: {ref / s["step_ms"]["p50"]:.2f}x faster per plan (p50) than pytorch-mppi')
+    if timing:
+        print(f'interleaved timing, {args.timing_plans} plans each from the same states (p50 / p99 ms):')
+        ref = timing['pytorch-mppi']['p50']
+        for name, t in timing.items():
+            extra = '' if name == 'pytorch-mppi' else f'  -> {ref / t["p50"]:.2f}x faster (p50)'
+            print(f'  {name:<16}{t["p50"]:>9.2f} /{t["p99"]:>8.2f}{extra}')
     return 0
