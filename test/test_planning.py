@@ -766,3 +766,23 @@ def test_mpc_solves_ik_over_its_first_plans_and_keeps_the_budget(arm7):
     off.set_goal(arm7.fk(qg))
     off.compute(q0, np.zeros(7))
     assert off.joint_goal is None and off._ik is None   # weight 0: no IK work at all
+
+
+def test_node_config_file_matches_the_planner_defaults():
+    """config/mpc_controller.yaml carries the deployment settings = PlannerConfig()/CostWeights()."""
+    import dataclasses
+
+    import yaml
+
+    from mbrl_ros.core.planning.mpc import ALIASES
+    from mbrl_ros.resources import find_resource
+    params = yaml.safe_load(find_resource('config', 'mpc_controller.yaml').read_text())
+    params = {ALIASES.get(k, k): v for k, v in params['mpc_controller']['ros__parameters'].items()}
+    checked = 0
+    for cls in (PlannerConfig, CostWeights):
+        for f in dataclasses.fields(cls):
+            if f.name in params:
+                assert params[f.name] == f.default, f'{f.name}: yaml {params[f.name]!r} != default {f.default!r}'
+                checked += 1
+    assert checked >= 20
+    assert params['propagation'] in EnsembleDynamics.PROPAGATIONS
