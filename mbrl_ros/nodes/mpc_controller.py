@@ -51,6 +51,11 @@ SPECS = [
     Param('autostart', True, 'configure and activate at start (else wait for ~/change_state)', dynamic=False),
     Param('control_rate_hz', 50.0, 'plans (and commands) per second', range=(1.0, 500.0)),
     Param('state_timeout_s', 0.1, 'a state older than this is stale: no command', range=(0.001, 10.0)),
+    Param('delay_compensation', False,
+          'plan from the state predicted (world model, previous command) for the time the command '
+          'will act: state age + expected plan time + command_delay_s; false: from the measured state'),
+    Param('command_delay_s', 0.003, 'expected time from publishing a command to the arm applying it '
+          '(transport, safety filter, the robot picking it up) [s]', range=(0.0, 0.5)),
     Param('plan_publish_every', 5, 'publish the predicted EE path every n-th plan (keeps the loop light)',
           range=(1, 1000)),
     Param('propagation', 'expectation', 'ensemble propagation (applies to the next model loaded)',
@@ -100,10 +105,14 @@ class MpcControllerNode(LifecycleNode):
         self._subs: list = []
         self._pub_cmd = self._pub_plan = None
         self._plan_ms: deque = deque(maxlen=self.params['stats_window'])
+        self._recent_plan_s: deque = deque(maxlen=20)   # the expected plan time (delay compensation)
+        self._predictor = None           # DelayCompensator of the model in use
+        self._last_cmd = None            # (effort, ROS time published) of the last command
         self.counts = {'plans': 0, 'commands': 0, 'overruns': 0, 'no_command': 0, 'bad_states': 0,
                        'stale_states': 0, 'bad_goals': 0, 'model_swaps': 0, 'refused_models': 0,
                        'internal_errors': 0}
         self._last = {'iterations': 0, 'samples': 0, 'goal_distance': float('nan'), 'no_command': 'none',
+                      'compensated_ms': 0.0,
                       'bad_input': 'none', 'error': 'none'}
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         if self.params['autostart']:
@@ -232,6 +241,8 @@ class MpcControllerNode(LifecycleNode):
         else:
             self.mpc.set_dynamics(dyn)
             self.mpc.dt = bundle.dt
+        from mbrl_ros.core.estimation import DelayCompensator
+        self._predictor = DelayCompensator(bundle.ensemble, bundle.dt)
         self._goal_applied = None
         self._model_in_use = bundle.identity
         self.counts['model_swaps'] += 1
@@ -252,9 +263,11 @@ class MpcControllerNode(LifecycleNode):
             return self._no_command(why)
         sample, stamp = self._state
         t0 = time.perf_counter()
-        res = self.mpc.compute(sample.q, sample.qd, now=sample.stamp)
+        q, qd = self._state_at_actuation(sample)
+        res = self.mpc.compute(q, qd, now=sample.stamp)
         ms = 1e3 * (time.perf_counter() - t0)
         self._plan_ms.append(ms)
+        self._recent_plan_s.append(ms * 1e-3)
         self.counts['plans'] += 1
         budget = self.mpc.config.time_budget_ms
         if ms > 1e3 / self.params['control_rate_hz'] or (budget > 0 and ms > budget):
@@ -268,9 +281,31 @@ class MpcControllerNode(LifecycleNode):
         out = JointState(name=self.robot.joint_names, effort=[float(u) for u in res.command])
         out.header.stamp = stamp
         self._pub_cmd.publish(out)
+        self._last_cmd = (np.asarray(res.command, dtype=np.float64), self._now())
         self.counts['commands'] += 1
         if res.plan.ee_path is not None and self.counts['plans'] % self.params['plan_publish_every'] == 0:
             self._publish_plan(res.plan.ee_path, stamp)
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _state_at_actuation(self, sample) -> tuple[np.ndarray, np.ndarray]:
+        """(q, qd) to plan from: the measured state, or (delay_compensation) its prediction for the
+        time this plan's command will act, under the command acting until then (the last one sent,
+        zero if none was sent within state_timeout_s: the robot side has timed it out or holds)."""
+        if not self.params['delay_compensation'] or self._predictor is None:
+            self._last['compensated_ms'] = 0.0
+            return sample.q, sample.qd
+        now = self._now()
+        expected_plan = (float(np.median(self._recent_plan_s)) if self._recent_plan_s
+                         else self.mpc.config.time_budget_ms * 1e-3)
+        delay = max(now - sample.stamp, 0.0) + expected_plan + self.params['command_delay_s']
+        u = np.zeros(self.robot.dof)
+        if self._last_cmd is not None and now - self._last_cmd[1] <= self.params['state_timeout_s']:
+            u = self._last_cmd[0]
+        x = self._predictor.predict(np.concatenate([sample.q, sample.qd]), u, delay)
+        self._last['compensated_ms'] = 1e3 * delay
+        return x[:self.robot.dof], x[self.robot.dof:]
 
     def _why_no_plan(self) -> Optional[str]:
         if self.mpc is None:
@@ -279,7 +314,7 @@ class MpcControllerNode(LifecycleNode):
             return 'no goal'
         if self._state is None:
             return 'no state'
-        age = self.get_clock().now().nanoseconds * 1e-9 - self._state[0].stamp
+        age = self._now() - self._state[0].stamp
         if age > self.params['state_timeout_s'] or age < -self.params['state_timeout_s']:
             self.counts['stale_states'] += 1
             return f"stale state ({age * 1e3:.0f} ms old, timeout {self.params['state_timeout_s'] * 1e3:.0f} ms)"
@@ -321,6 +356,7 @@ class MpcControllerNode(LifecycleNode):
             'plan_ms_p50': float(np.percentile(times, 50)) if times is not None else 'n/a',
             'plan_ms_p99': float(np.percentile(times, 99)) if times is not None else 'n/a',
             'iterations_last': self._last['iterations'], 'samples_last': self._last['samples'],
+            'compensated_delay_ms_last': self._last['compensated_ms'],
             'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
             'goal_distance_m': self._last['goal_distance'],
             'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],
