@@ -56,6 +56,7 @@ class Fault:
     missed_periods: int = 0
     periods: int = 0
     modes: dict = field(default_factory=dict)
+    conclusive: bool = True               # False: 'unchanged' cannot be judged (no mpc before the kill)
     arm_commanded: bool = True            # after the recovery, commands reach the arm (sim_robot)
     notes: list = field(default_factory=list)
 
@@ -233,6 +234,9 @@ class ChaosRun:
                     fault.outcome = 'mpc'
                 fault.notes.append(f"mpc share {100 * before_mpc:.0f} % before the kill, "
                                    f"{100 * share['mpc']:.0f} % while down")
+                if before_mpc < self.unchanged_share:
+                    fault.conclusive = False
+                    fault.notes.append('INCONCLUSIVE: the MPC hardly got through before the kill either (load)')
             if fault.outcome not in ('mpc', 'none'):
                 at_kill = [m for t, m in mon.mode_changes(t_kill - 3600) if t <= t_kill]
                 first = [t for t, m in mon.mode_changes(t_kill) if m == fault.outcome]
@@ -278,7 +282,8 @@ class ChaosRun:
         by_node: dict = {}
         for f in self.faults:
             d = by_node.setdefault(f.node, {'faults': 0, 'as_designed': 0, 'recovered': 0, 'out_of_limit': 0,
-                                            'to_outcome_s': [], 'recover_s': []})
+                                            'inconclusive': 0, 'to_outcome_s': [], 'recover_s': []})
+            d['inconclusive'] += int(not f.conclusive)
             d['faults'] += 1
             d['as_designed'] += int(f.as_designed)
             d['recovered'] += int(f.recovered)
@@ -294,6 +299,7 @@ class ChaosRun:
                 'violation_examples': mon.violation_examples[:5],
                 'all_as_designed': all(f.as_designed for f in self.faults),
                 'all_recovered': all(f.recovered for f in self.faults),
+                'inconclusive': sum(not f.conclusive for f in self.faults),
                 'reach': reach, 'periods': A.period_stats(t, t0, t1).as_dict(),
                 'has_policy': self.s.has_policy, 'load': load_note()}
 
@@ -310,7 +316,7 @@ def format_summary(res: dict) -> str:
                      f"{d['out_of_limit']:12d}  {mm(d['to_outcome_s']):>26s}  {mm(d['recover_s']):>26s}")
     p = res['periods']
     lines.append(f"[chaos] commands outside the limits: {res['out_of_limit_total']} (must be 0); all as designed: "
-                 f"{res['all_as_designed']}; all recovered: {res['all_recovered']}")
+                 f"{res['all_as_designed']} ({res['inconclusive']} inconclusive); all recovered: {res['all_recovered']}")
     lines.append(f"[chaos] over the whole run: missed periods {p['missed_periods']}/{p['expected_periods']} "
                  f"({p['missed_percent']} %, faults included); reach {res['reach']['successes']}/"
                  f"{res['reach']['goals']} goals (faults included)")
