@@ -263,3 +263,4 @@ def test_attach_puts_a_distilled_policy_into_another_bundle_of_the_same_robot(ar
     assert main(['distill', '--bundle', str(dst2), '--attach', str(src), '--eval-goals', '1', '--no-progress']) == 0
     assert load_bundle(dst2, arm3).policy_path is not None
     assert main(['distill', '--bundle', str(dst2), '--attach', str(tmp_path / 'bare')]) == 2
+

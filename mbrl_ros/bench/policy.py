@@ -89,8 +89,8 @@ def run(args) -> int:
                'policy_cpu_ms': _pct(1e3 * c), 'load_average_1min': _load()}
         if args.compare_mpc and bundle is not None:
             from mbrl_ros.core.planning import EnsembleDynamics, MpcController, PlannerConfig
-            mpc = MpcController(robot, EnsembleDynamics(bundle.ensemble), PlannerConfig(time_budget_ms=args.budget_ms),
-                                dt=bundle.dt)
+            pc = PlannerConfig(time_budget_ms=args.budget_ms)
+            mpc = MpcController(robot, EnsembleDynamics(bundle.ensemble), pc, dt=bundle.dt)
             tm = np.empty(args.plans)
             for i in range(args.plans):
                 mpc.set_goal(goals[i])
@@ -98,7 +98,8 @@ def run(args) -> int:
                 mpc.compute(q[i], qd[i])
                 tm[i] = time.perf_counter() - t0
             out['mpc_ms'] = _pct(1e3 * tm)
-            out['mpc_config'] = f'node defaults (icem, H=12, N=300, 3 iterations, budget {args.budget_ms:g} ms)'
+            out['mpc_config'] = (f'node defaults ({pc.planner}, H={pc.horizon}, N={pc.num_samples}, '
+                                 f'{pc.num_iterations} iterations, budget {args.budget_ms:g} ms)')
             out['speedup_p50'] = out['mpc_ms']['p50'] / out['policy_ms']['p50']
     if args.json:
         print(json.dumps(out, indent=2))

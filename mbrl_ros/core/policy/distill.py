@@ -150,7 +150,7 @@ class _Student:
         rng = np.random.default_rng(0)
         q = self.robot.sample_configurations(rng, 64)
         qd = rng.uniform(-1, 1, size=q.shape) * np.asarray(self.robot.qd_max)
-        path = self.workdir / 'student.onnx'
+        path = self.path = self.workdir / 'student.onnx'
         export_policy(self.net, path, check_states=np.concatenate([q, qd], 1),
                       check_goals=self.robot.fk(self.robot.sample_configurations(rng, 64)))
         self.runtime = PolicyRuntime(path)
@@ -171,6 +171,10 @@ class Expert:
 
     def reset(self):
         self.mpc.reset()
+
+    def reseed(self, seed: int):
+        self.mpc.planner.rng = np.random.default_rng(seed)
+        self.mpc._ik_rng = np.random.default_rng(seed)
 
     def __call__(self, q, qd, goal, now=None):
         """`now`: the episode time [s], so that a call after skipped periods shifts the warm start."""
@@ -260,32 +264,18 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
         t_round = time.perf_counter()
         beta = cfg.beta(r)
         used_expert = used = 0
-        for _ in range(cfg.episodes_per_round):
-            held = ep % cfg.holdout_every == cfg.holdout_every - 1
-            sim.reset(q=starts[ep])
-            expert.reset()
-            goal = goals[ep]
-            try:
-                for k in range(steps):
-                    q, qd, _ = sim.observe()
-                    use_expert = rng.random() < beta
-                    a_star = None
-                    if use_expert or r == 0 or k % cfg.label_every == 0:
-                        a_star = _label(expert, q, qd, goal, k * dt)
-                        data.add(np.concatenate([q, qd]), goal, a_star, held)
-                    if use_expert:
-                        u = a_star
-                        used_expert += 1
-                    else:
-                        u = student(q, qd, goal)
-                    used += 1
-                    sim.set_command(u)
-                    sim.step(substeps)
-                    if bar is not None:
-                        bar.update(1)
-            except SimError as exc:  # an unstable episode ends early; its labels so far are valid
-                log(f'round {r}: episode {ep} ended early: {exc}')
-            ep += 1
+        jobs = [(r, e, starts[e], goals[e], e % cfg.holdout_every == cfg.holdout_every - 1)
+                for e in range(ep, ep + cfg.episodes_per_round)]
+        ep += cfg.episodes_per_round
+        for job in jobs:
+            labels, n_exp, n, err = _run_episode(cfg, sim, substeps, steps, dt, expert, student, *job)
+            for row in labels:
+                data.add(*row)
+            used_expert, used = used_expert + n_exp, used + n
+            if err:
+                log(err)
+            if bar is not None:
+                bar.update(steps)
         if r == 0:
             s0, g0, _ = data.arrays(held=False)
             net.set_normalisation(s0, g0)   # fixed from round 0 on, so later rounds fine-tune
@@ -320,6 +310,38 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
     if on_round is not None:
         on_round(result)
     return result
+
+
+def _run_episode(cfg, sim, substeps, steps, dt, expert, student, r, ep, start, goal, held):
+    """One DAgger episode: (labels [(state, goal, action, held)], expert steps, steps, error). Its coin
+    flips and the expert's samplers are seeded by the episode index, so an episode's labels do not
+    depend on the episodes before it (a step towards labelling episodes in parallel processes)."""
+    rng = np.random.default_rng([cfg.seed, ep])
+    beta = cfg.beta(r)
+    sim.reset(q=start)
+    expert.reset()
+    if hasattr(expert, 'reseed'):
+        expert.reseed(cfg.seed * 100003 + ep)
+    labels, used_expert, used, err = [], 0, 0, None
+    try:
+        for k in range(steps):
+            q, qd, _ = sim.observe()
+            use_expert = rng.random() < beta
+            a_star = None
+            if use_expert or r == 0 or k % cfg.label_every == 0:
+                a_star = _label(expert, q, qd, goal, k * dt)
+                labels.append((np.concatenate([q, qd]), goal, a_star, held))
+            if use_expert:
+                u = a_star
+                used_expert += 1
+            else:
+                u = student(q, qd, goal)
+            used += 1
+            sim.set_command(u)
+            sim.step(substeps)
+    except SimError as exc:  # an unstable episode ends early; its labels so far are valid
+        err = f'round {r}: episode {ep} ended early: {exc}'
+    return labels, used_expert, used, err
 
 
 def _label(expert, q, qd, goal, now):
