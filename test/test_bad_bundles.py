@@ -64,8 +64,8 @@ def test_bad_bundles_refused_by_the_live_stack(layout, launch_system):
                        echo=False) as system:
         report = run_against_stack(system, bad, baseline_s=5.0)
         print(format_report(report))
-        for name in ('sim_robot', 'state_estimator', 'world_model', 'mpc_controller', 'policy', 'safety_filter'):
-            assert system.runner.poll() is None, system.output_text()[-4000:]
+        # respawn off: a node that died would have ended the launch
+        assert system.runner.poll() is None, system.output_text()[-4000:]
     for o in report.outcomes:
         assert o.refused, f'{o.bundle.kind} accepted'
         assert o.check_named, f'{o.bundle.kind}: want [{o.bundle.check}] in {o.reason!r}'

@@ -70,7 +70,8 @@ def scan(source: str, name: str = '<src>') -> list[str]:
                 found.append(f'{where}: {fn}()')
             if last == 'load' and fn.split('.')[0] in ('np', 'numpy'):
                 for kw in node.keywords:
-                    if kw.arg == 'allow_pickle' and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                    safe = isinstance(kw.value, ast.Constant) and kw.value.value is False
+                    if kw.arg == 'allow_pickle' and not safe:
                         found.append(f'{where}: {fn}(allow_pickle=...)')
             if last in ('getattr',) and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
                     and node.args[1].value in BANNED_CALLS:
