@@ -233,7 +233,8 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
             if not ok:
                 return {'error': f'{node} refused {name}={value!r}: {why}'}
         settings = {k: probe.get_param('/mpc_controller', k)
-                    for k in ('planner', 'horizon', 'num_samples', 'num_elites', 'num_iterations', 'time_budget_ms')}
+                    for k in ('planner', 'horizon', 'num_samples', 'num_elites', 'num_iterations', 'time_budget_ms',
+                              'propagation')}
         pub = probe.publisher('/mbrl/goal', PointStamped, 10)
         reset = probe.node.create_client(Trigger, '/sim_robot/reset')  # one client: no discovery per goal
         if not reset.wait_for_service(timeout_sec=10.0):
@@ -354,8 +355,9 @@ def run_ros_free(robot, model_dir: Path, goals, settle_s: float, settings: dict)
     from mbrl_ros.core.sim import SimArm
 
     bundle = load_bundle(model_dir, robot)
-    cfg = planner_config(**{k: v for k, v in settings.items() if v is not None})
-    agent = MpcAgent(robot, bundle, cfg, dt=bundle.dt)
+    planner = {k: v for k, v in settings.items() if v is not None and k != 'propagation'}
+    agent = MpcAgent(robot, bundle, planner_config(**planner), dt=bundle.dt,
+                     propagation=settings.get('propagation') or 'expectation')
     sim = SimArm(robot, physics_rate_hz=500.0)
     substeps = int(round(bundle.dt * 500.0))
     per_goal, times = [], []
