@@ -165,6 +165,8 @@ class MpcControllerNode(LifecycleNode):
         self._pub_cmd = self._pub_plan = None
         self.mpc, self.follower.current, self._model_in_use = None, None, None
         self._state, self._goal, self._goal_applied = None, None, None
+        self._last_cmd, self._predictor = None, None
+        self._recent_plan_s.clear()
 
     # ---- parameters -------------------------------------------------------------------
     def _validate(self, changes: dict) -> Optional[str]:
