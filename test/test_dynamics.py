@@ -24,6 +24,51 @@ def test_parameters_are_batched_over_members():
     assert (mean[0] - mean[1]).abs().max() > 1e-4
 
 
+def test_affine_head_on_action_and_velocity():
+    # mean = f(x) + G(x) [a, qd] (normalised): with only the output biases non-zero, the mean is
+    # exactly the bias part of G times [a_n, qd_n] -- the velocity half of the state enters the product.
+    S, A = 6, 3
+    m = make_model(S, A, E=2, hidden=(8,), affine_inputs='action_velocity', angle_features=3)
+    assert m.config.affine_dim == A + S // 2
+    assert tuple(m.out.weight.shape) == (2, 8, 2 * S + S * (A + S // 2))
+    g = torch.randn(2, 1, S, A + S // 2)
+    with torch.no_grad():
+        m.out.weight.zero_()
+        m.out.bias.zero_()
+        m.out.bias[..., 2 * S:] = g.reshape(2, 1, -1)
+    x = m.normalise_inputs(torch.randn(5, S), torch.randn(5, A))
+    mean, _ = m.forward_normalised(x)
+    z = torch.cat([x[:, S:S + A], x[:, S // 2:S]], dim=-1)
+    torch.testing.assert_close(mean, (g * z[None, :, None, :]).sum(-1))
+    with pytest.raises(ValueError, match='affine_inputs'):
+        EnsembleConfig(S, A, affine_inputs='state')
+
+
+def test_masked_inputs_do_not_change_the_prediction(tmp_path):
+    # Joint 0 invariant and no raw angles: only sin/cos of joints 1-2, the velocities and the action
+    # reach the network -- in torch and in the exported graph.
+    m = make_model(6, 3, E=2, hidden=(16,), angle_features=3, raw_angles=False, invariant_joints=[0])
+    np.testing.assert_array_equal(m.config.input_mask(), [0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1])
+    rng = np.random.default_rng(0)
+    s, a = rng.normal(size=(8, 6)).astype(np.float32), rng.normal(size=(8, 3)).astype(np.float32)
+    s2 = s.copy()
+    s2[:, 0] += 1.3                      # the invariant joint moves
+    s2[:, 1:3] += 2 * np.pi              # same sin/cos, different raw angle
+    export_ensemble(m, tmp_path, partitioned=False)
+    sess = ort.InferenceSession(str(tmp_path / 'ensemble.onnx'), providers=['CPUExecutionProvider'])
+    with torch.no_grad():
+        want = m(torch.from_numpy(s), torch.from_numpy(a))[0].numpy()
+        torch.testing.assert_close(m(torch.from_numpy(s2), torch.from_numpy(a))[0], torch.from_numpy(want),
+                                   atol=1e-5, rtol=1e-5)
+    for x in (s, s2):
+        np.testing.assert_allclose(sess.run(['mean'], {'state': x, 'action': a})[0], want, atol=1e-5, rtol=1e-5)
+    s3 = s.copy()
+    s3[:, 1] += 0.5                      # a joint that is not invariant does change it
+    assert np.abs(sess.run(['mean'], {'state': s3, 'action': a})[0] - want).max() > 1e-4
+    with pytest.raises(ValueError, match='invariant_joints'):
+        EnsembleConfig(6, 3, invariant_joints=[3])
+
+
 def test_per_member_batches_match_shared_batch():
     m = make_model(4, 2, E=3)
     x = torch.randn(3, 5, 6)
@@ -88,9 +133,11 @@ def test_training_rejects_nonfinite_data():
 
 
 @pytest.mark.parametrize('partitioned', [False, True])
-@pytest.mark.parametrize('affine,angles', [(True, 3), (False, 0)])
-def test_export_parity(tmp_path, partitioned, affine, angles):
-    m = make_model(6, 3, E=4, hidden=(32, 32, 32), control_affine=affine, angle_features=angles)
+@pytest.mark.parametrize('affine,angles,extra', [
+    (True, 3, {}), (False, 0, {}),
+    (True, 3, {'affine_inputs': 'action_velocity', 'raw_angles': False, 'invariant_joints': [0]})])
+def test_export_parity(tmp_path, partitioned, affine, angles, extra):
+    m = make_model(6, 3, E=4, hidden=(32, 32, 32), control_affine=affine, angle_features=angles, **extra)
     files = export_ensemble(m, tmp_path, partitioned=True)
     name = 'ensemble_partitioned.onnx' if partitioned else 'ensemble.onnx'
     assert files[name]['parity_max_error'] <= 1e-5
@@ -120,9 +167,11 @@ def test_parity_check_fails_loudly_on_a_mismatch(tmp_path):
         verify_parity(m, tmp_path / 'x.onnx')
 
 
-def test_model_round_trips_through_onnx(tmp_path):
+@pytest.mark.parametrize('extra', [{}, {'affine_inputs': 'action_velocity', 'angle_features': 3,
+                                         'raw_angles': False, 'invariant_joints': [0]}])
+def test_model_round_trips_through_onnx(tmp_path, extra):
     from mbrl_ros.core.dynamics.export import model_from_onnx
-    m = make_model(6, 3, E=2, hidden=(8, 8))
+    m = make_model(6, 3, E=2, hidden=(8, 8), **extra)
     export_ensemble(m, tmp_path, partitioned=False)
     back = model_from_onnx(tmp_path / 'ensemble.onnx')
     s, a = torch.randn(5, 6), torch.randn(5, 3)
@@ -159,3 +208,30 @@ def test_beta_nll_weights_by_predicted_variance():
     plain, beta0 = m.nll_loss(x, y, beta=0.0), m.nll_loss(x, y, beta=0.0)
     assert torch.equal(plain, beta0)
     assert not torch.allclose(m.nll_loss(x, y, beta=0.5), plain)
+
+
+def test_train_bundle_with_the_velocity_head_and_masked_joint(tmp_path):
+    # The whole train -> export -> validate -> evaluate path with the new options, on a tiny arm3 run;
+    # the options are recorded in bundle.yaml and carried by the graph (the runtime needs no change).
+    from mbrl_ros.core.data.collect import collect_sim
+    from mbrl_ros.core.dynamics.export import model_from_onnx
+    from mbrl_ros.core.dynamics.pipeline import train_bundle
+    from mbrl_ros.core.robot import RobotModel
+    from mbrl_ros.core.runtime.bundle import load_bundle
+    robot = RobotModel.load('arm3')
+    data = collect_sim(robot, 400, seed=0, episode_len=50, amplitude=0.1, progress=False)
+    cfg = EnsembleConfig(6, 3, ensemble_size=2, hidden_sizes=[16], angle_features=3,
+                         affine_inputs='action_velocity', raw_angles=False, invariant_joints=[0])
+    out = train_bundle(data, robot, tmp_path / 'b', cfg, TrainConfig(max_epochs=2, seed=0), progress=False,
+                       log=lambda *a: None)
+    arch = out['meta']['ensemble']['architecture']
+    assert arch['affine_inputs'] == 'action_velocity' and arch['invariant_joints'] == [0]
+    assert arch['raw_angles'] is False and arch['parameters'] == out['result'].model.num_parameters()
+    bundle = load_bundle(tmp_path / 'b', robot)
+    back = model_from_onnx(tmp_path / 'b' / 'ensemble.onnx')
+    assert back.config.affine_inputs == 'action_velocity'
+    np.testing.assert_array_equal(back.in_mask.numpy(), cfg.input_mask())
+    s = data.states[:5].copy()
+    s[:, 0] += 0.7                        # joint 1's angle is masked: same prediction
+    np.testing.assert_allclose(bundle.ensemble.predict(s, data.actions[:5])[0],
+                               bundle.ensemble.predict(data.states[:5], data.actions[:5])[0], atol=1e-5)

@@ -57,8 +57,15 @@ def add_arguments(p):
     g = p.add_argument_group('model and training')
     g.add_argument('--ensemble-size', type=int, default=d.ensemble_size)
     g.add_argument('--hidden', default=','.join(map(str, d.hidden_sizes)))
+    g.add_argument('--affine-inputs', default=d.affine_inputs, choices=['action', 'action_velocity'],
+                   help='what the control-affine head multiplies: the action, or [action, joint velocity]')
+    g.add_argument('--no-raw-angles', action='store_true', help='joint angles enter only as sin/cos(q)')
+    g.add_argument('--invariant-joints', default=','.join(map(str, d.invariant_joints)), metavar='I,J',
+                   help='joint indices whose angle the dynamics do not depend on (masked from the inputs)')
     g.add_argument('--epochs', type=int, default=d.epochs)
     g.add_argument('--patience', type=int, default=d.patience)
+    g.add_argument('--nll-beta', type=float, default=d.nll_beta,
+                   help=f'beta-NLL weighting of the training loss (default {d.nll_beta}; 0: plain Gaussian NLL)')
     g.add_argument('--max-train-time', type=float, default=None, help='wall-clock cap per training (s)')
     g.add_argument('--threads', type=int, default=d.threads)
     g = p.add_argument_group('planner of the on-policy episodes (fixed population: reproducible data)')
@@ -90,7 +97,11 @@ def run(args) -> int:
                           iterations=args.iterations, episodes_per_iteration=args.episodes,
                           episode_s=args.episode_s, max_env_steps=args.max_env_steps,
                           ensemble_size=args.ensemble_size, hidden_sizes=_ints(args.hidden, '--hidden'),
-                          epochs=args.epochs, patience=args.patience, max_train_time_s=args.max_train_time,
+                          affine_inputs=args.affine_inputs, raw_angles=not args.no_raw_angles,
+                          invariant_joints=_ints(args.invariant_joints, '--invariant-joints')
+                          if args.invariant_joints else [],
+                          epochs=args.epochs, patience=args.patience, nll_beta=args.nll_beta,
+                          max_train_time_s=args.max_train_time,
                           threads=args.threads,
                           planner={'planner': args.planner, 'horizon': args.horizon, 'num_samples': args.samples,
                                    'num_iterations': args.plan_iterations, 'num_elites': args.elites,

@@ -17,6 +17,13 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _indices(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(' ', '').split(',') if v]
+    except ValueError:
+        raise ValueError(f'expected comma-separated joint indices, got {text!r}') from None
+
+
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--data', help='transitions: a .npz TransitionDataset, a rosbag2 directory or an .mcap file')
@@ -38,6 +45,12 @@ def add_arguments(p):
     g.add_argument('--activation', default='silu', choices=['silu', 'relu', 'tanh'])
     g.add_argument('--no-affine', action='store_true', help='plain MLP mean head (no control-affine term)')
     g.add_argument('--no-angle-features', action='store_true', help='no sin/cos(q) inputs')
+    g.add_argument('--affine-inputs', default='action', choices=['action', 'action_velocity'],
+                   help='what the control-affine head multiplies: the action, or [action, joint velocity]')
+    g.add_argument('--no-raw-angles', action='store_true', help='joint angles enter only as sin/cos(q)')
+    g.add_argument('--invariant-joints', default='', metavar='I,J',
+                   help='joint indices whose angle the dynamics do not depend on (masked from the inputs), '
+                   'e.g. 0 for a vertical base axis with gravity compensation')
     g = p.add_argument_group('training')
     g.add_argument('--epochs', type=int, default=150, help='maximum epochs (cosine lr decay over them)')
     g.add_argument('--batch-size', type=int, default=256)
@@ -82,6 +95,8 @@ def run(args) -> int:
         model_cfg = EnsembleConfig(state_dim=2 * robot.dof, action_dim=robot.dof,
                                    ensemble_size=args.ensemble_size, hidden_sizes=hidden,
                                    activation=args.activation, control_affine=not args.no_affine,
+                                   affine_inputs=args.affine_inputs, raw_angles=not args.no_raw_angles,
+                                   invariant_joints=_indices(args.invariant_joints),
                                    angle_features=0 if args.no_angle_features else robot.dof)
         train_cfg = TrainConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                 weight_decay=args.weight_decay, patience=args.patience,

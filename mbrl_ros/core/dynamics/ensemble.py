@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 ACTIVATIONS = {'silu': F.silu, 'relu': F.relu, 'tanh': torch.tanh}
+AFFINE_INPUTS = ('action', 'action_velocity')
 
 
 @dataclass
@@ -31,20 +32,67 @@ class EnsembleConfig:
     # under torque control are affine in the torque (qdd = M(q)^-1 (tau - h(q, qd))), a product a
     # plain MLP learns only slowly; the full MLP input keeps the model general.
     control_affine: bool = True
+    # What the affine head multiplies: 'action' (mean = f + B a) or 'action_velocity'
+    # (mean = f + B [a, qd]). For a fixed q the one-period velocity change is (nearly) linear in
+    # both the torque and the joint velocity (damping through M(q)^-1: exp(-M^-1 D dt)), with
+    # configuration-dependent coefficients -- products a plain MLP on [s, a] fits only slowly.
+    affine_inputs: str = 'action'
     # Extra inputs sin(q), cos(q) for the first `angle_features` state dims (the joint angles):
     # the inertia and Coriolis terms are trigonometric in q.
     angle_features: int = 0
+    # Inputs that are masked out (zero after normalisation, so the input layout and the graph stay
+    # the same): `raw_angles=False` drops the raw joint angles of the first `angle_features` joints
+    # (sin/cos carry them; the rigid-body terms are trigonometric in q); `invariant_joints` drops
+    # every feature of those joints' angles -- e.g. the base joint of an arm whose first axis is
+    # vertical: with gravity compensated, M(q) and the Coriolis terms do not depend on it, and an
+    # input the dynamics ignore only gives a small dataset something spurious to fit.
+    raw_angles: bool = True
+    invariant_joints: list = field(default_factory=list)
 
     def __post_init__(self):
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
         if self.activation not in ACTIVATIONS:
             raise ValueError(f'activation {self.activation!r} not in {sorted(ACTIVATIONS)}')
+        if self.affine_inputs not in AFFINE_INPUTS:
+            raise ValueError(f'affine_inputs {self.affine_inputs!r} not in {list(AFFINE_INPUTS)}')
+        if self.affine_inputs == 'action_velocity' and self.state_dim % 2:
+            raise ValueError('affine_inputs action_velocity needs the state layout [q, qd] (even state_dim)')
+        self.invariant_joints = sorted({int(j) for j in self.invariant_joints})
+        if any(not 0 <= j < self.state_dim // 2 for j in self.invariant_joints):
+            raise ValueError(f'invariant_joints {self.invariant_joints} must be joint indices < {self.state_dim // 2}')
         if self.ensemble_size < 1 or not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError('ensemble_size and every hidden size must be >= 1')
 
     @property
+    def affine_dim(self) -> int:
+        """Width of the vector the affine head multiplies (0 without the head)."""
+        if not self.control_affine:
+            return 0
+        return self.action_dim + (self.state_dim // 2 if self.affine_inputs == 'action_velocity' else 0)
+
+    def affine_slices(self) -> list[tuple[int, int]]:
+        """[start, end) ranges of the normalised input vector that form the affine head's vector."""
+        S, A = self.state_dim, self.action_dim
+        out = [(S, S + A)]
+        if self.affine_inputs == 'action_velocity':
+            out.append((S // 2, S))
+        return out
+
+    @property
     def input_dim(self) -> int:
         return self.state_dim + self.action_dim + 2 * self.angle_features
+
+    def input_mask(self) -> np.ndarray:
+        """(input_dim,) 1 for a used network input, 0 for a masked one (layout [s, a, sin q, cos q])."""
+        S, A, k = self.state_dim, self.action_dim, self.angle_features
+        mask = np.ones(self.input_dim, dtype=np.float32)
+        if not self.raw_angles:
+            mask[:k] = 0.0
+        for j in self.invariant_joints:
+            mask[j] = 0.0
+            if j < k:
+                mask[S + A + j] = mask[S + A + k + j] = 0.0
+        return mask
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,14 +120,14 @@ class ProbabilisticEnsemble(nn.Module):
         E, S = config.ensemble_size, config.state_dim
         sizes = [config.input_dim] + config.hidden_sizes
         self.hidden = nn.ModuleList(EnsembleLinear(E, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        A = config.action_dim
-        self.out = EnsembleLinear(E, sizes[-1], 2 * S + (S * A if config.control_affine else 0))
+        self.out = EnsembleLinear(E, sizes[-1], 2 * S + S * config.affine_dim)
         self.act = ACTIVATIONS[config.activation]
         # Learned soft bounds on the log-variance (per member, per output dim).
         self.max_logvar = nn.Parameter(torch.full((E, 1, S), float(config.max_logvar_init)))
         self.min_logvar = nn.Parameter(torch.full((E, 1, S), float(config.min_logvar_init)))
         self.register_buffer('in_mean', torch.zeros(config.input_dim))
         self.register_buffer('in_std', torch.ones(config.input_dim))
+        self.register_buffer('in_mask', torch.from_numpy(config.input_mask()))
         self.register_buffer('out_mean', torch.zeros(S))
         self.register_buffer('out_std', torch.ones(S))
         # Post-hoc per-dim log-variance offset (variance scaling fitted on the holdout, see
@@ -111,7 +159,7 @@ class ProbabilisticEnsemble(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def normalise_inputs(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return (self.features(states, actions) - self.in_mean) / self.in_std
+        return (self.features(states, actions) - self.in_mean) / self.in_std * self.in_mask
 
     def normalise_targets(self, delta: torch.Tensor) -> torch.Tensor:
         return (delta - self.out_mean) / self.out_std
@@ -129,12 +177,13 @@ class ProbabilisticEnsemble(nn.Module):
         for layer in self.hidden:
             h = self.act(layer(h))
         out = self.out(h)
-        S, A = self.config.state_dim, self.config.action_dim
+        S, Z = self.config.state_dim, self.config.affine_dim
         mean, logvar = out[..., :S], out[..., S:2 * S]
-        if self.config.control_affine:
-            gain = out[..., 2 * S:].reshape(out.shape[:-1] + (S, A))
-            # Broadcast multiply + sum, not a matmul: (S x A) @ (A x 1) per row is far too small for bmm.
-            mean = mean + (gain * x[..., S:S + A].unsqueeze(-2)).sum(-1)
+        if Z:
+            gain = out[..., 2 * S:].reshape(out.shape[:-1] + (S, Z))
+            z = torch.cat([x[..., a:b] for a, b in self.config.affine_slices()], dim=-1)
+            # Broadcast multiply + sum, not a matmul: (S x Z) @ (Z x 1) per row is far too small for bmm.
+            mean = mean + (gain * z.unsqueeze(-2)).sum(-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar + self.logvar_offset

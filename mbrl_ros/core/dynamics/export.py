@@ -65,7 +65,8 @@ def build_graph(model: ProbabilisticEnsemble, partitioned: bool = False) -> onnx
         feats += [node('Sin', [q], 'sin_q'), node('Cos', [q], 'cos_q')]
     x = node('Concat', feats, 'x', axis=-1)
     x = node('Sub', [x, const('in_mean', _np(model.in_mean))], 'x_centered')
-    h = x_norm = node('Mul', [x, const('in_inv_std', 1.0 / _np(model.in_std))], 'x_norm')
+    # Masked inputs (EnsembleConfig.input_mask) get a zero scale: same graph, the input is ignored.
+    h = x_norm = node('Mul', [x, const('in_inv_std', _np(model.in_mask) / _np(model.in_std))], 'x_norm')
     for i, layer in enumerate(model.hidden):
         # (B,in) @ (E,in,out) broadcasts to (E,B,out); (E,b,in) @ (E,in,out) is a batched matmul.
         h = node('MatMul', [h, const(f'w{i}', _np(layer.weight))], f'mm{i}')
@@ -80,15 +81,21 @@ def build_graph(model: ProbabilisticEnsemble, partitioned: bool = False) -> onnx
     o = node('MatMul', [h, const('w_out', _np(model.out.weight))], 'mm_out')
     o = node('Add', [o, const('b_out', _np(model.out.bias))], 'out')
     if cfg.control_affine:
-        nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S, S * A])],
+        Z = cfg.affine_dim
+        nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S, S * Z])],
                                       ['mean_f', 'logvar_raw', 'gain_flat'], axis=-1, name='split'))
-        gain = node('Reshape', ['gain_flat', const_i64(inits, 'gain_shape', [0, 0, S, A])], 'gain')
-        nodes.append(helper.make_node('Slice', [x_norm, const_i64(inits, 'a_start', [S]),
-                                                const_i64(inits, 'a_end', [S + A]), const_i64(inits, 'a_axis', [-1])],
-                                      ['a_norm'], name='slice_a'))
-        a_row = node('Unsqueeze', ['a_norm', const_i64(inits, 'row_axis', [-2])], 'a_row')   # (..., 1, A)
-        ga = node('Mul', [gain, a_row], 'gain_a')                 # (E,B,S,A) * (B,1,A)
-        ga = node('ReduceSum', [ga, const_i64(inits, 'last_axis', [-1])], 'gain_a_sum', keepdims=0)
+        gain = node('Reshape', ['gain_flat', const_i64(inits, 'gain_shape', [0, 0, S, Z])], 'gain')
+        parts = []
+        for i, (lo, hi) in enumerate(cfg.affine_slices()):
+            nodes.append(helper.make_node('Slice', [x_norm, const_i64(inits, f'z{i}_start', [lo]),
+                                                    const_i64(inits, f'z{i}_end', [hi]),
+                                                    const_i64(inits, f'z{i}_axis', [-1])],
+                                          [f'z{i}'], name=f'slice_z{i}'))
+            parts.append(f'z{i}')
+        z = parts[0] if len(parts) == 1 else node('Concat', parts, 'z', axis=-1)
+        z_row = node('Unsqueeze', [z, const_i64(inits, 'row_axis', [-2])], 'z_row')   # (..., 1, Z)
+        ga = node('Mul', [gain, z_row], 'gain_z')                 # (E,B,S,Z) * (B,1,Z)
+        ga = node('ReduceSum', [ga, const_i64(inits, 'last_axis', [-1])], 'gain_z_sum', keepdims=0)
         node('Add', ['mean_f', ga], 'mean_n')
     else:
         nodes.append(helper.make_node('Split', [o, const_i64(inits, 'split', [S, S])],
@@ -203,7 +210,9 @@ def model_from_onnx(path) -> ProbabilisticEnsemble:
         model.max_logvar.copy_(w['max_logvar'])
         model.min_logvar.copy_(w['min_logvar'])
         model.in_mean.copy_(w['in_mean'])
-        model.in_std.copy_(1.0 / w['in_inv_std'])
+        inv = w['in_inv_std']
+        model.in_std.copy_(torch.where(inv == 0, torch.ones_like(inv), 1.0 / inv))
+        model.in_mask.copy_((inv != 0).float())
         model.out_mean.copy_(w['out_mean'])
         model.out_std.copy_(w['out_std'])
         if 'logvar_offset' in w:

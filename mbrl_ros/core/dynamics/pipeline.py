@@ -69,6 +69,9 @@ def bundle_meta(robot, model_cfg: EnsembleConfig, train_cfg: TrainConfig, dt: fl
                         'logvar': [model_cfg.ensemble_size, 'batch', 2 * len(joints)]},
             'architecture': {'hidden_sizes': list(model_cfg.hidden_sizes), 'activation': model_cfg.activation,
                              'control_affine': model_cfg.control_affine,
+                             'affine_inputs': model_cfg.affine_inputs,
+                             'raw_angles': model_cfg.raw_angles,
+                             'invariant_joints': list(model_cfg.invariant_joints),
                              'angle_features': model_cfg.angle_features,
                              'parameters': _num_params(model_cfg),
                              'normalisation': 'inputs and delta standardised inside the graph',
@@ -84,8 +87,8 @@ def bundle_meta(robot, model_cfg: EnsembleConfig, train_cfg: TrainConfig, dt: fl
 
 
 def _num_params(cfg: EnsembleConfig) -> int:
-    S, A = cfg.state_dim, cfg.action_dim
-    sizes = [cfg.input_dim] + list(cfg.hidden_sizes) + [2 * S + (S * A if cfg.control_affine else 0)]
+    S = cfg.state_dim
+    sizes = [cfg.input_dim] + list(cfg.hidden_sizes) + [2 * S + S * cfg.affine_dim]
     return cfg.ensemble_size * (sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:])) + 2 * S)
 
 

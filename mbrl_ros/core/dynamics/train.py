@@ -106,9 +106,9 @@ def train_ensemble(train, holdout, model_config: EnsembleConfig, config: TrainCo
     hx_np = model.features(hx_np[:, :S], hx_np[:, S:]).astype(np.float32)
     model.fit_normaliser(x_np, y_np)
     with torch.no_grad():
-        x = (torch.from_numpy(x_np) - model.in_mean) / model.in_std
+        x = (torch.from_numpy(x_np) - model.in_mean) / model.in_std * model.in_mask
         y = model.normalise_targets(torch.from_numpy(y_np))
-        hx = (torch.from_numpy(hx_np) - model.in_mean) / model.in_std
+        hx = (torch.from_numpy(hx_np) - model.in_mean) / model.in_std * model.in_mask
         hy = model.normalise_targets(torch.from_numpy(hy_np))
 
     E, N, bs = model.ensemble_size, len(x), min(config.batch_size, len(x))

@@ -67,11 +67,15 @@ class LearnConfig:
     ensemble_size: int = 5
     hidden_sizes: list = field(default_factory=lambda: [128, 128])
     activation: str = 'silu'
+    affine_inputs: str = 'action'         # EnsembleConfig.affine_inputs
+    raw_angles: bool = True               # EnsembleConfig.raw_angles
+    invariant_joints: list = field(default_factory=list)   # EnsembleConfig.invariant_joints
     # Training (per iteration, from scratch)
     epochs: int = 100
     batch_size: int = 256
     lr: float = 3e-3
     patience: int = 20
+    nll_beta: float = 0.5                 # TrainConfig.nll_beta (beta-NLL weighting; 1: MSE-like mean fit)
     max_train_time_s: Optional[float] = None
     threads: int = 1
     # Planner used for the on-policy episodes (PlannerConfig fields) and the cost weights
@@ -116,6 +120,17 @@ class LearnConfig:
             errs.append(f'{self.planned_env_steps()} environment steps planned (init {self.init_transitions} + '
                         f'{self.iterations} x {self.episodes_per_iteration} episodes x {self.steps_per_episode()}'
                         f' steps) > max_env_steps {self.max_env_steps}')
+        if self.affine_inputs not in ('action', 'action_velocity'):
+            errs.append(f'affine_inputs must be action or action_velocity, got {self.affine_inputs!r}')
+        if self.invariant_joints:
+            try:
+                from mbrl_ros.core.robot import RobotModel
+                dof = RobotModel.load(self.robot).dof
+                bad = [j for j in self.invariant_joints if not 0 <= int(j) < dof]
+                if bad:
+                    errs.append(f'invariant_joints {bad} are not joint indices of {self.robot} (0..{dof - 1})')
+            except (OSError, ValueError) as e:
+                errs.append(f'robot {self.robot!r}: {e}')
         try:
             planner_config(**self.planner)
         except (TypeError, ValueError) as e:
@@ -212,9 +227,11 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
     weights = CostWeights(**cfg.weights).validated()
     model_cfg = EnsembleConfig(state_dim=2 * robot.dof, action_dim=robot.dof, ensemble_size=cfg.ensemble_size,
                                hidden_sizes=list(cfg.hidden_sizes), activation=cfg.activation,
-                               angle_features=robot.dof)
+                               angle_features=robot.dof, affine_inputs=cfg.affine_inputs,
+                               raw_angles=cfg.raw_angles, invariant_joints=list(cfg.invariant_joints))
     train_cfg = TrainConfig(max_epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
-                            seed=cfg.seed, max_time_s=cfg.max_train_time_s, threads=cfg.threads)
+                            nll_beta=cfg.nll_beta, seed=cfg.seed, max_time_s=cfg.max_train_time_s,
+                            threads=cfg.threads)
 
     log(f'learn {robot.name}: {cfg.init_transitions} random + {cfg.iterations} x {cfg.episodes_per_iteration} MPC '
         f'episodes ({cfg.planned_env_steps()} environment steps), ensemble {cfg.ensemble_size} x {cfg.hidden_sizes}')
