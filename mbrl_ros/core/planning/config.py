@@ -96,7 +96,7 @@ class CostWeights:
     # effort: every decisive action leaves the data and costs more risk than it gains in 8 steps);
     # 87 % -> 97 % with β = 0 (docs/results/pets_learning_planning.md, 2026-11-25 session 2). The
     # safety filter still refuses uncertain commands.
-    uncertainty: float = setting(0.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
+    uncertainty: float = setting(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
     # 0.3: 30/30 goals vs 29/30 without (shipped arm7, β = 0, no budget; docs/results §5).
     joint_goal: float = setting(0.3, 0.0, 1e6, 'running squared joint distance [rad^2] to an IK solution of the goal '
                                 '(guides the short horizon out of local minima; 0 = no IK)')
