@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from mbrl_ros.testing.isolation import isolate_ros_session
 
@@ -31,23 +30,13 @@ def main(argv=None) -> int:
     domain = isolate_ros_session()   # before rclpy loads: never touch a real robot's domain
 
     from mbrl_ros.reliability.chaos import NODES, ChaosRun, format_summary
-    from mbrl_ros.reliability.harness import NotReady, ReachingSession, load_note, open_log, write_json
+    from mbrl_ros.reliability.harness import script_session, write_json
     nodes = tuple(args.nodes.split(',')) if args.nodes else NODES
     bad = (set(nodes) | set(args.sequence.split(',') if args.sequence else ())) - set(NODES)
     if bad:
         p.error(f'unknown nodes {sorted(bad)}; known: {", ".join(NODES)}')
-    log_path, log = open_log(args, 'chaos')
-    print(f'[chaos] ROS_DOMAIN_ID={domain}; {args.robot}; node output: {log_path}; {load_note()}', flush=True)
-    t0 = time.time()
-    with ReachingSession(args.robot, args.model_dir, restart_delay=args.restart_delay, liveness=True,
-                         seed=args.seed, log=log) as s:
-        try:
-            s.wait_ready(args.startup_timeout)
-        except NotReady as exc:
-            print(f'[chaos] {exc}', file=sys.stderr)
-            return 2
-        print(f'[chaos] stack up in {time.time() - t0:.1f} s ({s.model_dir}); faulting for {args.duration:g} s',
-              flush=True)
+    with script_session('chaos', args, domain, restart_delay=args.restart_delay, liveness=True) as s:
+        print(f'[chaos] faulting for {args.duration:g} s', flush=True)
         res = ChaosRun(s, say=lambda line: print(line, flush=True)).run(
             args.duration, args.seed, nodes, args.faults,
             args.sequence.split(',') if args.sequence else None)

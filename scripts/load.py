@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from mbrl_ros.testing.isolation import isolate_ros_session
 
@@ -29,19 +28,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     domain = isolate_ros_session()
 
-    from mbrl_ros.reliability.harness import NotReady, ReachingSession, load_note, open_log, write_json
+    from mbrl_ros.reliability.harness import script_session, write_json
     from mbrl_ros.reliability.load import CpuHogs, format_result, measure
-    log_path, log = open_log(args, 'load')
-    print(f'[load] ROS_DOMAIN_ID={domain}; {args.robot}; node output: {log_path}; {load_note()}', flush=True)
-    t0 = time.time()
     out = {}
-    with ReachingSession(args.robot, args.model_dir, seed=args.seed, log=log) as s:
-        try:
-            s.wait_ready(args.startup_timeout)
-        except NotReady as exc:
-            print(f'[load] {exc}', file=sys.stderr)
-            return 2
-        print(f'[load] stack up in {time.time() - t0:.1f} s ({s.model_dir})', flush=True)
+    with script_session('load', args, domain) as s:
         say = (lambda line: print(line, flush=True))
         if args.baseline > 0:
             out['baseline'] = measure(s, args.baseline, say, 'baseline')

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from mbrl_ros.testing.isolation import isolate_ros_session
 
@@ -29,19 +28,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     domain = isolate_ros_session()
 
-    from mbrl_ros.reliability.harness import NotReady, ReachingSession, load_note, open_log, write_json
+    from mbrl_ros.reliability.harness import script_session, write_json
     from mbrl_ros.reliability.soak import format_summary, run_soak
-    log_path, log = open_log(args, 'soak')
-    print(f'[soak] ROS_DOMAIN_ID={domain}; {args.robot}; node output: {log_path}; {load_note()}', flush=True)
-    t0 = time.time()
-    with ReachingSession(args.robot, args.model_dir, goal_period_s=args.goal_period, seed=args.seed, log=log) as s:
-        try:
-            s.wait_ready(args.startup_timeout)
-        except NotReady as exc:
-            print(f'[soak] {exc}', file=sys.stderr)
-            return 2
-        print(f'[soak] stack up in {time.time() - t0:.1f} s ({s.model_dir}); soaking for {args.duration:g} s',
-              flush=True)
+    with script_session('soak', args, domain, goal_period_s=args.goal_period) as s:
+        print(f'[soak] soaking for {args.duration:g} s', flush=True)
         res = run_soak(s, args.duration, args.window, args.memory_ref, say=lambda line: print(line, flush=True))
     res['left_behind'] = s.left_behind
     print(format_summary(res), flush=True)

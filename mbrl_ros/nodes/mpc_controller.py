@@ -29,6 +29,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
+from mbrl_ros.core.estimation import DelayCompensator
 from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
 from mbrl_ros.core.planning.mpc import ALIASES
 from mbrl_ros.ros.control_loop import ControlLoop
@@ -243,7 +244,6 @@ class MpcControllerNode(LifecycleNode):
         else:
             self.mpc.set_dynamics(dyn)
             self.mpc.dt = bundle.dt
-        from mbrl_ros.core.estimation import DelayCompensator
         self._predictor = DelayCompensator(bundle.ensemble, bundle.dt)
         self._goal_applied = None
         self._model_in_use = bundle.identity

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
 from mbrl_ros.reliability.stack import Stack, default_args
 
@@ -101,3 +102,20 @@ def write_json(path, result: dict) -> None:
     import json
     if path:
         Path(path).write_text(json.dumps(result, indent=1, default=str))
+
+
+@contextmanager
+def script_session(check: str, args, domain: int, **session_kw) -> Iterator[ReachingSession]:
+    """The frame every reliability script shares: node output to a log file, a header line, the
+    stack up and reaching (exit status 2, with the reason, when it does not come up)."""
+    log_path, log = open_log(args, check)
+    print(f'[{check}] ROS_DOMAIN_ID={domain}; {args.robot}; node output: {log_path}; {load_note()}', flush=True)
+    t0 = time.time()
+    with ReachingSession(args.robot, args.model_dir, seed=args.seed, log=log, **session_kw) as s:
+        try:
+            s.wait_ready(args.startup_timeout)
+        except NotReady as exc:
+            print(f'[{check}] {exc}', file=sys.stderr)
+            raise SystemExit(2)
+        print(f'[{check}] stack up in {time.time() - t0:.1f} s ({s.model_dir})', flush=True)
+        yield s

@@ -17,6 +17,8 @@ from mbrl_ros.reliability.monitor import MemorySampler
 def run_soak(s: ReachingSession, duration_s: float, window_s: float = 300.0, mem_ref_s: float = 120.0,
              mem_period_s: float = 10.0, progress_s: float = 60.0, say: Callable[[str], None] = print) -> dict:
     mon = s.monitor
+    # the nodes publish diagnostics at 1 Hz: wait for the first counters so the delta is defined
+    mon.wait(lambda: None not in node_counters(mon).values(), timeout=5.0)
     sampler = MemorySampler(s.stack.pids, mem_period_s).start()
     t0 = time.time()
     viol0 = mon.violations

@@ -69,6 +69,10 @@ class CostTerm:
     def enabled(self) -> bool:
         return self.weight > 0.0
 
+    def active(self, goal) -> bool:
+        """Scored this plan: weighted, and its goal (if it needs one) is set."""
+        return self.enabled and (goal is not None or not self.needs_goal)
+
     def evaluate(self, batch: TrajectoryBatch) -> np.ndarray:
         raise NotImplementedError
 
@@ -176,9 +180,10 @@ class JointGoalCost(CostTerm):
         super().__init__(weight)
         self.target: Optional[np.ndarray] = None
 
+    def active(self, goal) -> bool:
+        return self.target is not None and super().active(goal)
+
     def evaluate(self, batch):
-        if self.target is None:
-            return np.zeros(batch.actions.shape[0])
         d = batch.q - self.target
         return np.einsum('nphj,nphj->np', d, d).mean(axis=-1) / d.shape[-1]
 
@@ -207,8 +212,7 @@ class TrajectoryCost:
 
     def active_terms(self, goal) -> list[CostTerm]:
         # Goal terms are skipped while there is no goal: the plan then only settles the arm.
-        return [t for t in self.terms if t.enabled and (goal is not None or not t.needs_goal)
-                and getattr(t, 'target', 0) is not None]
+        return [t for t in self.terms if t.active(goal)]
 
     def term(self, name: str) -> Optional[CostTerm]:
         return next((t for t in self.terms if t.name == name), None)

@@ -78,18 +78,18 @@ class MpcController:
             term.target = None if q is None else np.asarray(q, float)
 
     def _advance_ik(self, q) -> None:
-        if self.goal is None or self.weights.joint_goal <= 0 or self.cost.term('joint_goal') is None:
+        term = self.cost.term('joint_goal')
+        if self.goal is None or term is None or not term.enabled or term.target is not None:
             return
         if self._ik is None:
             self._ik = IkSolver(self.robot, self.goal, q, rng=self._ik_rng,
                                 margin=max(self.weights.joint_limit_margin, 0.05))
-        if self.joint_goal is None:
-            self._ik.iterate(self.IK_ITERATIONS_PER_PLAN)
-            if self._ik.done:
-                q_star, err = self._ik.best()
-                # An unreachable goal (no solution within 2 cm) gets no joint guidance.
-                if err < 0.02:
-                    self._set_joint_goal(q_star)
+        self._ik.iterate(self.IK_ITERATIONS_PER_PLAN)
+        if self._ik.done:
+            q_star, err = self._ik.best()
+            # An unreachable goal (no solution within 2 cm) gets no joint guidance.
+            if err < 0.02:
+                self._set_joint_goal(q_star)
 
     def set_dynamics(self, dynamics) -> None:
         """Swap the model (a new bundle): the old warm start belongs to the old model."""
