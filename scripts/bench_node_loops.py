@@ -82,6 +82,7 @@ def measure(which: str, variant: str, identity: str, state_hz: float, seconds: f
     from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
     from mbrl_ros.testing.ros_probe import RosProbe
     extra = ['-p', 'allow_missing_uncertainty:=true'] if which == 'sf' else ['-p', 'time_budget_ms:=15.0']
+    extra += ['-p', f'model_dir:={identity.rsplit(" ", 1)[0]}']   # its folder: one of the node's model roots
     proc = subprocess.Popen([sys.executable, __file__, '--node', which, variant, '--ros-args', '-p', 'robot:=arm3']
                             + extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stop = threading.Event()

@@ -81,11 +81,12 @@ def bundles(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def node(bundles):
+def node(bundles, tmp_path_factory):
     a, _ = bundles
+    # model_roots: the test bundles live under pytest's temp folder (the node refuses bundles elsewhere).
     with RosProbe('mpc_test') as probe, NodeProcess(
             'mpc_controller', 'robot:=arm3', 'num_samples:=100', 'num_elites:=10', 'horizon:=8',
-            'time_budget_ms:=15.0') as proc:
+            'time_budget_ms:=15.0', f"model_roots:=['{tmp_path_factory.getbasetemp()}']") as proc:
         h = Harness(probe, proc)
         try:
             h.active_pub.publish(String(data=load_bundle(a).identity))

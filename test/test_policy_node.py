@@ -94,8 +94,10 @@ def bundles(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def node(bundles):
-    with RosProbe('policy_test') as probe, NodeProcess('policy', 'robot:=arm3') as proc:
+def node(bundles, tmp_path_factory):
+    # model_roots: the test bundles live under pytest's temp folder (the node refuses bundles elsewhere).
+    with RosProbe('policy_test') as probe, NodeProcess(
+            'policy', 'robot:=arm3', f"model_roots:=['{tmp_path_factory.getbasetemp()}']") as proc:
         h = Harness(probe, proc)
         try:
             assert probe.wait_for_publishers('/mbrl/policy/command', timeout=40.0), h.log_text()

@@ -88,8 +88,10 @@ def probe():
 
 
 @pytest.fixture(scope='module')
-def node(probe):
-    with NodeProcess('safety_filter', 'robot:=arm3', 'uncertainty_threshold:=1000000.0') as proc:
+def node(probe, tmp_path_factory):
+    # model_roots: the test bundles live under pytest's temp folder (the node refuses bundles elsewhere).
+    with NodeProcess('safety_filter', 'robot:=arm3', 'uncertainty_threshold:=1000000.0',
+                     f"model_roots:=['{tmp_path_factory.getbasetemp()}']") as proc:
         player = StackPlayer(probe)
         try:
             assert probe.wait_until(lambda: len(player.out) > 5, 40.0), proc.log_text()

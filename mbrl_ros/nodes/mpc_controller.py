@@ -37,7 +37,7 @@ from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
 from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import BackgroundBundleFollower
+from mbrl_ros.ros.model_source import BackgroundBundleFollower, configured_roots, follower_params
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param
 from mbrl_ros.ros.settings_params import params_from_settings
@@ -49,6 +49,7 @@ _RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_pena
 
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
+    *follower_params(),
     Param('autostart', True, 'configure and activate at start (else wait for ~/change_state)', dynamic=False),
     Param('control_rate_hz', 50.0, 'plans (and commands) per second', range=(1.0, 500.0)),
     Param('state_timeout_s', 0.1, 'a state older than this is stale: no command', range=(0.001, 10.0)),
@@ -92,7 +93,10 @@ class MpcControllerNode(LifecycleNode):
         from mbrl_ros.core.workspace import Workspace
         self.workspace = Workspace.from_robot(self.robot)
         self.reader = JointStateReader(self.robot.joint_names)
-        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused)
+        # Confined like world_model: whoever can publish active_model must not choose any directory.
+        self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
+        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
+                                                 roots=self.roots)
         self.mpc = None                  # MpcController, built when the first model arrives
         self._model_in_use = None        # identity of the bundle the planner runs
         self._state = None               # (JointSample, stamp msg) latest, set by the subscription
@@ -116,6 +120,7 @@ class MpcControllerNode(LifecycleNode):
                       'compensated_ms': 0.0,
                       'bad_input': 'none', 'error': 'none'}
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        self.get_logger().info(f'model roots: {", ".join(self.roots)}')
         if self.params['autostart']:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError('autostart: configure failed')
@@ -362,7 +367,8 @@ class MpcControllerNode(LifecycleNode):
             'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
             'goal_distance_m': self._last['goal_distance'],
             'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],
-            'last_refused_model': self.follower.last_refusal, 'last_error': self._last['error'],
+            'last_refused_model': self.follower.last_refusal,
+            'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
             'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs,
             **self.counts,
         }

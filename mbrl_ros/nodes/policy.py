@@ -28,13 +28,14 @@ from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
 from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import BackgroundBundleFollower
+from mbrl_ros.ros.model_source import BackgroundBundleFollower, configured_roots, follower_params
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 
 
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
+    *follower_params(),
     Param('control_rate_hz', 50.0, 'commands per second (one per period, from the latest state)',
           range=(1.0, 1000.0)),
     Param('state_timeout_s', 0.1, 'a state older than this is stale: no command', range=(0.001, 10.0)),
@@ -55,7 +56,10 @@ class PolicyNode(Node):
         from mbrl_ros.core.workspace import Workspace
         self.workspace = Workspace.from_robot(self.robot)
         self.reader = JointStateReader(self.robot.joint_names)
-        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused)
+        # Confined like world_model: whoever can publish active_model must not choose any directory.
+        self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
+        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
+                                                 roots=self.roots)
         self.runtime = None              # PolicyRuntime of the current bundle (None: no policy)
         self._no_policy = 'no model yet (waiting for /mbrl/world_model/active_model)'
         self._state = None               # (JointSample, stamp msg), latest
@@ -72,7 +76,7 @@ class PolicyNode(Node):
         self.loop.start()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.get_logger().info(f"policy for {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
-                               'waiting for /mbrl/world_model/active_model')
+                               f'waiting for /mbrl/world_model/active_model; model roots: {", ".join(self.roots)}')
 
     def _applied(self, changes: dict) -> None:
         if 'control_rate_hz' in changes:
@@ -197,7 +201,8 @@ class PolicyNode(Node):
                   'inference_ms_p99': float(np.percentile(t, 99)) if t is not None else 'n/a',
                   'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
                   'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],
-                  'last_refused_model': self.follower.last_refusal, 'last_error': self._last['error'],
+                  'last_refused_model': self.follower.last_refusal,
+                  'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
                   'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs, **self.counts}
         if self.counts['internal_errors']:
             return ERROR, f"errors: {self._last['error']}", values

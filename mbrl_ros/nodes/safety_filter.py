@@ -33,7 +33,7 @@ from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import BackgroundBundleFollower
+from mbrl_ros.ros.model_source import BackgroundBundleFollower, configured_roots, follower_params
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.settings_params import params_from_settings
@@ -43,6 +43,7 @@ SOURCES = {'mpc': '/mbrl/mpc/command', 'policy': '/mbrl/policy/command'}
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path: joint order and limits',
           dynamic=False),
+    *follower_params(),
     Param('control_rate_hz', 50.0, 'commands sent per second (one per period, whatever arrives)',
           range=(1.0, 1000.0)),
     Param('forward_on_arrival', True,
@@ -69,7 +70,10 @@ class SafetyFilterNode(Node):
             raise StartupError(why)
         self.filter = SafetyFilter.for_robot(self.robot, settings)
         self.reader = JointStateReader(self.robot.joint_names)
-        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused)
+        # Confined like world_model: whoever can publish active_model must not choose any directory.
+        self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
+        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
+                                                 roots=self.roots)
         self.bundle = None
         self._settings_pending: Optional[SafetySettings] = None
         self._state = None                               # JointSample, latest
@@ -96,7 +100,8 @@ class SafetyFilterNode(Node):
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.get_logger().info(f"gating {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
                                'waiting for /mbrl/world_model/active_model (hold until a model is loaded'
-                               + (')' if not settings.allow_missing_uncertainty else ', or accept without)'))
+                               + (')' if not settings.allow_missing_uncertainty else ', or accept without)')
+                               + f'; model roots: {", ".join(self.roots)}')
 
     # ---- parameters -------------------------------------------------------------------
     @staticmethod
@@ -248,7 +253,8 @@ class SafetyFilterNode(Node):
         values = {'mode': self._mode or 'none', 'robot': self.robot.name, 'model': self.follower.identity,
                   **{f'periods_{m}': self.filter.mode_counts[m] for m in MODES}, **self.counts,
                   'last_refusal': self._last['refusal'], 'last_bad_input': self._last['bad_input'],
-                  'last_refused_model': self.follower.last_refusal, 'state': self._last['state'],
+                  'last_refused_model': self.follower.last_refusal,
+                  'model_roots': ', '.join(self.roots), 'state': self._last['state'],
                   'last_error': self._last['error']}
         if self.counts['internal_errors']:
             return ERROR, f"safety step failed: {self._last['error']}", values

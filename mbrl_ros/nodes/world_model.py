@@ -23,16 +23,14 @@ from mbrl_ros.core.commands import check_command
 from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
-from mbrl_ros.ros.model_source import resolve_model_dir
+from mbrl_ros.ros.model_source import (configured_roots, default_model_roots, model_roots_param,
+                                        resolve_model_dir)
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 
-def _default_roots() -> list:
-    from mbrl_ros.resources import package_share
-    try:
-        return [str(package_share() / 'models'), '~/.mbrl_ros/models']
-    except FileNotFoundError:
-        return ['~/.mbrl_ros/models']
+# The roots' default and spec are shared with the followers (mbrl_ros.ros.model_source);
+# `_default_roots` stays importable under its old name.
+_default_roots = default_model_roots
 
 
 SPECS = [
@@ -44,10 +42,7 @@ SPECS = [
           '0 = one per state message', range=(0.0, 2000.0)),
     Param('command_timeout_s', 0.1, 'an older command is no longer in force: predict with zero effort '
           '(gravity compensation only)', range=(0.001, 10.0)),
-    Param('model_roots', _default_roots(), 'directories model_dir may lie in (after resolving symlinks and ..); '
-          'default: the package models/ and ~/.mbrl_ros/models. The folder holding the bundle the node starts '
-          'with is always one too (the operator chose it). A model_dir elsewhere is refused [model_roots]',
-          dynamic=False, type_hint='string_array'),
+    model_roots_param(),
     Param('error_window', 200, 'number of settled predictions in the running RMSE', range=(1, 100000),
           dynamic=False),
 ]
@@ -96,11 +91,8 @@ class WorldModelNode(Node):
         return resolve_model_dir(value, self.robot.name)
 
     def _roots(self) -> list:
-        roots = self.params['model_roots'] or []
-        # The startup bundle's folder: set in the same (static) configuration as the roots themselves,
-        # it keeps launches with model_dir:=/some/where working and lets them swap to its siblings.
-        start = self._resolve(self.params['model_dir']).expanduser().resolve()
-        return list(roots) + [str(start.parent)]
+        # model_roots + the startup bundle's folder (see configured_roots), as the followers do.
+        return configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
 
     def _load(self, value: str):
         from mbrl_ros.core.runtime.bundle import load_bundle

@@ -1,17 +1,24 @@
-"""Which model bundle a node runs, shared by world_model, mpc_controller and safety_filter.
+"""Which model bundle a node runs, shared by world_model, mpc_controller, policy and safety_filter.
 
 - `resolve_model_dir(value, robot_name)`: a `model_dir` parameter value -> a directory
   ('' = the shipped bundle for the robot, a name under the package models/, or a path).
+- Model roots (docs/security.md): `default_model_roots()`, the one `model_roots_param()` spec
+  (read-only; world_model and the three followers declare the same), `follower_params()` (the
+  followers' `model_dir` + `model_roots`) and `configured_roots(roots, model_dir, robot_name)`:
+  the roots a node enforces, i.e. `model_roots` plus the folder of the startup bundle.
 - `parse_active_model(text)`: the latched /mbrl/world_model/active_model message
   ("<abs path> <sha256 of ensemble.onnx>") -> (path, sha256).
 - `BundleFollower`: what a consumer of active_model does with each message: load the bundle
-  it names, validate it against the robot (every check of `load_bundle`), make sure the
+  it names, validate it against the robot (every check of `load_bundle`, including the model
+  roots when the follower has them: whoever can publish on active_model must not be able to
+  choose an arbitrary directory), make sure the
   ensemble on disk is the one announced (sha256), and either hand back the new bundle or say
   why it was refused (the caller keeps its old model).
 - `BackgroundBundleFollower`: the same on a worker thread, so that a node's (single-threaded)
   executor never stalls for the 0.1-1 s a bundle takes to validate; the newest announcement wins.
 
-ROS-free (plain strings in, bundles out), so it is unit-testable without DDS.
+ROS-free (plain strings in, bundles out), so it is unit-testable without DDS; only the Param
+specs import the ROS parameter helper, lazily.
 """
 from __future__ import annotations
 
@@ -30,6 +37,52 @@ def resolve_model_dir(value: str, robot_name: str) -> Path:
         return find_resource('models', value)
     except FileNotFoundError:
         return Path(value).expanduser()  # load_bundle then names it as missing_file
+
+
+def default_model_roots() -> list:
+    """The package models/ and ~/.mbrl_ros/models (only the latter without a package share)."""
+    from mbrl_ros.resources import package_share
+    try:
+        return [str(package_share() / 'models'), '~/.mbrl_ros/models']
+    except FileNotFoundError:
+        return ['~/.mbrl_ros/models']
+
+
+MODEL_ROOTS_HELP = (
+    'directories a model bundle may lie in (after resolving symlinks and ..); default: the package '
+    'models/ and ~/.mbrl_ros/models. The folder holding the startup bundle (model_dir) is always one '
+    'too (the operator chose it). A bundle elsewhere is refused [model_roots]')
+
+
+def model_roots_param():
+    """The read-only `model_roots` Param: one spec for world_model and the followers."""
+    from mbrl_ros.ros.parameters import Param
+    return Param('model_roots', default_model_roots(), MODEL_ROOTS_HELP, dynamic=False, type_hint='string_array')
+
+
+def follower_params() -> list:
+    """The Params of a node that follows /mbrl/world_model/active_model: `model_dir` (the
+    stack's startup bundle, whose folder is a root, as in world_model) and `model_roots`."""
+    from mbrl_ros.ros.parameters import Param
+    return [
+        Param('model_dir', '', "the bundle the stack starts with: the same value as world_model's model_dir "
+              "(the launch files pass it to every node; '' = the shipped bundle for the robot). Its folder "
+              'counts as a model root, as in world_model. Not loaded from here: this node runs the bundle '
+              'announced on /mbrl/world_model/active_model (swap models on world_model)', dynamic=False),
+        model_roots_param(),
+    ]
+
+
+def configured_roots(roots, model_dir: str, robot_name: str) -> list:
+    """`roots` plus the folder of the startup bundle `model_dir` (resolved): the roots a node enforces.
+    The startup bundle comes from the same static configuration as the roots themselves, so it keeps
+    launches with model_dir:=/some/where working and lets them swap to its siblings."""
+    out = [str(r) for r in (roots or [])]
+    try:
+        start = resolve_model_dir(model_dir, robot_name).expanduser().resolve()
+    except (FileNotFoundError, OSError):
+        return out  # no package share and no model_dir: only the configured roots
+    return out + [str(start.parent)]
 
 
 def parse_active_model(text) -> tuple[Path, str]:
@@ -53,12 +106,14 @@ class BundleFollower:
 
     `offer(text)` returns (bundle, None) for a new valid bundle (it becomes `current`),
     (None, None) when `text` names the bundle already in use, and (None, reason) when the
-    announced bundle is refused (then `current` is unchanged).
+    announced bundle is refused (then `current` is unchanged). `roots`: directories the bundle
+    must resolve into (None: not confined, e.g. offline tools; the nodes always pass theirs).
     """
 
-    def __init__(self, robot, intra_op_threads: int = 1):
+    def __init__(self, robot, intra_op_threads: int = 1, roots=None):
         self.robot = robot
         self.intra_op_threads = int(intra_op_threads)
+        self.roots = None if roots is None else [str(r) for r in roots]
         self.current = None
         self.loads = 0
         self.refusals = 0
@@ -77,7 +132,7 @@ class BundleFollower:
         if self.current is not None and self.current.identity == f'{path} {sha}':
             return None, None
         try:
-            bundle = load_bundle(path, self.robot, intra_op_threads=self.intra_op_threads)
+            bundle = load_bundle(path, self.robot, intra_op_threads=self.intra_op_threads, roots=self.roots)
         except BundleError as exc:
             return None, self._refuse(str(exc))
         except Exception as exc:  # anything unexpected refuses the bundle, never the node
@@ -101,8 +156,9 @@ class BackgroundBundleFollower(BundleFollower):
     `on_loaded(bundle)` or `on_refused(text, reason)` (from the worker thread). Announcements
     arriving during a load are coalesced: only the newest is loaded next."""
 
-    def __init__(self, robot, on_loaded: Callable, on_refused: Callable, intra_op_threads: int = 1):
-        super().__init__(robot, intra_op_threads)
+    def __init__(self, robot, on_loaded: Callable, on_refused: Callable, intra_op_threads: int = 1,
+                 roots=None):
+        super().__init__(robot, intra_op_threads, roots)
         self._on_loaded, self._on_refused = on_loaded, on_refused
         self._lock = threading.Lock()
         self._pending: Optional[str] = None
