@@ -9,6 +9,10 @@
     [sha256] (offline here; over DDS in test_world_model_node and test_bad_bundles).
 (c) model_roots: a model_dir outside every root, or a symlink / '..' leading out of one, is
     refused [model_roots] by load_bundle, and by the world_model node over real DDS.
+(d) The followers (mpc_controller, policy, safety_filter) enforce the same roots on the bundles
+    announced on /mbrl/world_model/active_model: a valid bundle outside them, or a symlink out of
+    one, is refused [model_roots] (log and diagnostics) and the old model keeps serving; a bundle
+    inside a root is still followed.
 """
 import ast
 import shutil
@@ -178,3 +182,124 @@ def test_world_model_refuses_model_dir_outside_its_roots(layout):
         assert ok, why                                        # and so is the startup bundle's folder
         time.sleep(0.5)
         node.alive()
+
+
+def test_bundle_follower_enforces_roots(layout, tmp_path):
+    from mbrl_ros.ros.model_source import BundleFollower, configured_roots
+    good, outside = layout
+    robot = RobotModel.load('arm3')
+    roots = configured_roots([], str(good), 'arm3')     # only the startup bundle's folder
+    assert roots == [str(good.resolve().parent)]
+    f = BundleFollower(robot, roots=roots)
+    ok = load_bundle(good, robot)
+    assert f.offer(f'{good} {ok.sha256}')[0] is not None
+    link = tmp_path / 'link'
+    link.symlink_to(outside, target_is_directory=True)
+    inner_link = good.parent / f'follower_link_{tmp_path.name}'
+    inner_link.symlink_to(outside, target_is_directory=True)
+    try:
+        for path in (outside, inner_link, link):
+            bundle, why = f.offer(f'{path} {ok.sha256}')     # a valid bundle, the right hash
+            assert bundle is None and '[model_roots]' in why and 'outside every model root' in why, why
+            assert f.current.path == good.resolve()
+    finally:
+        inner_link.unlink()
+    # Without roots (offline tools) the same announcement is followed: the refusal is the roots'.
+    assert BundleFollower(robot).offer(f'{outside} {ok.sha256}')[0] is not None
+
+
+FOLLOWERS = {'mpc_controller': ('num_samples:=50', 'num_elites:=5', 'horizon:=5', 'time_budget_ms:=15.0'),
+             'policy': (), 'safety_filter': ()}
+
+
+@pytest.mark.ros
+def test_followers_refuse_announced_bundles_outside_their_roots(tmp_path):
+    """Each follower runs with the default model_roots plus its startup model_dir's folder (as the
+    launch files start it). A probe plays world_model and announces bundles on active_model."""
+    from contextlib import ExitStack
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PointStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
+    from mbrl_ros.testing.goals import goal_msg
+    from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values
+    from mbrl_ros.testing.ros_probe import RosProbe
+
+    robot = RobotModel.load('arm3')
+    good = tmp_path / 'roots' / 'arm3'
+    shutil.copytree(default_model_dir('arm3'), good, ignore=shutil.ignore_patterns('*.png'))
+    sibling = shutil.copytree(good, tmp_path / 'roots' / 'arm3_b')          # inside the root: followed
+    outside = shutil.copytree(good, tmp_path / 'outside' / 'arm3')          # a valid copy outside
+    link = tmp_path / 'roots' / 'link_out'                                   # in the root, leads out
+    link.symlink_to(outside, target_is_directory=True)
+    sha = load_bundle(good, robot).sha256
+    good_id = f'{good.resolve()} {sha}'
+
+    with ExitStack() as stack:
+        probe = stack.enter_context(RosProbe('follower_roots'))
+        nodes = {n: stack.enter_context(NodeProcess(n, 'robot:=arm3', f'model_dir:={good}', *extra))
+                 for n, extra in FOLLOWERS.items()}
+        diag = probe.subscribe('/diagnostics', DiagnosticArray, 200)
+        cmds = probe.subscribe('/mbrl/mpc/command', JointState, 1000)
+        state_pub = probe.publisher('/mbrl/state', JointState, 10)
+        goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+        active = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
+
+        def feed(k):
+            m = JointState(name=list(robot.joint_names), position=[0.1, 0.4, 0.5], velocity=[0.0] * 3)
+            m.header.stamp = sec_to_stamp(time.time())
+            state_pub.publish(m)
+            if k % 25 == 0:
+                goal_pub.publish(goal_msg((0.3, 0.1, 0.35)))
+        feeder = Feeder(feed, 0.02)
+        stack.callback(feeder.close)
+
+        def latest(since):
+            out = {}
+            for _, arr in diag[since:]:
+                for st in arr.status:
+                    for n in FOLLOWERS:
+                        if st.name.endswith(n):
+                            out[n] = status_values(st)
+            return out
+
+        def wait_all(pred, timeout, what):
+            since = len(diag)
+            got = probe.wait_until(lambda: (lambda v: v if set(v) == set(FOLLOWERS) and all(
+                pred(x) for x in v.values()) else None)(latest(since)), timeout)
+            for n, proc in nodes.items():
+                proc.alive()
+            assert got, f'{what}: {latest(since)}\n' + '\n'.join(
+                f'--- {n}\n{p.log_text(2000)}' for n, p in nodes.items())
+            return got
+
+        # Read-only roots: no widening at runtime, on any follower.
+        for n in FOLLOWERS:
+            roots = probe.get_param(f'/{n}', 'model_roots', timeout=30)
+            assert isinstance(roots, list) and any(r.endswith('models') for r in roots), (n, roots)
+            ok, why = probe.set_param(f'/{n}', 'model_roots', ['/'])
+            assert not ok and 'read-only' in why, (n, why)
+
+        active.publish(String(data=good_id))
+        wait_all(lambda v: v['model'] == good_id, 60, 'the startup bundle (inside a root) was not followed')
+        assert probe.wait_until(lambda: len(cmds) > 5, 30), nodes['mpc_controller'].log_text()
+
+        for path in (outside, link):   # a valid bundle with the right hash: only the roots refuse it
+            active.publish(String(data=f'{path} {sha}'))
+            v = wait_all(lambda v: '[model_roots]' in v['last_refused_model'] and str(path) in v['last_refused_model'],
+                         30, f'{path} not refused')
+            assert all(x['model'] == good_id for x in v.values()), v
+        for n, proc in nodes.items():
+            log = proc.log_text(20000)
+            assert 'refused model' in log and '[model_roots]' in log and 'outside every model root' in log, log
+        n0 = len(cmds)   # the old model still serves: the MPC keeps planning with it
+        assert probe.wait_until(lambda: len(cmds) > n0 + 10, 20), nodes['mpc_controller'].log_text()
+
+        sibling_id = f'{sibling.resolve()} {sha}'
+        active.publish(String(data=sibling_id))
+        wait_all(lambda v: v['model'] == sibling_id, 30, 'a bundle inside a root was not followed')
+        n0 = len(cmds)
+        assert probe.wait_until(lambda: len(cmds) > n0 + 10, 20), nodes['mpc_controller'].log_text()

@@ -390,11 +390,13 @@ def make_bad_bundles(good: Path, root: Path, count: int = 100, outside: Path | N
 
 
 def identity_of(path: Path) -> str:
-    """'<path> <sha256 of ensemble.onnx>' as world_model would announce it (zeros when unreadable),
-    for offering a bad bundle straight to the active_model followers."""
+    """'<path> <sha256 of ensemble.onnx>' as an active_model announcement (zeros when unreadable),
+    for offering a bad bundle straight to the active_model followers. The path is announced as given
+    (made absolute, symlinks and '..' kept), so the followers' model_roots check sees what
+    world_model's saw; the hash is that of the file it leads to, so only the roots can refuse it."""
     try:
-        p = Path(path).resolve()
-        f = p / ENSEMBLE_FILE
+        p = Path(path).absolute()
+        f = p.resolve() / ENSEMBLE_FILE
         sha = sha256_file(f) if f.is_file() and f.stat().st_size <= MAX_ONNX_BYTES else '0' * 64
         return f'{p} {sha}'
     except OSError:
@@ -441,9 +443,9 @@ def period_stats(times: list, start: float, end: float, period: float) -> dict:
 def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float | None = None,
                       offer_to_followers: bool = True, log: Callable[[str], None] = print) -> SwapRunReport:
     """Set each bad bundle as world_model's model_dir on a running sim stack whose MPC is reaching
-    (sim_arm.launch.yaml), and, unless it is a model_roots case (the followers have no roots, see
-    docs/security.md), announce it on /mbrl/world_model/active_model as well so that
-    mpc_controller, policy and safety_filter must refuse it too. Measures missed MPC periods
+    (sim_arm.launch.yaml), and announce it on /mbrl/world_model/active_model as well so that
+    mpc_controller, policy and safety_filter must refuse it too (the model_roots cases included:
+    the followers enforce the same roots, see docs/security.md). Measures missed MPC periods
     during the run against a baseline of the same length before it."""
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
@@ -494,7 +496,7 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
             s0 = time.monotonic()
             ok, reason = probe.set_param('/world_model', 'model_dir', str(b.path), timeout=60)
             dt = time.monotonic() - s0
-            offered = offer_to_followers and b.check != 'model_roots'
+            offered = offer_to_followers
             if offered:
                 announce.publish(String(data=identity_of(b.path)))
             outcomes.append(Outcome(b, not ok, f'[{b.check}]' in reason, reason, dt, offered))
