@@ -768,6 +768,71 @@ def test_mpc_solves_ik_over_its_first_plans_and_keeps_the_budget(arm7):
     assert off.joint_goal is None and off._ik is None   # weight 0: no IK work at all
 
 
+def test_joint_goal_pull_ends_once_the_hand_is_at_the_goal(arm7):
+    """A redundant arm reaches the goal in many configurations: near the goal the IK pull stops
+    (for that goal), so it cannot drag the hand off towards the one solution it found."""
+    from mbrl_ros.core.planning import MpcController
+    dyn = DoubleIntegratorDynamics.from_robot(arm7)
+    cfg = PlannerConfig(horizon=6, num_samples=30, num_elites=5, num_iterations=2, time_budget_ms=0.0)
+    mpc = MpcController(arm7, dyn, cfg, CostWeights(joint_goal=0.5, joint_goal_release=0.05))
+    rng = np.random.default_rng(2)
+    q0, qg = arm7.sample_configurations(rng, 2, margin=0.2)
+    goal = arm7.fk(qg)
+    mpc.set_goal(goal)
+    for _ in range(20):
+        mpc.compute(q0, np.zeros(7))
+    assert mpc.joint_goal is not None                        # far away: guided
+    near = qg + 0.002                                        # hand within a few mm of the goal
+    assert np.linalg.norm(arm7.fk(near) - goal) < 0.05
+    mpc.compute(near, np.zeros(7))
+    assert mpc.joint_goal is None
+    for _ in range(5):                                       # and it stays off for this goal,
+        mpc.compute(q0, np.zeros(7))
+    assert mpc.joint_goal is None and mpc._ik is None
+    mpc.set_goal(arm7.fk(q0))                                # a new goal is guided again
+    for _ in range(20):
+        mpc.compute(qg, np.zeros(7))
+    assert mpc.joint_goal is not None
+    never = MpcController(arm7, dyn, cfg, CostWeights(joint_goal=0.5, joint_goal_release=0.0))
+    never.set_goal(goal)
+    for _ in range(20):
+        never.compute(q0, np.zeros(7))
+    never.compute(near, np.zeros(7))
+    assert never.joint_goal is not None                      # release 0: the pull never ends
+
+
+def test_mean_execution_keeps_its_final_rollout_inside_the_budget(arm7):
+    """execute='mean' rolls the final mean out once more: that time comes out of the budget.
+    A model whose every call advances a fake clock (0.1 ms + 2 us per row) makes it exact."""
+    from mbrl_ros.core.planning.costs import make_task_cost
+    from mbrl_ros.core.planning.optimizers import Planner
+    now = [0.0]
+    inner = DoubleIntegratorDynamics.from_robot(arm7)
+
+    class TimedDynamics:
+        state_dim, action_dim, num_particles = inner.state_dim, inner.action_dim, 1
+
+        def begin_rollout(self, rows, rng):
+            inner.begin_rollout(rows, rng)
+
+        def step(self, states, actions):
+            now[0] += 1e-4 + 2e-6 * states.shape[0]
+            return inner.step(states, actions)
+
+    budget = 5.0
+    for execute in ('mean', 'best'):
+        cfg = PlannerConfig(horizon=8, num_samples=200, num_elites=10, num_iterations=20, time_budget_ms=budget,
+                            execute=execute)
+        planner = Planner(cfg, TimedDynamics(), make_task_cost(arm7, CostWeights(joint_goal=0.0)),
+                          -arm7.effort_max, arm7.effort_max, clock=lambda: now[0])
+        q0, qg = arm7.sample_configurations(np.random.default_rng(3), 2, margin=0.2)
+        for i in range(10):
+            plan = planner.plan(np.concatenate([q0, np.zeros(7)]), arm7.fk(qg))
+            assert plan.stats.budget_cut and plan.stats.iterations >= 1
+            if i > 0:   # the first plan learns the model's speed (its first iteration always runs)
+                assert plan.stats.elapsed_ms <= budget, (execute, i, plan.stats.elapsed_ms)
+
+
 def test_node_config_file_matches_the_planner_defaults():
     """config/mpc_controller.yaml carries the deployment settings = PlannerConfig()/CostWeights()."""
     import dataclasses

@@ -48,7 +48,7 @@ class PlannerConfig:
     population_decay: float = setting(1.25, 1.0, 4.0, 'iCEM population shrink factor per iteration')
     keep_elites_fraction: float = setting(0.3, 0.0, 1.0, 'iCEM: fraction of elites carried to the next iteration / step')
     shift_fill: str = setting('zero', help='action appended when the warm start is shifted', choices=SHIFT_FILL)
-    execute: str = setting('best', help="plan returned: best sample seen ('best') or the final mean ('mean')",
+    execute: str = setting('mean', help="plan returned: best sample seen ('best') or the final mean ('mean')",
                       choices=EXECUTE)
     time_budget_ms: float = setting(15.0, 0.0, 10000.0, 'anytime budget per plan; 0 = no limit')
     seed: int = setting(0, 0, 2 ** 31 - 1, 'random seed of the sampler')
@@ -92,14 +92,16 @@ class CostWeights:
     terminal_velocity: float = setting(1.0, 0.0, 1e6, 'squared normalised joint velocity at the end of the horizon')
     joint_limit: float = setting(10.0, 0.0, 1e6, 'penalty for entering the joint-limit margin')
     joint_limit_margin: float = setting(0.1, 0.0, 1.0, 'joint-limit margin [rad]')
-    # Default 0: on the shipped arm7 bundle β = 1 froze the arm in 3 of 30 goals (a plan of zero
-    # effort: every decisive action leaves the data and costs more risk than it gains in 8 steps);
-    # 87 % -> 97 % with β = 0 (docs/results/pets_learning_planning.md, 2026-11-25 session 2). The
-    # safety filter still refuses uncertain commands.
+    # 1, not 0: at 0 the planner picks actions the safety filter's disagreement gate then refuses
+    # (mode flicker mpc/hold on the ROS stack), although the ROS-free loop succeeds more often.
     uncertainty: float = setting(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
     # 0.3: 30/30 goals vs 29/30 without (shipped arm7, β = 0, no budget; docs/results §5).
     joint_goal: float = setting(0.3, 0.0, 1e6, 'running squared joint distance [rad^2] to an IK solution of the goal '
                                 '(guides the short horizon out of local minima; 0 = no IK)')
+    # A 7-DOF arm reaches the goal in many configurations: once the end effector is there, pulling
+    # it on to the one IK solution moves it away again (seen: reached 1.4 cm, then drifted to 41 cm).
+    joint_goal_release: float = setting(0.05, 0.0, 10.0, 'the joint_goal pull ends for the current goal once the '
+                                        'end effector is within this distance of it [m] (0 = never)')
 
     def errors(self) -> list[str]:
         return range_errors(self)

@@ -43,6 +43,7 @@ class MpcController:
         self.goal: Optional[np.ndarray] = None
         self._last_time: Optional[float] = None
         self._ik: Optional[IkSolver] = None
+        self._ik_released = False         # the pull ended for this goal (the arm got there)
         self._ik_rng = np.random.default_rng(self.config.seed)
 
     @property
@@ -58,6 +59,7 @@ class MpcController:
         if self.goal is None or not np.array_equal(g, self.goal):
             self._set_joint_goal(None)    # solved from the arm's configuration at the next plan
             self._ik = None
+            self._ik_released = False
         self.goal = g
         return None
 
@@ -79,7 +81,15 @@ class MpcController:
 
     def _advance_ik(self, q) -> None:
         term = self.cost.term('joint_goal')
-        if self.goal is None or term is None or not term.enabled or term.target is not None:
+        if self.goal is None or term is None or not term.enabled or self._ik_released:
+            return
+        release = self.weights.joint_goal_release
+        if release > 0 and np.linalg.norm(self.robot.fk(q) - self.goal) < release:
+            self._ik_released = True
+            self._ik = None
+            self._set_joint_goal(None)
+            return
+        if term.target is not None:
             return
         if self._ik is None:
             self._ik = IkSolver(self.robot, self.goal, q, rng=self._ik_rng,
@@ -103,6 +113,7 @@ class MpcController:
         self.planner.reset()
         self._last_time = None
         self._ik = None               # the arm may be anywhere now: solve again from there
+        self._ik_released = False
         self._set_joint_goal(None)
 
     def check_parameters(self, values: Mapping[str, Any]) -> tuple[Optional[str], PlannerConfig, CostWeights]:

@@ -162,6 +162,9 @@ class Planner:
         t0 = self.clock()
         budget = c.time_budget_ms if budget_ms is None or c.time_budget_ms <= 0 else max(float(budget_ms), 0.0)
         deadline = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
+        if deadline is not None and c.execute == 'mean' and self._speed.ready:
+            # The final mean is rolled out once more after the iterations: keep that inside the budget.
+            deadline -= c.horizon * self._speed.predict(self.dynamics.num_particles)
         state = np.asarray(state, float).reshape(self.dynamics.state_dim)
         goal = None if goal is None else np.asarray(goal, float).reshape(3)
         if not np.all(np.isfinite(state)) or (goal is not None and not np.all(np.isfinite(goal))):
