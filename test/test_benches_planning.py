@@ -64,3 +64,32 @@ def test_closed_loop_propagation_is_reported(capsys):
     assert data['propagation'] == 'tsinf'
     from mbrl_ros.bench.closed_loop import deployment_propagation
     assert deployment_propagation() in ('expectation', 'ts1', 'tsinf')
+
+
+def test_mppi_torch_dynamics_match_the_onnx_adapter():
+    """--mppi-model torch gives pytorch-mppi the same model in torch eager: same next states and
+    disagreement as our onnxruntime adapter, so only the runtime differs."""
+    pytest.importorskip('pytorch_mppi')
+    import numpy as np
+    import torch
+
+    from mbrl_ros.bench.mppi_compare import _RecordingDynamics, _TorchEnsembleDynamics
+    from mbrl_ros.core.runtime.bundle import load_bundle
+    from mbrl_ros.resources import find_resource
+    bundle = load_bundle(find_resource('models', ARM3), intra_op_threads=1)
+    rng = np.random.default_rng(0)
+    s = torch.from_numpy(rng.standard_normal((16, bundle.ensemble.state_dim)).astype(np.float32) * 0.3)
+    u = torch.from_numpy(rng.standard_normal((16, bundle.ensemble.action_dim)).astype(np.float32))
+    ref, tor = _RecordingDynamics(bundle.ensemble, horizon=2), _TorchEnsembleDynamics(bundle.path, horizon=2)
+    np.testing.assert_allclose(tor(s, u, 0).numpy(), ref(s, u, 0).numpy(), atol=1e-4)
+    np.testing.assert_allclose(tor.dis[:, 0], ref.dis[:, 0], rtol=1e-3, atol=1e-6)
+    assert np.all(tor.dis[:, 0] > 0)
+
+
+def test_mppi_compare_short_with_the_torch_model(capsys):
+    pytest.importorskip('pytorch_mppi')
+    data = json.loads(_run(capsys, 'mppi-compare', '--short', '--model', ARM3, '--ours', 'cem',
+                           '--mppi-model', 'torch', '--json'))
+    assert data['mppi_model'] == 'torch'
+    for s in data['results'].values():
+        assert s['episodes'] == 2 and s['failures'] == 0

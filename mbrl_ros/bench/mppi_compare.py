@@ -11,6 +11,11 @@ disagreement term) as its terminal cost over the whole trajectory, so cost and m
 and only the optimiser differs. Ours runs with one iteration (`cem`: exactly N samples; `icem`: N
 plus the kept elites), no time budget, so per-plan times are compared at equal samples x horizon.
 Success on the same reaching goals (core.evaluation.reaching).
+
+`--mppi-model torch` gives pytorch-mppi the ensemble as a pytorch-mppi user would: the same weights
+as a torch module (`model_from_onnx`), evaluated in torch eager on the same states, expectation over
+the members, disagreement computed the same way. That compares the two stacks end to end (optimiser
+and runtime); the default `onnx` isolates the optimiser.
 """
 from __future__ import annotations
 
@@ -29,7 +34,12 @@ def add_arguments(p):
     p.add_argument('--ours', default='cem,icem', help='our planners to run (1 iteration each)')
     p.add_argument('--propagation', default='expectation', choices=('expectation', 'tsinf'),
                    help='ensemble propagation for both planners (tsinf: one member per sample)')
-    p.add_argument('--weights', default='', metavar='K=V,...', help='cost weights for both, e.g. uncertainty=0')
+    p.add_argument('--mppi-model', default='onnx', choices=('onnx', 'torch'),
+                   help="pytorch-mppi's dynamics: our onnxruntime adapter (optimiser only) or the same "
+                        'weights in torch eager (how pytorch-mppi is used; expectation propagation)')
+    p.add_argument('--weights', default='', metavar='K=V,...',
+                   help='cost weights for both, e.g. uncertainty=0 (joint_goal defaults to 0 here: pytorch-mppi '
+                        'has no IK guidance)')
     p.add_argument('--short', action='store_true', help='2 goals, N=30, H=5, 0.5 s episodes: a smoke run')
     p.add_argument('--timing-plans', type=int, default=0, metavar='K',
                    help='also time K plans of each planner alternately from the same states (fair under a '
@@ -60,11 +70,35 @@ class _RecordingDynamics:
         return self.torch.from_numpy(nxt.astype(np.float32))
 
 
+class _TorchEnsembleDynamics:
+    """The ensemble for pytorch-mppi in torch eager (its native use): the bundle's weights as a torch
+    module, next = state + mean over members, disagreement as `EnsembleDynamics` computes it."""
+
+    def __init__(self, bundle_path, horizon: int):
+        import torch
+
+        from mbrl_ros.core.dynamics.export import model_from_onnx
+        self.torch = torch
+        self.model = model_from_onnx(bundle_path / 'ensemble.onnx')
+        self.inv_std = 1.0 / self.model.out_std.detach().clone()
+        self.dis = None
+        self.horizon = horizon
+
+    def __call__(self, state, u, t):
+        if t == 0 or self.dis is None or self.dis.shape[0] != state.shape[0]:
+            self.dis = np.zeros((state.shape[0], self.horizon))
+        with self.torch.no_grad():
+            mean, _ = self.model(state.float(), u.float())
+            self.dis[:, t] = (mean.std(dim=0, unbiased=False) * self.inv_std).mean(dim=-1).numpy()
+            return state + mean.mean(dim=0)
+
+
 class MppiAgent:
     """pytorch-mppi as a reaching controller `(q, qd, goal) -> effort` with `reset()`."""
 
     def __init__(self, robot, runtime, samples: int, horizon: int, lambda_: float = 0.1,
-                 init_std: float = 0.25, weights=None, seed: int = 0, propagation: str = 'expectation'):
+                 init_std: float = 0.25, weights=None, seed: int = 0, propagation: str = 'expectation',
+                 torch_model_from=None):
         import torch
         from pytorch_mppi import MPPI
 
@@ -75,7 +109,8 @@ class MppiAgent:
         self.cost = make_task_cost(robot, weights)
         self.goal = None
         self.state = None
-        self.dyn = _RecordingDynamics(runtime, horizon, propagation, seed)
+        self.dyn = (_TorchEnsembleDynamics(torch_model_from, horizon) if torch_model_from is not None
+                    else _RecordingDynamics(runtime, horizon, propagation, seed))
         u_max = torch.tensor(np.asarray(robot.effort_max, np.float32))
         sigma = torch.diag((init_std * u_max) ** 2)     # same initial spread as ours (fraction of half-range)
         self.mppi = MPPI(self.dyn, self._running, 2 * robot.dof, sigma, num_samples=samples, horizon=horizon,
@@ -141,7 +176,9 @@ def run(args) -> int:
     from mbrl_ros.commands.learn import _weights
     from mbrl_ros.core.planning.config import CostWeights
     try:
-        weights = CostWeights(**_weights(args.weights)).validated()
+        # pytorch-mppi has no IK guidance: both optimise the same cost without it unless asked.
+        given = {'joint_goal': 0.0, **_weights(args.weights)}
+        weights = CostWeights(**given).validated()
         bundle = load_bundle(find_resource('models', args.model), intra_op_threads=1)
         robot = RobotModel.load(bundle.robot_name)
         ours = {k.strip(): planner_config(planner=k.strip(), horizon=h, num_samples=n, num_iterations=1,
@@ -150,12 +187,16 @@ def run(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, BundleError) as e:
         print(f'mbrl-ros bench mppi-compare: {e}')
         return 2
+    if args.mppi_model == 'torch' and args.propagation != 'expectation':
+        print('mbrl-ros bench mppi-compare: --mppi-model torch runs the expectation propagation only')
+        return 2
+    torch_from = bundle.path if args.mppi_model == 'torch' else None
     results, timing = {}, {}
     if args.timing_plans > 0:
         agents = {f'ours {k} x1': MpcAgent(robot, bundle, cfg, weights, propagation=args.propagation, dt=bundle.dt)
                   for k, cfg in ours.items()}
         agents['pytorch-mppi'] = MppiAgent(robot, bundle.ensemble, n, h, lambda_=args.lambda_, weights=weights,
-                                           propagation=args.propagation)
+                                           propagation=args.propagation, torch_model_from=torch_from)
         for a in agents.values():   # warm up (first-call allocations, onnxruntime arenas)
             interleaved_plan_times({'a': a}, robot, 3, seed=args.seed + 1)
         t = interleaved_plan_times(agents, robot, args.timing_plans, seed=args.seed)
@@ -165,15 +206,16 @@ def run(args) -> int:
         results[f'ours {name} x1'] = evaluate_reaching(agent, robot, goals, seed=args.seed, settle_s=settle,
                                                        dt=bundle.dt).summary()
     mppi = MppiAgent(robot, bundle.ensemble, n, h, lambda_=args.lambda_, weights=weights,
-                     propagation=args.propagation)
+                     propagation=args.propagation, torch_model_from=torch_from)
     results['pytorch-mppi'] = evaluate_reaching(mppi, robot, goals, seed=args.seed, settle_s=settle,
                                                 dt=bundle.dt).summary()
     if args.json:
         print(json.dumps({'bundle': str(bundle.path), 'samples': n, 'horizon': h, 'propagation': args.propagation,
+                          'mppi_model': args.mppi_model,
                           'results': results, 'interleaved_plan_ms': timing}, indent=1))
         return 0
     print(f'bundle {bundle.path} ({robot.name}): N={n} samples x H={h} steps per plan, {args.propagation} over '
-          f'{bundle.ensemble.ensemble_size} members, weights {_weights(args.weights) or "default"}, '
+          f'{bundle.ensemble.ensemble_size} members (pytorch-mppi: {args.mppi_model} model), weights {given}, '
           f'{goals} goals (seed {args.seed}), {settle} s episodes')
     print(f'{"planner":<16}{"plan p50 ms":>12}{"plan p99 ms":>12}{"success":>9}{"dist med cm":>13}')
     for name, s in results.items():
