@@ -84,6 +84,12 @@ def test_mppi_torch_dynamics_match_the_onnx_adapter():
     np.testing.assert_allclose(tor(s, u, 0).numpy(), ref(s, u, 0).numpy(), atol=1e-4)
     np.testing.assert_allclose(tor.dis[:, 0], ref.dis[:, 0], rtol=1e-3, atol=1e-6)
     assert np.all(tor.dis[:, 0] > 0)
+    ts = _TorchEnsembleDynamics(bundle.path, horizon=2, propagation='tsinf')
+    nxt = ts(s, u, 0).numpy()
+    mean, _ = bundle.ensemble.predict(s.numpy(), u.numpy())          # (E, B, S)
+    members = ts.members.numpy()
+    np.testing.assert_allclose(nxt, s.numpy() + mean[members, np.arange(16)], atol=1e-4)
+    np.testing.assert_allclose(ts(s, u, 1).numpy() - s.numpy(), mean[members, np.arange(16)], atol=1e-4)
 
 
 def test_mppi_compare_short_with_the_torch_model(capsys):

@@ -13,8 +13,10 @@ plus the kept elites), no time budget, so per-plan times are compared at equal s
 Success on the same reaching goals (core.evaluation.reaching).
 
 `--mppi-model torch` gives pytorch-mppi the ensemble as a pytorch-mppi user would: the same weights
-as a torch module (`model_from_onnx`), evaluated in torch eager on the same states, expectation over
-the members, disagreement computed the same way. That compares the two stacks end to end (optimiser
+as a torch module (`model_from_onnx`), evaluated in torch eager on the same states (expectation over
+the members with the disagreement computed the same way, or tsinf: one member per sample, picked from
+all members' outputs as a torch user writes it; ours evaluates only that member, through the
+partitioned graph). That compares the two stacks end to end (optimiser
 and runtime); the default `onnx` isolates the optimiser.
 """
 from __future__ import annotations
@@ -72,23 +74,32 @@ class _RecordingDynamics:
 
 class _TorchEnsembleDynamics:
     """The ensemble for pytorch-mppi in torch eager (its native use): the bundle's weights as a torch
-    module, next = state + mean over members, disagreement as `EnsembleDynamics` computes it."""
+    module. `expectation`: next = state + mean over members, disagreement as `EnsembleDynamics`
+    computes it; `tsinf`: each sample follows one member for the whole rollout (every member is
+    evaluated on every row and the sample's member picked, as one writes it in torch)."""
 
-    def __init__(self, bundle_path, horizon: int):
+    def __init__(self, bundle_path, horizon: int, propagation: str = 'expectation', seed: int = 0):
         import torch
 
         from mbrl_ros.core.dynamics.export import model_from_onnx
         self.torch = torch
         self.model = model_from_onnx(bundle_path / 'ensemble.onnx')
         self.inv_std = 1.0 / self.model.out_std.detach().clone()
+        self.propagation = propagation
+        self.gen = torch.Generator().manual_seed(seed)
+        self.members = None
         self.dis = None
         self.horizon = horizon
 
     def __call__(self, state, u, t):
         if t == 0 or self.dis is None or self.dis.shape[0] != state.shape[0]:
             self.dis = np.zeros((state.shape[0], self.horizon))
+            self.members = self.torch.randint(0, self.model.config.ensemble_size, (state.shape[0],),
+                                              generator=self.gen)
         with self.torch.no_grad():
             mean, _ = self.model(state.float(), u.float())
+            if self.propagation == 'tsinf':
+                return state + mean[self.members, self.torch.arange(state.shape[0])]
             self.dis[:, t] = (mean.std(dim=0, unbiased=False) * self.inv_std).mean(dim=-1).numpy()
             return state + mean.mean(dim=0)
 
@@ -109,7 +120,7 @@ class MppiAgent:
         self.cost = make_task_cost(robot, weights)
         self.goal = None
         self.state = None
-        self.dyn = (_TorchEnsembleDynamics(torch_model_from, horizon) if torch_model_from is not None
+        self.dyn = (_TorchEnsembleDynamics(torch_model_from, horizon, propagation, seed) if torch_model_from is not None
                     else _RecordingDynamics(runtime, horizon, propagation, seed))
         u_max = torch.tensor(np.asarray(robot.effort_max, np.float32))
         sigma = torch.diag((init_std * u_max) ** 2)     # same initial spread as ours (fraction of half-range)
@@ -187,8 +198,8 @@ def run(args) -> int:
     except (ValueError, TypeError, FileNotFoundError, BundleError) as e:
         print(f'mbrl-ros bench mppi-compare: {e}')
         return 2
-    if args.mppi_model == 'torch' and args.propagation != 'expectation':
-        print('mbrl-ros bench mppi-compare: --mppi-model torch runs the expectation propagation only')
+    if args.mppi_model == 'torch' and args.propagation not in ('expectation', 'tsinf'):
+        print('mbrl-ros bench mppi-compare: --mppi-model torch runs the expectation or tsinf propagation')
         return 2
     torch_from = bundle.path if args.mppi_model == 'torch' else None
     results, timing = {}, {}
