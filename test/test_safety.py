@@ -35,6 +35,21 @@ def test_fresh_confident_mpc_is_sent():
     assert not out.clamped and not out.rate_limited
 
 
+def test_a_change_within_the_rate_limit_is_sent_exactly_and_not_counted_as_limited():
+    """last + (u - last) != u in floating point for many values: the counter used to flag those."""
+    f = make(max_effort_step=2.0)          # any change within the limits is allowed
+    rng = np.random.default_rng(0)
+    flagged = 0
+    for i in range(200):
+        u = rng.uniform(-0.9, 0.9, 3) * f.effort_limit
+        t = NOW + 0.02 * i
+        out = f.step(t, state(stamp=t), cmd(u, stamp=t - 0.01), None)
+        assert out.mode == 'mpc'
+        np.testing.assert_array_equal(out.command, u)
+        flagged += out.rate_limited
+    assert flagged == 0
+
+
 @pytest.mark.parametrize('bad_mpc, why', [
     (cmd([1.0, 1.0, 1.0], stamp=NOW - 0.5), 'stale'),
     (cmd([1.0, 1.0, 1.0], stamp=NOW + 1.0), 'future'),

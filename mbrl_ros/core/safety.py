@@ -208,15 +208,19 @@ class SafetyFilter:
         if why:
             return None, why
         bounded = np.clip(u, -self.effort_limit, self.effort_limit)
-        step = np.clip(bounded - self.last_command, -self.max_step, self.max_step)
-        sent = np.clip(self.last_command + step, -self.effort_limit, self.effort_limit)
+        change = bounded - self.last_command
+        # Compared on the change, not on last + step == bounded, which float rounding breaks
+        # (it counted ~90 % of unlimited periods as rate-limited).
+        limited = np.abs(change) > self.max_step
+        sent = np.where(limited, self.last_command + np.clip(change, -self.max_step, self.max_step), bounded)
+        sent = np.clip(sent, -self.effort_limit, self.effort_limit)
         predicted = as_vector(getattr(sample, 'predicted_q', None), self.dof)
         why = joint_limit_violation(q, qd, sent, self._lo, self._hi, self.settings.limit_lookahead_s,
                                     predicted)
         if why:
             return None, why
         return SafetyOutput(sent, name, clamped=bool(np.any(bounded != u)),
-                            rate_limited=bool(np.any(sent != bounded))), None
+                            rate_limited=bool(np.any(limited))), None
 
     def _age(self, now, stamp, timeout):
         try:
