@@ -53,7 +53,7 @@ SPECS = [
     Param('autostart', True, 'configure and activate at start (else wait for ~/change_state)', dynamic=False),
     Param('control_rate_hz', 50.0, 'plans (and commands) per second', range=(1.0, 500.0)),
     Param('state_timeout_s', 0.1, 'a state older than this is stale: no command', range=(0.001, 10.0)),
-    Param('delay_compensation', False,
+    Param('delay_compensation', True,
           'plan from the state predicted (world model, previous command) for the time the command '
           'will act: state age + expected plan time + command_delay_s; false: from the measured state'),
     Param('command_delay_s', 0.003, 'expected time from publishing a command to the arm applying it '
@@ -271,7 +271,8 @@ class MpcControllerNode(LifecycleNode):
         sample, stamp = self._state
         t0 = time.perf_counter()
         q, qd = self._state_at_actuation(sample)
-        res = self.mpc.compute(q, qd, now=sample.stamp)
+        # the prediction's time comes out of the plan's budget
+        res = self.mpc.compute(q, qd, now=sample.stamp, spent_ms=1e3 * (time.perf_counter() - t0))
         ms = 1e3 * (time.perf_counter() - t0)
         self._plan_ms.append(ms)
         self._recent_plan_s.append(ms * 1e-3)

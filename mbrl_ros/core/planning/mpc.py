@@ -140,8 +140,9 @@ class MpcController:
         return None
 
     # ---- one control period -------------------------------------------------------------------
-    def compute(self, q, qd, now: Optional[float] = None) -> MpcResult:
-        """Plan from the measured state; `now` (s) moves the warm start by the periods elapsed."""
+    def compute(self, q, qd, now: Optional[float] = None, spent_ms: float = 0.0) -> MpcResult:
+        """Plan from the measured state; `now` (s) moves the warm start by the periods elapsed;
+        `spent_ms`: time the caller already used of this period's budget (e.g. predicting the state)."""
         dof = self.robot.dof
         qv, qdv = _finite(q, dof), _finite(qd, dof)
         if qv is None or qdv is None:
@@ -151,7 +152,7 @@ class MpcController:
             shift = int(np.clip(round((now - self._last_time) / self.dt), 1, self.config.horizon))
         t0 = time.perf_counter()
         self._advance_ik(qv)
-        spent_ms = 1e3 * (time.perf_counter() - t0)
+        spent_ms += 1e3 * (time.perf_counter() - t0)
         plan = self.planner.plan(np.concatenate([qv, qdv]), self.goal, shift=shift,
                                  budget_ms=self.config.time_budget_ms - spent_ms)
         if now is not None:

@@ -98,6 +98,7 @@ class Planner:
         self._mean: Optional[np.ndarray] = None       # warm start (H, A)
         self._elites: Optional[np.ndarray] = None     # elites of the last iteration (K', H, A)
         self._speed = StepTimeModel()
+        self._final_rollout_s = 0.0                   # last execute='mean' rollout [s] (budget reserve)
         self.configure(config)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -136,6 +137,7 @@ class Planner:
             raise ValueError(f'model action dim {dynamics.action_dim} != {self.low.shape[0]} action bounds')
         self.dynamics = dynamics
         self._speed = StepTimeModel()
+        self._final_rollout_s = 0.0
         self._mean = None
         self.configure(self.config)
         self._elites = None
@@ -161,10 +163,7 @@ class Planner:
         c = self.config
         t0 = self.clock()
         budget = c.time_budget_ms if budget_ms is None or c.time_budget_ms <= 0 else max(float(budget_ms), 0.0)
-        deadline = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
-        if deadline is not None and c.execute == 'mean' and self._speed.ready:
-            # The final mean is rolled out once more after the iterations: keep that inside the budget.
-            deadline -= c.horizon * self._speed.predict(self.dynamics.num_particles)
+        end = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
         state = np.asarray(state, float).reshape(self.dynamics.state_dim)
         goal = None if goal is None else np.asarray(goal, float).reshape(3)
         if not np.all(np.isfinite(state)) or (goal is not None and not np.all(np.isfinite(goal))):
@@ -179,6 +178,7 @@ class Planner:
 
         for i in range(c.num_iterations):
             last = i == c.num_iterations - 1
+            deadline = self._iteration_deadline(end)
             extra = (0 if kept is None else kept.shape[0]) + (1 if last and c.planner == 'icem' else 0)
             n = self._fit_population(c.population(i), extra, deadline, first=(i == 0))
             if n == 0:
@@ -218,7 +218,9 @@ class Planner:
         stats.best_cost = best_cost if best_states is not None else float('inf')
         if c.execute == 'mean' and best_states is not None:
             actions = self._clip(mean.copy())
+            t_final = self.clock()
             states, dis = self._predict(actions, state)
+            self._final_rollout_s = self.clock() - t_final
         else:
             actions, states, dis = best_actions, best_states, best_dis
         stats.elapsed_ms = (self.clock() - t0) * 1e3
@@ -277,6 +279,14 @@ class Planner:
     # exist at all, and step times jitter by 2x on a loaded machine.
     _SAFETY = 0.85
     _FIRST_SAFETY = 0.5
+
+    def _iteration_deadline(self, end: Optional[float]) -> Optional[float]:
+        """When the iterations must end: with execute='mean' the final mean is rolled out once more
+        after them, so that rollout's measured time (the last one's; per-call overhead dominates a
+        one-row rollout, which the speed model's fit to full populations does not see) stays inside."""
+        if end is None or self.config.execute != 'mean':
+            return end
+        return end - self._final_rollout_s
 
     def _learn_speed(self, seconds: float, rows: int, steps: int) -> None:
         self._speed.observe(rows, seconds / max(steps, 1))
