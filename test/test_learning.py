@@ -96,7 +96,7 @@ def test_learn_command_refuses_bad_settings(capsys):
     assert main(['learn', '--out', '/tmp/never', '--hidden', '16,x']) == 2
     assert main(['learn', '--out', '/tmp/never', '--eval-planner', 'horizon=0']) == 2
     assert 'eval_planner' in capsys.readouterr().err
-    assert PlannerConfig().time_budget_ms == 15.0    # the evaluation's budget default is the node's
+    assert PlannerConfig().time_budget_ms == LearnConfig().eval_budget_ms    # the evaluation's budget is the node's
 
 
 # The hook itself (distill -> save_to_bundle) is what this exercises. On these tiny runs the arm hardly

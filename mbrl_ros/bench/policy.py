@@ -22,7 +22,7 @@ def add_arguments(p):
     p.add_argument('--calls', type=int, default=5000)
     p.add_argument('--compare-mpc', action='store_true', help='also time MpcController plans on the bundle')
     p.add_argument('--plans', type=int, default=100, help='MPC plans with --compare-mpc')
-    p.add_argument('--budget-ms', type=float, default=15.0, help='MPC time budget (the node default 15 ms)')
+    p.add_argument('--budget-ms', type=float, default=14.5, help='MPC time budget (the node default 14.5 ms)')
     p.add_argument('--json', action='store_true')
 
 

@@ -89,7 +89,7 @@ class LearnConfig:
     # Final closed-loop evaluation (the real wall-clock budget, as in the node); 0 = skip
     eval_goals: int = 0
     eval_seed: int = 1000
-    eval_budget_ms: float = 15.0
+    eval_budget_ms: float = 14.5
     eval_planner: dict = field(default_factory=dict)   # overrides of the deployment PlannerConfig
     # Distillation (core.policy.distill); 0 rounds = skip
     distill_rounds: int = 0
