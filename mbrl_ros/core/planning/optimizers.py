@@ -164,6 +164,7 @@ class Planner:
         t0 = self.clock()
         budget = c.time_budget_ms if budget_ms is None or c.time_budget_ms <= 0 else max(float(budget_ms), 0.0)
         end = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
+        self._plan_start = t0
         state = np.asarray(state, float).reshape(self.dynamics.state_dim)
         goal = None if goal is None else np.asarray(goal, float).reshape(3)
         if not np.all(np.isfinite(state)) or (goal is not None and not np.all(np.isfinite(goal))):
@@ -266,10 +267,7 @@ class Planner:
     def _evaluate(self, samples, state, goal, deadline):
         """(costs (N,), steps rolled out); costs is None when the deadline passed mid-rollout."""
         n, h, _ = samples.shape
-        # Abandon before a step that would end past the deadline, not after it: the plan then ends
-        # within the budget rather than one model step beyond it.
-        step_s = self._speed.predict(n * self.dynamics.num_particles) if self._speed.ready else 0.0
-        steps = rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline, self.clock, step_s)
+        steps = rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline, self.clock)
         if steps < h:
             return None, steps
         p = self.dynamics.num_particles
@@ -287,13 +285,11 @@ class Planner:
     def _iteration_deadline(self, end: Optional[float]) -> Optional[float]:
         """When the iterations must end: with execute='mean' the final mean is rolled out once more
         after them, and that rollout's time must stay inside the budget."""
-        c = self.config
-        if end is None or c.execute != 'mean':
+        if end is None or self.config.execute != 'mean':
             return end
-        # The larger of the last measured tail and the speed model's guess for H one-row steps (the
-        # latter also covers the jitter a single measurement misses: plan p99 14.7 vs 15.3 ms).
-        model = c.horizon * self._speed.predict(self.dynamics.num_particles) if self._speed.ready else 0.0
-        return end - max(self._final_rollout_s, model)
+        # Measured, not taken from the speed model: an inflated speed estimate must not be able
+        # to eat the budget (through the stack that starved every plan: 5 commands/s).
+        return end - min(self._final_rollout_s, 0.25 * (end - self._plan_start))
 
     def _learn_speed(self, seconds: float, rows: int, steps: int) -> None:
         self._speed.observe(rows, seconds / max(steps, 1))

@@ -263,14 +263,14 @@ class RolloutBuffers:
 
 def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers: RolloutBuffers,
             rng: np.random.Generator, deadline: Optional[float] = None,
-            clock=time.perf_counter, step_s: float = 0.0) -> int:
+            clock=time.perf_counter) -> int:
     """Roll `actions` (N, H, A) out from `state` (S,) with `dynamics.num_particles` particles each.
 
     Fills buffers.states[:N·P] with (N·P, H+1, S) trajectories (row n·P + p is particle p of
     sample n; index 0 is the start state) and buffers.disagreement[:N·P] with (N·P, H).
-    Returns the number of steps rolled out: H, or fewer when the next step (expected to take
-    `step_s`) would end past `deadline` (in `clock()` seconds); checked after every step, so
-    a plan overruns its budget by at most the error of that expectation.
+    Returns the number of steps rolled out: H, or fewer when a `deadline`
+    (in `clock()` seconds) passed; the clock is checked after every step so that a
+    plan never overruns its budget by more than one model step.
     """
     n, horizon, _ = actions.shape
     p = dynamics.num_particles
@@ -284,6 +284,6 @@ def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers:
         nxt, d = dynamics.step(states[:, t], a_t)
         states[:, t + 1] = nxt
         dis[:, t] = d
-        if deadline is not None and t + 1 < horizon and clock() + step_s > deadline:
+        if deadline is not None and t + 1 < horizon and clock() > deadline:
             return t + 1
     return horizon
