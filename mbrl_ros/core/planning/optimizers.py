@@ -164,7 +164,6 @@ class Planner:
         t0 = self.clock()
         budget = c.time_budget_ms if budget_ms is None or c.time_budget_ms <= 0 else max(float(budget_ms), 0.0)
         end = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
-        self._plan_start = t0
         state = np.asarray(state, float).reshape(self.dynamics.state_dim)
         goal = None if goal is None else np.asarray(goal, float).reshape(3)
         if not np.all(np.isfinite(state)) or (goal is not None and not np.all(np.isfinite(goal))):
@@ -179,7 +178,7 @@ class Planner:
 
         for i in range(c.num_iterations):
             last = i == c.num_iterations - 1
-            deadline = self._iteration_deadline(end)
+            deadline = self._iteration_deadline(t0, end)
             extra = (0 if kept is None else kept.shape[0]) + (1 if last and c.planner == 'icem' else 0)
             n = self._fit_population(c.population(i), extra, deadline, first=(i == 0))
             if n == 0:
@@ -282,14 +281,14 @@ class Planner:
     _SAFETY = 0.85
     _FIRST_SAFETY = 0.5
 
-    def _iteration_deadline(self, end: Optional[float]) -> Optional[float]:
+    def _iteration_deadline(self, start: float, end: Optional[float]) -> Optional[float]:
         """When the iterations must end: with execute='mean' the final mean is rolled out once more
         after them, and that rollout's time must stay inside the budget."""
         if end is None or self.config.execute != 'mean':
             return end
         # Measured, not taken from the speed model: an inflated speed estimate must not be able
         # to eat the budget (through the stack that starved every plan: 5 commands/s).
-        return end - min(self._final_rollout_s, 0.25 * (end - self._plan_start))
+        return end - min(self._final_rollout_s, 0.25 * (end - start))
 
     def _learn_speed(self, seconds: float, rows: int, steps: int) -> None:
         self._speed.observe(rows, seconds / max(steps, 1))
