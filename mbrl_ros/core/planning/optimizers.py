@@ -176,9 +176,9 @@ class Planner:
         kept = self._shifted_elites(shift)
         best_actions, best_states, best_dis, best_cost = mean.copy(), None, None, INVALID_COST
 
+        deadline = self._iteration_deadline(t0, end)
         for i in range(c.num_iterations):
             last = i == c.num_iterations - 1
-            deadline = self._iteration_deadline(t0, end)
             extra = (0 if kept is None else kept.shape[0]) + (1 if last and c.planner == 'icem' else 0)
             n = self._fit_population(c.population(i), extra, deadline, first=(i == 0))
             if n == 0:
