@@ -112,6 +112,42 @@ def test_export_with_fk_and_jacobian_features_matches_torch(tmp_path):
     assert export_policy(small.eval(), tmp_path / 'q.onnx', check_states=s, check_goals=g) <= 1e-5
 
 
+def test_gains_head_exports_exactly_and_commands_nothing_at_the_goal_at_rest(tmp_path):
+    """The 'gains' head: whatever the weights, zero effort at the goal with the arm at rest (the goal is
+    an equilibrium of the policy), and the ONNX graph computes the same as torch."""
+    arm7 = RobotModel.load('arm7')
+    torch.manual_seed(3)
+    net = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
+                                 output='gains'))
+    assert net.out.out_features == 21
+    rng = np.random.default_rng(5)
+    q = arm7.sample_configurations(rng, 300)
+    s = np.concatenate([q, rng.uniform(-1, 1, q.shape) * arm7.qd_max], 1)
+    g = arm7.fk(arm7.sample_configurations(rng, 300))
+    net.set_normalisation(s, g)
+    with torch.no_grad():   # large random gains: saturates, and a weight-independent zero is tested
+        net.out.weight.normal_(0, 0.3)
+        net.out.bias.normal_(0, 2.0)
+    assert export_policy(net.eval(), tmp_path / 'p.onnx', check_states=s, check_goals=g) <= 1e-5
+    rt = PolicyRuntime(tmp_path / 'p.onnx')
+    moving = rt.predict(s, g)
+    assert np.all(np.abs(moving) <= arm7.effort_max + 1e-4) and np.any(np.abs(moving) > 0.5 * arm7.effort_max)
+    at_rest = np.concatenate([q, np.zeros_like(q)], 1)
+    assert np.max(np.abs(rt.predict(at_rest, arm7.fk(q))) / arm7.effort_max) < 1e-3
+    # untrained (initial weights): the gains are ~0, no hand-picked spring in it
+    fresh = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
+                                   output='gains'))
+    fresh.set_normalisation(s, g)
+    with torch.no_grad():
+        u = fresh(torch.tensor(s, dtype=torch.float32), torch.tensor(g, dtype=torch.float32)).numpy()
+    assert np.median(np.abs(u) / arm7.effort_max) < 0.05
+    with pytest.raises(ValueError, match='needs the FK'):
+        PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), fk=fk_chain(arm7), jacobian=False,
+                               output='gains'))
+    with pytest.raises(ValueError, match='output must be'):
+        PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), output='torque'))
+
+
 def test_constant_features_are_left_unscaled_and_export_stays_exact(arm3, tmp_path):
     """Tiny data where the arm never moved (qd == 0): the qd features are not divided by ~0, so
     moving states do not blow up float32 rounding (the export parity check used to fail here)."""
@@ -185,10 +221,13 @@ def test_save_to_bundle_writes_a_valid_policy_and_the_bundle_refuses_tampering(a
     bdir = write_bundle(tmp_path / 'arm3', arm3)
     cfg = DistillConfig(rounds=2, episodes_per_round=2, episode_s=0.3, epochs_per_round=2, hidden_sizes=[16],
                         eval_goals=2, expert={'horizon': 4, 'num_samples': 16, 'num_iterations': 1,
-                                              'num_elites': 4, 'time_budget_ms': 0.0})
+                                              'num_elites': 4, 'time_budget_ms': 0.0}, expert_cost={'joint_goal': 0.0},
+                        output='gains')
     res = distill(load_bundle(bdir, arm3), arm3, cfg, progress=False, log=lambda *_: None)  # the real MPC expert
     assert len(res.expert_step_ms) == 2 * 2 * 15
     section = save_to_bundle(res, bdir, arm3, command='test')
+    assert section['distillation']['expert']['cost'] == {'joint_goal': 0.0}
+    assert 'spring-damper' in section['architecture']['output']
     b = load_bundle(bdir, arm3)
     assert b.policy_path == bdir.resolve() / 'policy.onnx'
     meta = yaml.safe_load((bdir / 'bundle.yaml').read_text())
@@ -213,6 +252,8 @@ def test_distill_config_refuses_nonsense():
     assert DistillConfig(beta_decay=1.5).errors()
     assert DistillConfig(expert={'horizon': 0}).errors()
     assert DistillConfig(expert={'bogus': 1}).errors()
+    assert DistillConfig(expert_cost={'joint_goal': -1.0}).errors()
+    assert DistillConfig(expert_cost={'bogus': 1.0}).errors()
     assert not DistillConfig().errors()
     with pytest.raises(ValueError, match='invalid distillation'):
         distill(None, RobotModel.load('arm3'), DistillConfig(rounds=0), progress=False)
@@ -232,6 +273,9 @@ def test_distill_cli_writes_into_a_copy_and_leaves_the_source_alone(arm3, tmp_pa
     assert b.policy_path is not None and b.meta['policy']['distillation']['rounds'] == 1
     assert 'wrote' in capsys.readouterr().out
     assert main(['distill', '--bundle', str(tmp_path / 'nope')]) == 2
+    assert main(['distill', '--bundle', str(src), '--expert-cost', 'joint_goal']) == 2
+    assert main(['distill', '--bundle', str(src), '--expert-cost', 'nonsense=1']) == 2
+    assert 'expert cost' in capsys.readouterr().err
 
 
 def test_attach_puts_a_distilled_policy_into_another_bundle_of_the_same_robot(arm3, tmp_path):

@@ -29,6 +29,9 @@ def add_arguments(p):
                    help='rounds >= 1: the expert labels every k-th visited state (cheaper; default 1 = all)')
     p.add_argument('--epochs', type=int, default=40, help='training epochs per round')
     p.add_argument('--hidden', default='256,256', help='hidden widths (default 256,256)')
+    p.add_argument('--output', choices=('direct', 'gains'), default='direct',
+                   help="network head: the effort itself, or the gains of a task-space spring-damper "
+                        "(zero effort at the goal at rest by construction)")
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--eval-goals', type=int, default=100, help='reaching benchmark goals after every round')
     p.add_argument('--expert-eval-goals', type=int, default=0,
@@ -40,6 +43,8 @@ def add_arguments(p):
     g.add_argument('--expert-elites', type=int, default=10)
     g.add_argument('--expert-execute', choices=('best', 'mean'), default='best',
                    help="label with the best sampled plan or the optimiser's final mean (smoother labels)")
+    g.add_argument('--expert-cost', action='append', default=[], metavar='WEIGHT=VALUE',
+                   help='a cost weight of the expert (CostWeights field), e.g. joint_goal=0 (repeatable)')
     p.add_argument('--no-jacobian', action='store_true', help='without the J^T (goal - ee), J^T ee-velocity inputs')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads')
@@ -66,7 +71,8 @@ def run(args) -> int:
                             expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
                                     'num_iterations': args.expert_iterations, 'num_elites': args.expert_elites,
                                     'execute': args.expert_execute, 'time_budget_ms': 0.0},
-                            jacobian_features=not args.no_jacobian)
+                            expert_cost=_cost_overrides(args.expert_cost),
+                            jacobian_features=not args.no_jacobian, output=args.output)
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))
@@ -111,6 +117,19 @@ def run(args) -> int:
           f'({m["expert_step_ms_p50"]:.1f} ms)')
     print(f'report: {dest / "distill_report.png"}, {dest / "distill_report.json"}')
     return 0
+
+
+def _cost_overrides(items: list) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ''
+        if not sep or not key.strip():
+            raise ValueError(f'--expert-cost expects WEIGHT=NUMBER, got {item!r}')
+    return out
 
 
 def _attach(args, dest: Path, robot) -> int:

@@ -32,6 +32,7 @@ import torch
 
 from mbrl_ros.core.evaluation.reaching import evaluate_reaching, sample_goals
 from mbrl_ros.core.planning import EnsembleDynamics, MpcController, PlannerConfig
+from mbrl_ros.core.planning.config import CostWeights
 from mbrl_ros.core.sim import SimArm, SimError
 
 from .network import PolicyConfig, PolicyNet, fk_chain
@@ -56,6 +57,7 @@ class DistillConfig:
     activation: str = 'silu'
     fk_features: bool = True           # ee = fk(q) and goal - ee as inputs (computed in the graph)
     jacobian_features: bool = True     # with fk_features: J^T (goal - ee) and J^T ee velocity as inputs
+    output: str = 'direct'             # network head: 'direct' effort or 'gains' (PolicyConfig.output)
     holdout_every: int = 8             # every 8th episode: held-out labels for the action error
     label_every: int = 1               # rounds >= 1: the expert labels every k-th visited state (and
                                        # any state where it acts); consecutive states are near copies
@@ -63,6 +65,10 @@ class DistillConfig:
     eval_seed: int = 1000              # benchmark goals (training episodes use `seed`)
     expert_eval_goals: int = 0         # also run the expert on the benchmark (slow: 3 s of MPC per goal)
     expert: dict = field(default_factory=_expert_default)   # PlannerConfig fields for the expert
+    # CostWeights fields for the expert, e.g. {'joint_goal': 0.0}: DAgger assumes the expert's action is
+    # a function of what the student sees (state, goal); the IK pull (joint_goal) is not, it depends on
+    # the IK solution picked when the goal arrived (7-DOF redundancy), so the labels disagree.
+    expert_cost: dict = field(default_factory=dict)
     seed: int = 0
     threads: int = 1
 
@@ -82,6 +88,10 @@ class DistillConfig:
             errs += PlannerConfig(**self.expert).errors()
         except TypeError as e:
             errs.append(f'expert: {e}')
+        try:
+            errs += CostWeights(**self.expert_cost).errors()
+        except TypeError as e:
+            errs.append(f'expert cost: {e}')
         return errs
 
     def beta(self, round_: int) -> float:
@@ -164,9 +174,10 @@ class _Student:
 class Expert:
     """MpcController over the bundle's ensemble as a `(q, qd, goal) -> effort` labeller."""
 
-    def __init__(self, robot, bundle, planner: dict, seed: int = 0):
+    def __init__(self, robot, bundle, planner: dict, seed: int = 0, cost: Optional[dict] = None):
         cfg = PlannerConfig(**{**planner, 'seed': seed}).validated()
-        self.mpc = MpcController(robot, EnsembleDynamics(bundle.ensemble), cfg, dt=bundle.dt)
+        self.mpc = MpcController(robot, EnsembleDynamics(bundle.ensemble), cfg,
+                                 CostWeights(**(cost or {})).validated(), dt=bundle.dt)
         self.step_ms: list[float] = []
 
     def reset(self):
@@ -243,11 +254,12 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
     sim = SimArm(robot)
     substeps = max(1, int(round(dt * sim.physics_rate_hz)))
     steps = int(round(cfg.episode_s / dt))
-    expert = expert if expert is not None else Expert(robot, bundle, cfg.expert, seed=cfg.seed)
+    expert = expert if expert is not None else Expert(robot, bundle, cfg.expert, seed=cfg.seed,
+                                                         cost=cfg.expert_cost)
     net = PolicyNet(PolicyConfig(dof=robot.dof, effort_max=[float(v) for v in robot.effort_max],
                                  hidden_sizes=list(cfg.hidden_sizes), activation=cfg.activation,
                                  fk=fk_chain(robot) if cfg.fk_features else None,
-                                 jacobian=cfg.jacobian_features))
+                                 jacobian=cfg.jacobian_features, output=cfg.output))
     net.eval()
     workdir = tempfile.TemporaryDirectory(prefix='distill_')
     student = _Student(net, robot, workdir.name)
@@ -443,12 +455,14 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
                                      + (', J^T (goal - ee), J^T ee velocity' if cfg.fk_features and
                                         cfg.jacobian_features else '')
                                      + ' (computed and standardised inside the graph)',
-                         'output': 'effort_max * tanh', 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
+                         'output': 'effort_max * tanh' + (' of a task-space spring-damper whose per-joint gains '
+                                                          'the MLP outputs' if cfg.output == 'gains' else ''), 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
         'distillation': {'method': 'DAgger', 'rounds': len(result.rounds), 'rounds_planned': cfg.rounds,
                          'episodes_per_round': cfg.episodes_per_round, 'label_every': cfg.label_every,
                          'episode_s': cfg.episode_s, 'beta': [round(cfg.beta(r), 6) for r in range(cfg.rounds)],
                          'epochs_per_round': cfg.epochs_per_round, 'lr': cfg.lr, 'seed': cfg.seed,
-                         'expert': {'controller': 'MpcController (icem) over ensemble.onnx', **cfg.expert},
+                         'expert': {'controller': 'MpcController (icem) over ensemble.onnx', **cfg.expert,
+                                    **({'cost': dict(cfg.expert_cost)} if cfg.expert_cost else {})},
                          'data_size': int(result.data_size), 'train_transitions': int(last.transitions),
                          'wall_time_s': round(result.seconds, 1)},
         'metrics': {

@@ -37,10 +37,18 @@ class PolicyConfig:
     activation: str = 'silu'
     fk: Optional[dict] = None   # chain of the robot (fk_chain(robot)); None: no FK features
     jacobian: bool = True       # with fk: J^T (goal - ee) and J^T (ee velocity) as inputs too
+    # 'direct': the MLP outputs the effort. 'gains' (needs fk and jacobian): the MLP outputs per-joint
+    # gains G (3·dof) of effort = G1·J^T(goal - ee) - G2·qd - G3·J^T(ee velocity): a gain-scheduled
+    # task-space spring and damper, zero at the goal at rest whatever the weights (see GAIN_SCALES).
+    output: str = 'direct'
 
     @property
     def state_dim(self) -> int:
         return 2 * self.dof
+
+    @property
+    def out_dim(self) -> int:
+        return 3 * self.dof if self.output == 'gains' else self.dof
 
     @property
     def feature_dim(self) -> int:
@@ -68,6 +76,13 @@ STD_FLOOR = 1e-2
 # EE velocity as a forward difference over VEL_H seconds: (fk(q + h qd) - fk(q)) / h ≈ J(q) qd,
 # the damping term of a task-space law, which an MLP would otherwise have to learn as a product.
 VEL_H = 0.05
+
+# Units of the gains the 'gains' head outputs (so the MLP works with O(1) numbers): stiffness on
+# J^T (goal - ee) [N/m], joint damping as a fraction of effort_max per rad/s, task-space damping [N s/m].
+# Why gains: a gain is a smooth function of the state, estimated from all the labels of a region, where
+# a direct head must fit one effort per state; near the goal the sampling planner's labels are mostly
+# noise (their spread is 2x their mean on arm7) and a direct head then lands centimetres short.
+GAIN_SCALES = (300.0, 0.03, 30.0)
 
 # p -> (y, x, 0): with it a rotation about z is p*(c,c,1) + swap(p)*(-s,s,0), one form for torch and ONNX.
 _SWAP = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
@@ -132,10 +147,20 @@ class PolicyNet(nn.Module):
         super().__init__()
         if config.activation not in ('silu', 'tanh', 'relu'):
             raise ValueError(f'activation must be silu, tanh or relu, got {config.activation!r}')
+        if config.output not in ('direct', 'gains'):
+            raise ValueError(f"output must be 'direct' or 'gains', got {config.output!r}")
+        if config.output == 'gains' and not (config.fk and config.jacobian):
+            raise ValueError("output 'gains' needs the FK and Jacobian features (fk chain, jacobian=True)")
         self.config = config
         sizes = [config.feature_dim, *config.hidden_sizes]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = nn.Linear(sizes[-1], config.dof)
+        self.out = nn.Linear(sizes[-1], config.out_dim)
+        if config.output == 'gains':
+            # Untrained, the gains are ~0 (no effort): whatever the policy does comes from the labels,
+            # not from a hand-picked spring.
+            with torch.no_grad():
+                self.out.weight.mul_(0.1)
+                self.out.bias.zero_()
         self.act = {'silu': nn.SiLU(), 'tanh': nn.Tanh(), 'relu': nn.ReLU()}[config.activation]
         self.register_buffer('in_mean', torch.zeros(config.feature_dim))
         self.register_buffer('in_std', torch.ones(config.feature_dim))
@@ -166,7 +191,14 @@ class PolicyNet(nn.Module):
         h = (f - self.in_mean) / self.in_std
         for layer in self.hidden:
             h = self.act(layer(h))
-        return torch.tanh(self.out(h))
+        z = self.out(h)
+        if self.config.output == 'gains':
+            d = self.config.dof
+            kp, kd, kdx = GAIN_SCALES
+            # f's layout (features()): [q, qd, ...,  J^T(goal - ee), J^T ee velocity]
+            qd, jte, jtv = f[..., d:2 * d], f[..., -2 * d:-d], f[..., -d:]
+            z = (kp * z[..., :d] * jte - kdx * z[..., 2 * d:] * jtv) / self.effort_max - kd * z[..., d:2 * d] * qd
+        return torch.tanh(z)
 
     def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         return self.normalised(state, goal) * self.effort_max
@@ -206,8 +238,9 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
         ee_vel = node('Mul', [node('Sub', [ee_ahead, ee], 'ee_step'), const('inv_vel_h', [1.0 / VEL_H])], 'ee_vel')
         feats += [ee, node('Sub', ['goal', ee], 'ee_error'), ee_vel]
         if cfg.jacobian:
-            feats += [_jt_nodes(cfg.fk, A, const, node, 'ee_error', c, s, p_in, 'jte_'),
-                      _jt_nodes(cfg.fk, A, const, node, ee_vel, c, s, p_in, 'jtv_')]
+            jte = _jt_nodes(cfg.fk, A, const, node, 'ee_error', c, s, p_in, 'jte_')
+            jtv = _jt_nodes(cfg.fk, A, const, node, ee_vel, c, s, p_in, 'jtv_')
+            feats += [jte, jtv]
     x = node('Concat', feats, 'x', axis=-1)
     x = node('Sub', [x, const('in_mean', _np(net.in_mean))], 'x_centered')
     h = node('Mul', [x, const('in_inv_std', 1.0 / _np(net.in_std))], 'x_norm')
@@ -220,6 +253,15 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
         else:
             h = node('Tanh', [h], f'h{i}')
     z = node('Gemm', [h, const('w_out', _np(net.out.weight)), const('b_out', _np(net.out.bias))], 'z', transB=1)
+    if cfg.output == 'gains':
+        kp, kd, kdx = GAIN_SCALES
+        g = [node('Slice', [z, const(f'g{i}_lo', [i * A], np.int64), const(f'g{i}_hi', [(i + 1) * A], np.int64),
+                            const('q_axis', [-1], np.int64)], f'gain{i}') for i in range(3)]
+        inv_em = 1.0 / _np(net.effort_max)
+        spring = node('Mul', [node('Mul', [g[0], jte], 'g_jte'), const('kp_inv_em', kp * inv_em)], 'spring')
+        damp_x = node('Mul', [node('Mul', [g[2], jtv], 'g_jtv'), const('kdx_inv_em', kdx * inv_em)], 'damp_task')
+        damp_q = node('Mul', [node('Mul', [g[1], qd], 'g_qd'), const('kd', [kd])], 'damp_joint')
+        z = node('Sub', [node('Sub', [spring, damp_x], 'spring_damp'), damp_q], 'z_gains')
     t = node('Tanh', [z], 'action_normalised')
     # Squashed to ±effort_max inside the graph: no weights can command more than the limits.
     node('Mul', [t, const('effort_max', _np(net.effort_max))], OUTPUT)
