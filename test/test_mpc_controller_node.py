@@ -274,3 +274,30 @@ def test_bad_model_refused_good_model_swapped(running, bundles):
     vals = running.diag_values(timeout=10.0, predicate=lambda v: v['model'] == new)
     assert int(vals['model_swaps']) >= 2
     running.commands_flow(n=5)
+
+
+def test_a_burst_of_announcements_loads_the_last_and_keeps_commanding(running, bundles):
+    # active_model is latest-wins: of a burst of bad announcements ending in a good one, the node
+    # validates a few (refused, check named), reports the rest as superseded, loads the last one,
+    # and keeps sending commands meanwhile.
+    _, root = bundles
+    before = running.diag_values()
+    sup0, ref0 = int(before['superseded_models']), int(before['refused_models'])
+    c = write_bundle(root / 'burst_good', RobotModel.load('arm3')).resolve()
+    new = load_bundle(c).identity
+    n0 = len(running.cmd)
+    t0 = time.monotonic()
+    for i in range(30):
+        running.active_pub.publish(String(data=f'{root}/burst_missing_{i} {"0" * 64}'))
+        time.sleep(0.01)
+    running.active_pub.publish(String(data=new))
+    vals = running.diag_values(timeout=15.0, predicate=lambda v: v['model'] == new)
+    elapsed = time.monotonic() - t0
+    superseded, refused = int(vals['superseded_models']) - sup0, int(vals['refused_models']) - ref0
+    assert superseded >= 10, (superseded, refused)   # (DDS may drop some of a burst: keep-last 1)
+    # validations start >= 0.5 s apart: a burst costs a bounded number of them
+    assert 1 <= refused <= elapsed / 0.5 + 2, (refused, elapsed)
+    assert '[missing_file]' in vals['last_refused_model']
+    assert 'superseded before validation' in running.node.log_text(100000)
+    assert len(running.cmd) - n0 >= 10, 'commands stopped during the burst'
+    running.commands_flow(n=5)

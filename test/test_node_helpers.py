@@ -168,3 +168,63 @@ def test_background_follower_loads_off_thread_and_keeps_the_newest(tmp_path, arm
     assert f.idle()
     assert loaded[-1].identity == load_bundle(b).identity == f.current.identity
     assert len(loaded) + len(refused) <= 3
+
+
+def test_background_follower_a_burst_validates_only_the_newest(tmp_path, arm3):
+    # active_model is latest-wins: announcements replaced before their validation started are
+    # superseded (counted, reported, never loaded); the newest one is always validated.
+    from mbrl_ros.ros.model_source import BackgroundBundleFollower
+    good = write_bundle(tmp_path / 'good', arm3).resolve()
+    loaded, refused, superseded, starts = [], [], [], []
+    f = BackgroundBundleFollower(arm3, loaded.append, lambda text, why: refused.append(why),
+                                 on_superseded=superseded.append, min_interval_s=0.3,
+                                 pace=lambda: starts.append(time.monotonic()))
+    n = 40
+    for i in range(n):
+        f.submit(f'{tmp_path}/bad_{i} {"0" * 64}')
+    f.submit(load_bundle(good).identity)
+    deadline = time.monotonic() + 20
+    while not f.idle() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f.idle()
+    assert [b.identity for b in loaded] == [load_bundle(good).identity] == [f.current.identity]
+    # every announcement is accounted for: validated (refused or loaded) or superseded
+    assert len(refused) + len(loaded) + f.superseded == n + 1 == f.validations + f.superseded
+    assert len(superseded) == f.superseded >= n - 2 and f.validations <= 3, (f.validations, refused)
+    assert all('[missing_file]' in why for why in refused), refused   # refusals still name the check
+    assert starts, 'pace was never called'
+
+
+def test_background_follower_spaces_its_validations(tmp_path, arm3):
+    from mbrl_ros.ros.model_source import BackgroundBundleFollower
+    when = []
+    f = BackgroundBundleFollower(arm3, lambda b: None, lambda text, why: when.append(time.monotonic()),
+                                 min_interval_s=0.2)
+    for i in range(4):   # one at a time, each arriving after the previous was validated
+        f.submit(f'{tmp_path}/bad_{i} {"0" * 64}')
+        deadline = time.monotonic() + 5
+        while len(when) <= i and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert len(when) == 4 and f.superseded == 0
+    assert min(np.diff(when)) >= 0.19, np.diff(when)   # (a loaded machine only makes them longer)
+    f.close()
+
+
+def test_control_loop_wait_between_cycles_returns_after_a_cycle():
+    inside = []
+
+    def step():
+        inside.append(True)
+        time.sleep(0.008)
+        inside.pop()
+    loop = ControlLoop(step, 50.0)
+    assert loop.wait_between_cycles(0.5) is False   # not running: no waiting
+    loop.start()
+    try:
+        for _ in range(10):
+            assert loop.wait_between_cycles(1.0) is True
+            assert not inside   # the cycle has ended: the caller runs in the loop's slack
+    finally:
+        loop.stop()
+    t0 = time.monotonic()
+    assert loop.wait_between_cycles(1.0) is False and time.monotonic() - t0 < 0.1

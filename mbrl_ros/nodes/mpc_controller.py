@@ -95,8 +95,11 @@ class MpcControllerNode(LifecycleNode):
         self.reader = JointStateReader(self.robot.joint_names)
         # Confined like world_model: whoever can publish active_model must not choose any directory.
         self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
+        # Latest wins; each GIL-heavy validation step waits for the end of a control cycle
+        # (docs/reliability.md, bad bundles). self.loop is created below: looked up when called.
         self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
-                                                 roots=self.roots)
+                                                 roots=self.roots, on_superseded=self._model_superseded,
+                                                 pace=lambda: self.loop.wait_between_cycles())
         self.mpc = None                  # MpcController, built when the first model arrives
         self._model_in_use = None        # identity of the bundle the planner runs
         self._state = None               # (JointSample, stamp msg) latest, set by the subscription
@@ -222,6 +225,10 @@ class MpcControllerNode(LifecycleNode):
     def _model_refused(self, text: str, why: str) -> None:
         self.counts['refused_models'] += 1
         self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
+
+    def _model_superseded(self, text: str) -> None:
+        self.get_logger().info(f'superseded before validation (latest wins, never loaded): {text[:200]!r}; '
+                               f'{self.follower.superseded} so far', throttle_duration_sec=1.0)
 
     # ---- the control loop ---------------------------------------------------------------
     def _take_pending(self) -> None:
@@ -369,6 +376,7 @@ class MpcControllerNode(LifecycleNode):
             'goal_distance_m': self._last['goal_distance'],
             'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],
             'last_refused_model': self.follower.last_refusal,
+            'superseded_models': self.follower.superseded,
             'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
             'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs,
             **self.counts,
@@ -390,6 +398,7 @@ class MpcControllerNode(LifecycleNode):
     def close(self) -> None:
         self._active = False
         self.loop.stop()
+        self.follower.close()
 
 
 _SETTINGS_FIELDS = set(_PLANNER_FIELDS) | {f for f in CostWeights.__dataclass_fields__}

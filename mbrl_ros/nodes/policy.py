@@ -58,8 +58,11 @@ class PolicyNode(Node):
         self.reader = JointStateReader(self.robot.joint_names)
         # Confined like world_model: whoever can publish active_model must not choose any directory.
         self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
+        # Latest wins; each GIL-heavy validation step waits for the end of a control cycle
+        # (docs/reliability.md, bad bundles). self.loop is created below: looked up when called.
         self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
-                                                 roots=self.roots)
+                                                 roots=self.roots, on_superseded=self._model_superseded,
+                                                 pace=lambda: self.loop.wait_between_cycles())
         self.runtime = None              # PolicyRuntime of the current bundle (None: no policy)
         self._no_policy = 'no model yet (waiting for /mbrl/world_model/active_model)'
         self._state = None               # (JointSample, stamp msg), latest
@@ -136,6 +139,10 @@ class PolicyNode(Node):
         self.counts['refused_models'] += 1
         self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
 
+    def _model_superseded(self, text: str) -> None:
+        self.get_logger().info(f'superseded before validation (latest wins, never loaded): {text[:200]!r}; '
+                               f'{self.follower.superseded} so far', throttle_duration_sec=1.0)
+
     # ---- one control period ---------------------------------------------------------------
     def _tick(self) -> None:
         if not self.context.ok():
@@ -202,6 +209,7 @@ class PolicyNode(Node):
                   'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
                   'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],
                   'last_refused_model': self.follower.last_refusal,
+                  'superseded_models': self.follower.superseded,
                   'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
                   'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs, **self.counts}
         if self.counts['internal_errors']:
@@ -217,6 +225,7 @@ class PolicyNode(Node):
 
     def close(self) -> None:
         self.loop.stop()
+        self.follower.close()
 
 
 def main():

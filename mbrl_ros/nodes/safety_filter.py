@@ -72,8 +72,11 @@ class SafetyFilterNode(Node):
         self.reader = JointStateReader(self.robot.joint_names)
         # Confined like world_model: whoever can publish active_model must not choose any directory.
         self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
+        # Latest wins; each GIL-heavy validation step waits for the end of a control cycle
+        # (docs/reliability.md, bad bundles). self.loop is created below: looked up when called.
         self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
-                                                 roots=self.roots)
+                                                 roots=self.roots, on_superseded=self._model_superseded,
+                                                 pace=lambda: self.loop.wait_between_cycles())
         self.bundle = None
         self._settings_pending: Optional[SafetySettings] = None
         self._state = None                               # JointSample, latest
@@ -157,6 +160,10 @@ class SafetyFilterNode(Node):
     def _model_refused(self, text: str, why: str) -> None:
         self.counts['refused_models'] += 1
         self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
+
+    def _model_superseded(self, text: str) -> None:
+        self.get_logger().info(f'superseded before validation (latest wins, never loaded): {text[:200]!r}; '
+                               f'{self.follower.superseded} so far', throttle_duration_sec=1.0)
 
     def _bad(self, what: str) -> None:
         self._last['bad_input'] = what
@@ -254,6 +261,7 @@ class SafetyFilterNode(Node):
                   **{f'periods_{m}': self.filter.mode_counts[m] for m in MODES}, **self.counts,
                   'last_refusal': self._last['refusal'], 'last_bad_input': self._last['bad_input'],
                   'last_refused_model': self.follower.last_refusal,
+                  'superseded_models': self.follower.superseded,
                   'model_roots': ', '.join(self.roots), 'state': self._last['state'],
                   'last_error': self._last['error']}
         if self.counts['internal_errors']:
@@ -265,6 +273,7 @@ class SafetyFilterNode(Node):
 
     def close(self) -> None:
         self.loop.stop()
+        self.follower.close()
         # The last word to the actuators is zero effort (gravity compensation holds the arm).
         try:
             self._pub.publish(Float64MultiArray(data=[0.0] * self.robot.dof))

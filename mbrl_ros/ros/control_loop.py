@@ -38,6 +38,7 @@ class ControlLoop:
         self._wake_grace = float(wake_grace)
         self._min_interval = float(min_interval)
         self._last_start = -1e18
+        self._cycle_done = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.cycles = 0
         self.resyncs = 0
@@ -50,6 +51,16 @@ class ControlLoop:
     def set_rate(self, rate_hz: float) -> None:
         """Takes effect from the next cycle."""
         self._new_rate = float(rate_hz)
+
+    def wait_between_cycles(self, timeout: Optional[float] = None) -> bool:
+        """Block until the loop finishes its next cycle (True), so that work the caller does
+        next (on another thread of the same process) falls into the loop's slack before its next
+        deadline instead of taking the GIL from a cycle. Returns False at once when the loop is not
+        running, or after `timeout` (default: two periods) without a cycle ending."""
+        if not self.running or self._stop.is_set():
+            return False
+        self._cycle_done.clear()
+        return self._cycle_done.wait(2.0 / self._rate if timeout is None else timeout)
 
     def wake(self) -> None:
         """Run the next cycle now (not before `min_interval` after the last one started)."""
@@ -67,6 +78,7 @@ class ControlLoop:
         """Stop and wait for the cycle in progress (if any) to finish."""
         self._stop.set()
         self._wake.set()
+        self._cycle_done.set()   # (releases a wait_between_cycles)
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
@@ -80,6 +92,7 @@ class ControlLoop:
             self._last_start = time.monotonic()
             self._step()  # the step catches its own errors: the loop must not die
             self.cycles += 1
+            self._cycle_done.set()
             if pacer.wait() is not None:
                 self.resyncs += 1
 

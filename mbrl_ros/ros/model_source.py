@@ -15,7 +15,12 @@
   ensemble on disk is the one announced (sha256), and either hand back the new bundle or say
   why it was refused (the caller keeps its old model).
 - `BackgroundBundleFollower`: the same on a worker thread, so that a node's (single-threaded)
-  executor never stalls for the 0.1-1 s a bundle takes to validate; the newest announcement wins.
+  executor never stalls for the 0.1-1 s a bundle takes to validate. active_model is latest-wins:
+  validations start at least `min_interval_s` apart, only the newest announcement is validated,
+  and one replaced before its validation started is counted as superseded (never loaded). With
+  `pace` (the node's control loop: `ControlLoop.wait_between_cycles`), each GIL-heavy step of a
+  validation runs between two control cycles (docs/reliability.md, bad bundles: a storm of bad
+  announcements cost the MPC 93 of 491 periods through the GIL).
 
 ROS-free (plain strings in, bundles out), so it is unit-testable without DDS; only the Param
 specs import the ROS parameter helper, lazily.
@@ -23,6 +28,7 @@ specs import the ROS parameter helper, lazily.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -110,10 +116,11 @@ class BundleFollower:
     must resolve into (None: not confined, e.g. offline tools; the nodes always pass theirs).
     """
 
-    def __init__(self, robot, intra_op_threads: int = 1, roots=None):
+    def __init__(self, robot, intra_op_threads: int = 1, roots=None, pace: Optional[Callable[[], None]] = None):
         self.robot = robot
         self.intra_op_threads = int(intra_op_threads)
         self.roots = None if roots is None else [str(r) for r in roots]
+        self.pace = pace   # load_bundle's pace hook (None: no waiting)
         self.current = None
         self.loads = 0
         self.refusals = 0
@@ -132,7 +139,8 @@ class BundleFollower:
         if self.current is not None and self.current.identity == f'{path} {sha}':
             return None, None
         try:
-            bundle = load_bundle(path, self.robot, intra_op_threads=self.intra_op_threads, roots=self.roots)
+            bundle = load_bundle(path, self.robot, intra_op_threads=self.intra_op_threads, roots=self.roots,
+                                 pace=self.pace)
         except BundleError as exc:
             return None, self._refuse(str(exc))
         except Exception as exc:  # anything unexpected refuses the bundle, never the node
@@ -153,31 +161,57 @@ class BundleFollower:
 
 class BackgroundBundleFollower(BundleFollower):
     """`submit(text)` returns at once; a worker thread loads and then calls
-    `on_loaded(bundle)` or `on_refused(text, reason)` (from the worker thread). Announcements
-    arriving during a load are coalesced: only the newest is loaded next."""
+    `on_loaded(bundle)` or `on_refused(text, reason)` (from the worker thread).
+
+    Latest wins: an announcement replaced by a newer one before its validation started is
+    superseded (`superseded` counts them, `on_superseded(text)` is called from the submitting
+    thread) and never loaded; the newest one is always validated. Validations start at least
+    `min_interval_s` apart, so a flood of announcements costs a bounded share of the node's CPU
+    (and delays a genuine swap by at most that interval). `pace`: see load_bundle."""
+
+    MIN_INTERVAL_S = 0.5
 
     def __init__(self, robot, on_loaded: Callable, on_refused: Callable, intra_op_threads: int = 1,
-                 roots=None):
-        super().__init__(robot, intra_op_threads, roots)
-        self._on_loaded, self._on_refused = on_loaded, on_refused
+                 roots=None, on_superseded: Optional[Callable] = None, min_interval_s: Optional[float] = None,
+                 pace: Optional[Callable[[], None]] = None, clock: Callable[[], float] = time.monotonic):
+        super().__init__(robot, intra_op_threads, roots, pace=pace)
+        self._on_loaded, self._on_refused, self._on_superseded = on_loaded, on_refused, on_superseded
+        self.min_interval_s = self.MIN_INTERVAL_S if min_interval_s is None else float(min_interval_s)
+        self._clock = clock
         self._lock = threading.Lock()
         self._pending: Optional[str] = None
         self._worker: Optional[threading.Thread] = None
+        self._last_start = -float('inf')
+        self._closed = threading.Event()
+        self.superseded = 0
+        self.validations = 0   # announcements actually validated (offered to load_bundle or refused unparsed)
 
     def submit(self, text) -> None:
         with self._lock:
-            self._pending = text
+            dropped, self._pending = self._pending, text
+            if dropped is not None:
+                self.superseded += 1
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, name='bundle_loader', daemon=True)
                 self._worker.start()
+        if dropped is not None and self._on_superseded is not None:
+            self._on_superseded(dropped)
 
     def _run(self) -> None:
         while True:
+            # Wait out the interval before taking the newest: what arrives meanwhile replaces it.
+            wait = self._last_start + self.min_interval_s - self._clock()
+            if wait > 0 and self._closed.wait(wait):
+                with self._lock:
+                    self._worker = None
+                return
             with self._lock:
                 text, self._pending = self._pending, None
                 if text is None:
                     self._worker = None
                     return
+            self._last_start = self._clock()
+            self.validations += 1
             try:
                 bundle, why = self.offer(text)
                 if why:
@@ -190,3 +224,7 @@ class BackgroundBundleFollower(BundleFollower):
     def idle(self) -> bool:
         with self._lock:
             return self._worker is None
+
+    def close(self) -> None:
+        """Stop waiting out an interval (a validation in progress finishes; nothing new starts)."""
+        self._closed.set()
