@@ -21,7 +21,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -425,6 +425,10 @@ class SwapRunReport:
     predictions: dict            # count and largest gap of /mbrl/world_model/prediction during the run
     follower_refusals: dict      # node -> increase of its refused_models counter
     models_in_use: dict          # node -> the model it ran at the end
+    mpc_counts: dict = field(default_factory=dict)    # increase of mpc_controller's counters during the run
+    follower_superseded: dict = field(default_factory=dict)  # node -> announcements superseded unvalidated
+    sent_gaps: dict = field(default_factory=dict)     # gaps between the commands' stamps (the MPC side)
+    cpu: dict = field(default_factory=dict)   # node -> (CPU cores used in the baseline, during the run)
 
 
 def period_stats(times: list, start: float, end: float, period: float) -> dict:
@@ -456,6 +460,7 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
     probe = system.probe
     lock = threading.Lock()
     cmd_times: list = []
+    cmd_stamps: list = []    # (receipt time, the command's stamp = its state's stamp, ROS seconds)
     pred_times: list = []
     actives: list = []
 
@@ -464,7 +469,11 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
             with lock:
                 buf.append(time.monotonic())
         return cb
-    probe.node.create_subscription(JointState, '/mbrl/mpc/command', stamp(cmd_times), 50)
+    def on_cmd(msg):
+        with lock:
+            cmd_times.append(time.monotonic())
+            cmd_stamps.append((cmd_times[-1], msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec))
+    probe.node.create_subscription(JointState, '/mbrl/mpc/command', on_cmd, 50)
     probe.node.create_subscription(JointState, '/mbrl/world_model/prediction', stamp(pred_times), 50)
     wm_gids: set = set()
 
@@ -489,8 +498,11 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
         before = _diag_values(diag)
         baseline_s = baseline_s if baseline_s is not None else max(5.0, 0.5 * len(bad))
         b0 = time.monotonic()
+        cpu0 = _cpu_seconds(system)
         time.sleep(baseline_s)
         b1 = t0 = time.monotonic()
+        cpu1 = _cpu_seconds(system)
+        at_start = _diag_values(diag)   # (the counters' increase is taken over the run only)
         outcomes = []
         for i, b in enumerate(bad):
             s0 = time.monotonic()
@@ -507,14 +519,30 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
             announce.publish(String(data=good))
         time.sleep(2.0)   # the followers' loader threads finish; one more diagnostics round
         t1 = time.monotonic()
+        cpu2 = _cpu_seconds(system)
         after = _diag_values(diag)
     finally:
         sender.close()
     with lock:
         cmds, preds = list(cmd_times), list(pred_times)
-    follower = {n: int(float(after.get(n, {}).get('refused_models', 0)))
-                - int(float(before.get(n, {}).get('refused_models', 0)))
-                for n in ('mpc_controller', 'policy', 'safety_filter')}
+        stamps = [s for t, s in cmd_stamps if t0 <= t <= t1]
+
+    def grew(node, key, since=None):
+        since = before if since is None else since
+        try:
+            return int(float(after.get(node, {}).get(key, 0))) - int(float(since.get(node, {}).get(key, 0)))
+        except ValueError:
+            return 0
+    followers = ('mpc_controller', 'policy', 'safety_filter')
+    follower = {n: grew(n, 'refused_models') for n in followers}
+    superseded = {n: grew(n, 'superseded_models') for n in followers}
+    mpc_counts = {k: grew('mpc_controller', k, at_start) for k in ('plans', 'commands', 'no_command', 'stale_states',
+                                                         'overruns', 'loop_resyncs')}
+    # Stamps are those of the states planned from: a gap here is one on the MPC's side (or the
+    # state's), not a delay in this probe's executor.
+    sgaps = np.diff(sorted(stamps)) if len(stamps) > 1 else np.array([])
+    sent = {'missed_periods': int(sum(max(0, int(round(g / period)) - 1) for g in sgaps)),
+            'max_gap_ms': float(1e3 * sgaps.max()) if len(sgaps) else float('nan')}
     in_use = {n: after.get(n, {}).get('model', after.get(n, {}).get('active_model', '?'))
               for n in ('world_model', 'mpc_controller', 'policy', 'safety_filter')}
     pgaps = np.diff([t for t in preds if t0 <= t <= t1])
@@ -524,7 +552,25 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
         predictions={'count': int(len(pgaps) + 1) if len(pgaps) else 0,
                      'max_gap_s': float(pgaps.max()) if len(pgaps) else float('nan'),
                      'after_last_refusal': sum(1 for t in preds if t > t_last)},
-        follower_refusals=follower, models_in_use=in_use)
+        follower_refusals=follower, models_in_use=in_use, mpc_counts=mpc_counts,
+        follower_superseded=superseded, sent_gaps=sent,
+        cpu={n: (round((cpu1[n] - cpu0[n]) / (b1 - b0), 3), round((cpu2[n] - cpu1[n]) / (t1 - t0), 3))
+             for n in cpu2 if n in cpu1 and n in cpu0})
+
+
+def _cpu_seconds(system) -> dict:
+    """node -> CPU seconds (user + system) its process has used so far."""
+    import psutil
+    out = {}
+    for name, pid in system.pids().items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[name] = t.user + t.system
+        except psutil.Error:
+            pass
+    t = psutil.Process().cpu_times()
+    out['probe (this process)'] = t.user + t.system
+    return out
 
 
 def _diag_values(diag) -> dict:
@@ -569,5 +615,10 @@ def format_report(rep: SwapRunReport) -> str:
         f'max gap {b["max_gap_ms"]:.0f} ms',
         f'  during the {rep.run_s:.0f} s run ({d["expected"]} periods): {d["commands"]} commands, '
         f'{d["missed_periods"]} missed, max gap {d["max_gap_ms"]:.0f} ms',
+        f'  the same from the commands\' stamps (MPC side, probe delays excluded): '
+        f'{rep.sent_gaps.get("missed_periods", "?")} missed, max gap {rep.sent_gaps.get("max_gap_ms", float("nan")):.0f} ms',
+        f'  mpc_controller counters during the run: {rep.mpc_counts}',
+        f'  announcements superseded before validation (superseded_models increase): {rep.follower_superseded}',
+        'CPU (cores) per node, baseline -> run: ' + '; '.join(f'{n} {a:.2f} -> {b:.2f}' for n, (a, b) in rep.cpu.items()),
     ]
     return '\n'.join(lines)
