@@ -96,6 +96,9 @@ def test_learn_command_refuses_bad_settings(capsys):
     assert main(['learn', '--out', '/tmp/never', '--hidden', '16,x']) == 2
     assert main(['learn', '--out', '/tmp/never', '--eval-planner', 'horizon=0']) == 2
     assert 'eval_planner' in capsys.readouterr().err
+    assert main(['learn', '--out', '/tmp/never', '--distill-rounds', '1', '--distill-expert-cost', 'joint_goal=-1']) == 2
+    assert 'distillation: joint_goal' in capsys.readouterr().err
+    assert main(['learn', '--out', '/tmp/never', '--distill-rounds', '1', '--distill-expert', 'horizon=0']) == 2
     assert PlannerConfig().time_budget_ms == LearnConfig().eval_budget_ms    # the evaluation's budget is the node's
 
 
@@ -104,8 +107,12 @@ def test_learn_command_refuses_bad_settings(capsys):
 # by 1e-3 and failed the 1e-5 export parity check).
 def test_learn_distils_a_policy_into_the_bundle(tmp_path, arm3):
     cfg = LearnConfig(**dict(TINY, iterations=0), distill_rounds=1, distill_episodes_per_round=2,
-                      distill_eval_goals=1, distill_epochs=2, distill_hidden=[16])
+                      distill_eval_goals=1, distill_epochs=2, distill_hidden=[16], distill_output='gains',
+                      distill_expert={'num_samples': 12}, distill_expert_cost={'joint_goal': 0.0})
     report = learn(cfg, tmp_path / 'b', progress=False, log=lambda *a: None)
     assert report['environment_steps']['distill'] == 40 and report['distillation']['labels'] > 0
     bundle = load_bundle(tmp_path / 'b', arm3)      # policy.onnx listed with its sha256 and validated
     assert bundle.policy_path is not None and 'learning' in bundle.meta and 'policy' in bundle.meta
+    expert = bundle.meta['policy']['distillation']['expert']
+    assert expert['num_samples'] == 12 and expert['cost'] == {'joint_goal': 0.0}
+    assert 'spring-damper' in bundle.meta['policy']['architecture']['output']

@@ -15,7 +15,7 @@ def _ints(text: str, name: str) -> list[int]:
     return v
 
 
-def _weights(text: str) -> dict:
+def _weights(text: str, flag: str = '--weights') -> dict:
     out = {}
     for item in [t for t in text.replace(' ', '').split(',') if t]:
         k, sep, v = item.partition('=')
@@ -24,7 +24,7 @@ def _weights(text: str) -> dict:
         except ValueError:
             sep = ''
         if not sep:
-            raise ValueError(f'--weights expects name=number pairs, got {item!r}')
+            raise ValueError(f'{flag} expects name=number pairs, got {item!r}')
     return out
 
 
@@ -87,6 +87,13 @@ def add_arguments(p):
                    help='overrides of the deployment planner for the evaluation, e.g. horizon=8,num_samples=100')
     g.add_argument('--distill-rounds', type=int, default=d.distill_rounds, help='DAgger rounds (0: no policy)')
     g.add_argument('--distill-episodes', type=int, default=d.distill_episodes_per_round)
+    g.add_argument('--distill-label-every', type=int, default=d.distill_label_every)
+    g.add_argument('--distill-output', choices=('direct', 'gains'), default=d.distill_output,
+                   help='policy head (mbrl-ros distill --output)')
+    g.add_argument('--distill-expert', default='', metavar='K=V,...',
+                   help='planner overrides for the distillation expert, e.g. num_samples=300,num_iterations=5')
+    g.add_argument('--distill-expert-cost', default='', metavar='K=V,...',
+                   help='cost weights of the distillation expert, e.g. joint_goal=0')
     p.add_argument('--no-progress', action='store_true')
 
 
@@ -109,7 +116,10 @@ def run(args) -> int:
                           weights={**LearnConfig().weights, **_weights(args.weights)},
                           eval_goals=args.eval_goals, eval_budget_ms=args.eval_budget_ms,
                           eval_planner=_settings(args.eval_planner),
-                          distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes)
+                          distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes,
+                          distill_label_every=args.distill_label_every, distill_output=args.distill_output,
+                          distill_expert=_settings(args.distill_expert),
+                          distill_expert_cost=_weights(args.distill_expert_cost, '--distill-expert-cost'))
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))

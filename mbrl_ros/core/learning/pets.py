@@ -97,6 +97,10 @@ class LearnConfig:
     distill_eval_goals: int = 20
     distill_epochs: int = 40
     distill_hidden: list = field(default_factory=lambda: [256, 256])
+    distill_label_every: int = 1
+    distill_output: str = 'direct'        # PolicyConfig.output
+    distill_expert: dict = field(default_factory=dict)        # PlannerConfig overrides of `planner` for the expert
+    distill_expert_cost: dict = field(default_factory=dict)   # CostWeights of the expert (DistillConfig.expert_cost)
 
     def steps_per_episode(self, dt: float = 0.02) -> int:
         return int(round(self.episode_s / dt))
@@ -112,6 +116,11 @@ class LearnConfig:
         for k in ('iterations', 'episodes_per_iteration', 'eval_goals', 'distill_rounds'):
             if getattr(self, k) < 0:
                 errs.append(f'{k} must be >= 0, got {getattr(self, k)}')
+        if self.distill_rounds > 0:
+            try:
+                errs += [f'distillation: {e}' for e in _distill_config(self).errors()]
+            except TypeError as e:
+                errs.append(f'distillation: {e}')
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             errs.append(f'hidden_sizes must be positive widths, got {self.hidden_sizes}')
         if not self.episode_s > 0:
@@ -328,12 +337,19 @@ def closed_loop_eval(robot, bundle, planner: PlannerConfig, weights: CostWeights
             'failures': s['failures'], 'planner': dataclasses.asdict(planner), 'wall_s': time.perf_counter() - t0}
 
 
+def _distill_config(cfg: LearnConfig):
+    from mbrl_ros.core.policy.distill import DistillConfig
+    return DistillConfig(rounds=cfg.distill_rounds, episodes_per_round=cfg.distill_episodes_per_round,
+                         episode_s=cfg.episode_s, eval_goals=cfg.distill_eval_goals, seed=cfg.seed,
+                         epochs_per_round=cfg.distill_epochs, hidden_sizes=list(cfg.distill_hidden),
+                         threads=cfg.threads, label_every=cfg.distill_label_every, output=cfg.distill_output,
+                         expert={**cfg.planner, **cfg.distill_expert, 'time_budget_ms': 0.0},
+                         expert_cost=dict(cfg.distill_expert_cost))
+
+
 def _distill(cfg: LearnConfig, bundle, robot, out_dir, command, progress, log) -> dict:
-    from mbrl_ros.core.policy.distill import DistillConfig, distill, save_to_bundle
-    dc = DistillConfig(rounds=cfg.distill_rounds, episodes_per_round=cfg.distill_episodes_per_round,
-                       episode_s=cfg.episode_s, eval_goals=cfg.distill_eval_goals, seed=cfg.seed,
-                       epochs_per_round=cfg.distill_epochs, hidden_sizes=list(cfg.distill_hidden),
-                       threads=cfg.threads, expert={**cfg.planner, 'time_budget_ms': 0.0})
+    from mbrl_ros.core.policy.distill import distill, save_to_bundle
+    dc = _distill_config(cfg)
     result = distill(bundle, robot, dc, progress=progress, log=log)
     section = save_to_bundle(result, out_dir, robot, command=command, log=log)
     steps = cfg.distill_rounds * cfg.distill_episodes_per_round * cfg.steps_per_episode(bundle.dt)

@@ -78,6 +78,8 @@ class DistillConfig:
                   'label_every'):
             if getattr(self, k) < 1:
                 errs.append(f'{k} must be >= 1, got {getattr(self, k)}')
+        if self.output not in ('direct', 'gains'):
+            errs.append(f"output must be 'direct' or 'gains', got {self.output!r}")
         if not 0.0 <= self.beta_decay <= 1.0:
             errs.append(f'beta_decay must be in [0, 1], got {self.beta_decay}')
         if not self.episode_s > 0 or not self.lr > 0:
