@@ -205,10 +205,14 @@ class LinearExpert:
 
 def test_dagger_mixes_expert_and_student_and_learns_the_labels(arm3, tmp_path):
     cfg = DistillConfig(rounds=3, episodes_per_round=8, episode_s=0.6, epochs_per_round=60, hidden_sizes=[64, 64],
-                        holdout_every=4, eval_goals=2, lr=3e-3, seed=0)
+                        holdout_every=4, eval_goals=2, val_goals=3, lr=3e-3, seed=0)
     expert = LinearExpert(arm3)
     res = distill(None, arm3, cfg, progress=False, expert=expert, log=lambda *_: None)
     r = res.rounds
+    # the kept round: best validation success, ties to the later round; its figures are the test goals'
+    val = [s.success_rate for s in r]
+    assert res.final_benchmark['selected_round'] == max(i for i, v in enumerate(val) if v == max(val))
+    assert res.final_benchmark['set'] == 'test' and res.final_benchmark['seed'] == cfg.eval_seed
     assert [s.beta for s in r] == [1.0, 0.5, 0.25]
     assert r[0].expert_share == 1.0 and 0.2 < r[1].expert_share < 0.8 and r[2].expert_share < 0.6
     assert res.data_size == 3 * 8 * 30 and expert.resets == 24
@@ -220,7 +224,7 @@ def test_dagger_mixes_expert_and_student_and_learns_the_labels(arm3, tmp_path):
 def test_save_to_bundle_writes_a_valid_policy_and_the_bundle_refuses_tampering(arm3, tmp_path):
     bdir = write_bundle(tmp_path / 'arm3', arm3)
     cfg = DistillConfig(rounds=2, episodes_per_round=2, episode_s=0.3, epochs_per_round=2, hidden_sizes=[16],
-                        eval_goals=2, expert={'horizon': 4, 'num_samples': 16, 'num_iterations': 1,
+                        eval_goals=2, val_goals=1, expert={'horizon': 4, 'num_samples': 16, 'num_iterations': 1,
                                               'num_elites': 4, 'time_budget_ms': 0.0}, expert_cost={'joint_goal': 0.0},
                         output='gains')
     res = distill(load_bundle(bdir, arm3), arm3, cfg, progress=False, log=lambda *_: None)  # the real MPC expert
@@ -236,6 +240,10 @@ def test_save_to_bundle_writes_a_valid_policy_and_the_bundle_refuses_tampering(a
     assert meta['policy']['inputs'] == {'state': ['batch', 6], 'goal': ['batch', 3]}
     report = json.loads((bdir / 'distill_report.json').read_text())
     assert len(report['rounds']) == 2 and (bdir / 'distill_report.png').stat().st_size > 1000
+    assert report['final_benchmark']['set'] == 'test'
+    m = meta['policy']['metrics']
+    assert m['selected_round'] in (0, 1) and m['success_rate'] == round(res.final_benchmark['success_rate'], 4)
+    assert m['benchmark'].startswith('reaching: 2 random reachable goals (seed 1000)')
     rt = PolicyRuntime(b.policy_path)
     assert np.all(np.abs(rt.act(arm3.home_q, np.zeros(3), [0.3, 0.1, 0.3])) <= arm3.effort_max)
     # A changed policy.onnx no longer matches its recorded sha256.
@@ -254,6 +262,8 @@ def test_distill_config_refuses_nonsense():
     assert DistillConfig(expert={'bogus': 1}).errors()
     assert DistillConfig(expert_cost={'joint_goal': -1.0}).errors()
     assert DistillConfig(expert_cost={'bogus': 1.0}).errors()
+    assert DistillConfig(val_seed=1000).errors()          # validation on the test goals
+    assert DistillConfig(output='torque').errors()
     assert not DistillConfig().errors()
     with pytest.raises(ValueError, match='invalid distillation'):
         distill(None, RobotModel.load('arm3'), DistillConfig(rounds=0), progress=False)
@@ -265,7 +275,7 @@ def test_distill_cli_writes_into_a_copy_and_leaves_the_source_alone(arm3, tmp_pa
     before = (src / 'bundle.yaml').read_text()
     rc = main(['distill', '--bundle', str(src), '--out', str(tmp_path / 'dst'), '--rounds', '1',
                '--episodes-per-round', '1', '--episode-s', '0.2', '--epochs', '1', '--hidden', '16',
-               '--eval-goals', '1', '--expert-horizon', '3', '--expert-samples', '8', '--expert-iterations', '1',
+               '--eval-goals', '1', '--val-goals', '1', '--expert-horizon', '3', '--expert-samples', '8', '--expert-iterations', '1',
                '--expert-elites', '2', '--no-progress'])
     assert rc == 0, capsys.readouterr()
     assert (src / 'bundle.yaml').read_text() == before and not (src / 'policy.onnx').exists()
@@ -281,7 +291,7 @@ def test_distill_cli_writes_into_a_copy_and_leaves_the_source_alone(arm3, tmp_pa
 def test_attach_puts_a_distilled_policy_into_another_bundle_of_the_same_robot(arm3, tmp_path):
     src = write_bundle(tmp_path / 'src', arm3)
     cfg = DistillConfig(rounds=1, episodes_per_round=2, episode_s=0.2, epochs_per_round=2, hidden_sizes=[16],
-                        eval_goals=1, expert={'horizon': 3, 'num_samples': 8, 'num_iterations': 1,
+                        eval_goals=1, val_goals=1, expert={'horizon': 3, 'num_samples': 8, 'num_iterations': 1,
                                               'num_elites': 2, 'time_budget_ms': 0.0})
     save_to_bundle(distill(load_bundle(src, arm3), arm3, cfg, progress=False, log=lambda *_: None), src, arm3)
     dst = write_bundle(tmp_path / 'dst', arm3, E=2)            # e.g. a retrained ensemble

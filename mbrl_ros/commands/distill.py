@@ -29,11 +29,13 @@ def add_arguments(p):
                    help='rounds >= 1: the expert labels every k-th visited state (cheaper; default 1 = all)')
     p.add_argument('--epochs', type=int, default=40, help='training epochs per round')
     p.add_argument('--hidden', default='256,256', help='hidden widths (default 256,256)')
-    p.add_argument('--output', choices=('direct', 'gains'), default='direct',
+    p.add_argument('--output', choices=('direct', 'gains', 'passive'), default='direct',
                    help="network head: the effort itself, or the gains of a task-space spring-damper "
                         "(zero effort at the goal at rest by construction)")
     p.add_argument('--lr', type=float, default=1e-3)
-    p.add_argument('--eval-goals', type=int, default=100, help='reaching benchmark goals after every round')
+    p.add_argument('--eval-goals', type=int, default=100, help='test benchmark goals for the kept policy (seed 1000)')
+    p.add_argument('--val-goals', type=int, default=50,
+                   help='validation goals after every round (seed 2000); the best round is kept (0: the last)')
     p.add_argument('--expert-eval-goals', type=int, default=0,
                    help='also run the expert on the benchmark (slow: 3 s of MPC per goal)')
     g = p.add_argument_group('expert (MPC) budget')
@@ -66,7 +68,7 @@ def run(args) -> int:
         cfg = DistillConfig(rounds=args.rounds, episodes_per_round=args.episodes_per_round,
                             episode_s=args.episode_s, beta_decay=args.beta_decay, epochs_per_round=args.epochs,
                             label_every=args.label_every,
-                            hidden_sizes=hidden, lr=args.lr, eval_goals=args.eval_goals,
+                            hidden_sizes=hidden, lr=args.lr, eval_goals=args.eval_goals, val_goals=args.val_goals,
                             expert_eval_goals=args.expert_eval_goals, seed=args.seed, threads=args.threads,
                             expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
                                     'num_iterations': args.expert_iterations, 'num_elites': args.expert_elites,

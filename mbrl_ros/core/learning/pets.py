@@ -95,6 +95,7 @@ class LearnConfig:
     distill_rounds: int = 0
     distill_episodes_per_round: int = 8
     distill_eval_goals: int = 20
+    distill_val_goals: int = 20           # validation goals per DAgger round (the best round is kept)
     distill_epochs: int = 40
     distill_hidden: list = field(default_factory=lambda: [256, 256])
     distill_label_every: int = 1
@@ -341,6 +342,7 @@ def _distill_config(cfg: LearnConfig):
     from mbrl_ros.core.policy.distill import DistillConfig
     return DistillConfig(rounds=cfg.distill_rounds, episodes_per_round=cfg.distill_episodes_per_round,
                          episode_s=cfg.episode_s, eval_goals=cfg.distill_eval_goals, seed=cfg.seed,
+                         val_goals=cfg.distill_val_goals,
                          epochs_per_round=cfg.distill_epochs, hidden_sizes=list(cfg.distill_hidden),
                          threads=cfg.threads, label_every=cfg.distill_label_every, output=cfg.distill_output,
                          expert={**cfg.planner, **cfg.distill_expert, 'time_budget_ms': 0.0},

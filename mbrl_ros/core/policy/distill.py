@@ -21,6 +21,7 @@ benchmark (mbrl_ros.core.evaluation.reaching) uses its own goal seed, disjoint f
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -61,8 +62,14 @@ class DistillConfig:
     holdout_every: int = 8             # every 8th episode: held-out labels for the action error
     label_every: int = 1               # rounds >= 1: the expert labels every k-th visited state (and
                                        # any state where it acts); consecutive states are near copies
-    eval_goals: int = 100              # reaching benchmark after every round
+    eval_goals: int = 100              # the reaching benchmark (test) of the selected policy, at the end
     eval_seed: int = 1000              # benchmark goals (training episodes use `seed`)
+    # After every round the student runs `val_goals` validation goals (their own seed); the policy kept
+    # is the round with the best validation success (ties: the later round, it saw more data). DAgger's
+    # rounds are not monotonic on arm7 (87 % at round 2, 33 % at round 7 in one run) and picking a
+    # round by the test benchmark would report a selected, not a measured, figure. 0: the last round.
+    val_goals: int = 50
+    val_seed: int = 2000
     expert_eval_goals: int = 0         # also run the expert on the benchmark (slow: 3 s of MPC per goal)
     expert: dict = field(default_factory=_expert_default)   # PlannerConfig fields for the expert
     # CostWeights fields for the expert, e.g. {'joint_goal': 0.0}: DAgger assumes the expert's action is
@@ -78,14 +85,16 @@ class DistillConfig:
                   'label_every'):
             if getattr(self, k) < 1:
                 errs.append(f'{k} must be >= 1, got {getattr(self, k)}')
-        if self.output not in ('direct', 'gains'):
-            errs.append(f"output must be 'direct' or 'gains', got {self.output!r}")
+        if self.output not in ('direct', 'gains', 'passive'):
+            errs.append(f"output must be 'direct', 'gains' or 'passive', got {self.output!r}")
         if not 0.0 <= self.beta_decay <= 1.0:
             errs.append(f'beta_decay must be in [0, 1], got {self.beta_decay}')
         if not self.episode_s > 0 or not self.lr > 0:
             errs.append('episode_s and lr must be > 0')
-        if self.eval_goals < 0 or self.expert_eval_goals < 0:
-            errs.append('eval_goals and expert_eval_goals must be >= 0')
+        if self.eval_goals < 0 or self.expert_eval_goals < 0 or self.val_goals < 0:
+            errs.append('eval_goals, val_goals and expert_eval_goals must be >= 0')
+        if self.val_goals and self.val_seed == self.eval_seed:
+            errs.append('val_seed must differ from eval_seed (selection on the test goals)')
         try:
             errs += PlannerConfig(**self.expert).errors()
         except TypeError as e:
@@ -109,7 +118,7 @@ class RoundStats:
     expert_share: float                # fraction of executed actions that were the expert's
     train_loss: float
     action_rmse: float                 # held-out, normalised units (fraction of effort_max)
-    success_rate: float                # reaching benchmark
+    success_rate: float                # validation goals (val_seed)
     final_distance_median_m: float
     policy_step_ms_p50: float
     seconds: float
@@ -125,7 +134,7 @@ class DistillResult:
     rounds: list
     expert_step_ms: np.ndarray          # expert compute per label [ms]
     expert_benchmark: Optional[dict]    # summary of the expert on the benchmark, if run
-    final_benchmark: dict
+    final_benchmark: dict               # the selected round's policy: 'set' test (eval_seed) or validation (so far)
     data_size: int
     seconds: float
 
@@ -273,7 +282,7 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total_eps * steps, desc='DAgger', unit='label', smoothing=0.1)
-    rounds, ep = [], 0
+    rounds, ep, best = [], 0, None
     for r in range(cfg.rounds):
         t_round = time.perf_counter()
         beta = cfg.beta(r)
@@ -298,32 +307,61 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
         loss = _train(net, data, cfg, rng)
         student.refresh()
         rmse = _action_rmse(net, data)
-        bench = evaluate_reaching(student, robot, n_goals=cfg.eval_goals, seed=cfg.eval_seed, dt=dt).summary() \
-            if cfg.eval_goals else {'success_rate': float('nan'), 'final_distance_m': {'median': float('nan')},
-                                    'step_ms': {'p50': float('nan')}}
+        bench = _benchmark(student, robot, cfg.val_goals, cfg.val_seed, dt)
         st = RoundStats(r, beta, cfg.episodes_per_round, len(data.held) - sum(data.held),
                         used_expert / max(used, 1), loss, rmse, bench['success_rate'],
                         bench['final_distance_m']['median'], bench['step_ms']['p50'], time.perf_counter() - t_round)
         rounds.append(st)
+        if best is None or not cfg.val_goals or st.success_rate >= best[0].success_rate:
+            best = (st, copy.deepcopy(net.state_dict()))
         msg = (f'round {r}: beta {beta:.3f}, {st.transitions} labels, loss {loss:.4f}, held-out action rmse '
-               f'{rmse:.4f}, success {st.success_rate:.0%} (median final distance {st.final_distance_median_m * 100:.1f} cm)')
+               f'{rmse:.4f}, validation success {st.success_rate:.0%} (median final distance '
+               f'{st.final_distance_median_m * 100:.1f} cm)' + (f'; kept: round {best[0].round}' if cfg.val_goals else ''))
         if bar is not None:
             bar.write(msg)
         else:
             log(msg)
         if on_round is not None and r < cfg.rounds - 1:
-            on_round(_result(net, cfg, rounds, expert, None, data, t_start))
+            on_round(_result(_copy_with(net, best[1]), cfg, rounds, expert, None, data, t_start,
+                             _selected(best[0], cfg, 'validation', None)))
     if bar is not None:
         bar.close()
+    net.load_state_dict(best[1])
+    student.refresh()
+    test = _benchmark(student, robot, cfg.eval_goals, cfg.eval_seed, dt)
+    log(f'kept round {best[0].round} (validation {best[0].success_rate:.0%}): test benchmark success '
+        f'{test["success_rate"]:.0%} of {cfg.eval_goals} goals')
     expert_bench = None
     if cfg.expert_eval_goals:
         expert_bench = evaluate_reaching(expert, robot, n_goals=cfg.expert_eval_goals, seed=cfg.eval_seed, dt=dt,
                                          progress=progress).summary()
     workdir.cleanup()
-    result = _result(net, cfg, rounds, expert, expert_bench, data, t_start)
+    result = _result(net, cfg, rounds, expert, expert_bench, data, t_start, _selected(best[0], cfg, 'test', test))
     if on_round is not None:
         on_round(result)
     return result
+
+
+def _benchmark(controller, robot, n_goals, seed, dt) -> dict:
+    if not n_goals:
+        return {'success_rate': float('nan'), 'final_distance_m': {'median': float('nan')},
+                'step_ms': {'p50': float('nan')}}
+    return evaluate_reaching(controller, robot, n_goals=n_goals, seed=seed, dt=dt).summary()
+
+
+def _selected(st: RoundStats, cfg: DistillConfig, kind: str, bench: Optional[dict]) -> dict:
+    """The kept round's figures: on the test goals once measured, else its validation figures."""
+    if bench is None:
+        return {'set': kind, 'episodes': cfg.val_goals, 'seed': cfg.val_seed, 'selected_round': st.round,
+                'success_rate': st.success_rate, 'final_distance_median_m': st.final_distance_median_m}
+    return {'set': kind, 'episodes': cfg.eval_goals, 'seed': cfg.eval_seed, 'selected_round': st.round,
+            'success_rate': bench['success_rate'], 'final_distance_median_m': bench['final_distance_m']['median']}
+
+
+def _copy_with(net: PolicyNet, state_dict) -> PolicyNet:
+    other = copy.deepcopy(net)
+    other.load_state_dict(state_dict)
+    return other.eval()
 
 
 def _run_episode(cfg, sim, substeps, steps, dt, expert, student, r, ep, start, goal, held):
@@ -366,10 +404,7 @@ def _label(expert, q, qd, goal, now):
     return expert(q, qd, goal)
 
 
-def _result(net, cfg, rounds, expert, expert_bench, data, t_start) -> DistillResult:
-    final = rounds[-1]
-    final_bench = {'episodes': cfg.eval_goals, 'success_rate': final.success_rate,
-                   'final_distance_median_m': final.final_distance_median_m}
+def _result(net, cfg, rounds, expert, expert_bench, data, t_start, final_bench) -> DistillResult:
     return DistillResult(net, cfg, rounds, np.asarray(expert.step_ms), expert_bench, final_bench,
                          len(data.held), time.perf_counter() - t_start)
 
@@ -446,6 +481,7 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
     expert_ms = result.expert_step_ms
     expert_p50 = float(np.percentile(expert_ms, 50)) if len(expert_ms) else float('nan')
     last = result.rounds[-1]
+    final = result.final_benchmark
     section = {
         'file': POLICY_FILE,
         'inputs': {'state': ['batch', 2 * robot.dof], 'goal': ['batch', 3]},
@@ -458,7 +494,7 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
                                         cfg.jacobian_features else '')
                                      + ' (computed and standardised inside the graph)',
                          'output': 'effort_max * tanh' + (' of a task-space spring-damper whose per-joint gains '
-                                                          'the MLP outputs' if cfg.output == 'gains' else ''), 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
+                                                          'the MLP outputs' if cfg.output in ('gains', 'passive') else ''), 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
         'distillation': {'method': 'DAgger', 'rounds': len(result.rounds), 'rounds_planned': cfg.rounds,
                          'episodes_per_round': cfg.episodes_per_round, 'label_every': cfg.label_every,
                          'episode_s': cfg.episode_s, 'beta': [round(cfg.beta(r), 6) for r in range(cfg.rounds)],
@@ -468,11 +504,15 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
                          'data_size': int(result.data_size), 'train_transitions': int(last.transitions),
                          'wall_time_s': round(result.seconds, 1)},
         'metrics': {
-            'benchmark': f'reaching: {cfg.eval_goals} random reachable goals (seed {cfg.eval_seed}), success = EE '
-                         'within 2 cm of the goal 3 s after it is sent, SimArm at 50 Hz',
-            'success_rate': round(last.success_rate, 4),
-            'final_distance_median_m': round(last.final_distance_median_m, 5),
-            'heldout_action_rmse': round(last.action_rmse, 5),
+            'benchmark': f'reaching: {final["episodes"]} random reachable goals (seed {final["seed"]}), success = EE '
+                         'within 2 cm of the goal 3 s after it is sent, SimArm at 50 Hz'
+                         + ('' if final['set'] == 'test' else ' (validation goals: distillation not finished)'),
+            'success_rate': round(final['success_rate'], 4),
+            'final_distance_median_m': round(final['final_distance_median_m'], 5),
+            'selected_round': final['selected_round'],
+            'validation': {'goals': cfg.val_goals, 'seed': cfg.val_seed,
+                           'success_rate_per_round': [round(r.success_rate, 4) for r in result.rounds]},
+            'heldout_action_rmse': round(result.rounds[final['selected_round']].action_rmse, 5),
             'onnx_parity_max_error': parity,
             'step_ms_p50': round(timing['p50'], 5), 'step_ms_p99': round(timing['p99'], 5),
             'expert_step_ms_p50': round(expert_p50, 3),
@@ -484,12 +524,13 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
     }
     write_policy_section(bundle_dir, section)
     report = {'rounds': [r.as_dict() for r in result.rounds], 'policy': section,
+              'final_benchmark': result.final_benchmark,
               'expert_benchmark': result.expert_benchmark,
               'expert_step_ms': {'p50': expert_p50, 'p99': float(np.percentile(expert_ms, 99)) if len(expert_ms)
                                  else float('nan')}}
     (bundle_dir / 'distill_report.json').write_text(json.dumps(report, indent=2))
     try:
-        plot_rounds(result.rounds, bundle_dir / 'distill_report.png',
+        plot_rounds(result.rounds, bundle_dir / 'distill_report.png', final=result.final_benchmark,
                     expert_success=result.expert_benchmark['success_rate'] if result.expert_benchmark else None)
     except Exception as exc:  # a missing plotting backend must not lose a distilled policy
         log(f'(no report plot: {exc!r})')

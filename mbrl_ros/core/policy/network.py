@@ -48,7 +48,7 @@ class PolicyConfig:
 
     @property
     def out_dim(self) -> int:
-        return 3 * self.dof if self.output == 'gains' else self.dof
+        return 3 * self.dof if self.output in GAIN_HEADS else self.dof
 
     @property
     def feature_dim(self) -> int:
@@ -76,6 +76,10 @@ STD_FLOOR = 1e-2
 # EE velocity as a forward difference over VEL_H seconds: (fk(q + h qd) - fk(q)) / h ≈ J(q) qd,
 # the damping term of a task-space law, which an MLP would otherwise have to learn as a product.
 VEL_H = 0.05
+
+GAIN_HEADS = ('gains', 'passive')   # 'passive': the gains pass through softplus (>= 0)
+# softplus(PASSIVE_BIAS) ~ 0.05: an untrained passive head is a very soft spring and damper
+PASSIVE_BIAS = -2.97
 
 # Units of the gains the 'gains' head outputs (so the MLP works with O(1) numbers): stiffness on
 # J^T (goal - ee) [N/m], joint damping as a fraction of effort_max per rad/s, task-space damping [N s/m].
@@ -147,20 +151,20 @@ class PolicyNet(nn.Module):
         super().__init__()
         if config.activation not in ('silu', 'tanh', 'relu'):
             raise ValueError(f'activation must be silu, tanh or relu, got {config.activation!r}')
-        if config.output not in ('direct', 'gains'):
-            raise ValueError(f"output must be 'direct' or 'gains', got {config.output!r}")
-        if config.output == 'gains' and not (config.fk and config.jacobian):
-            raise ValueError("output 'gains' needs the FK and Jacobian features (fk chain, jacobian=True)")
+        if config.output not in ('direct', *GAIN_HEADS):
+            raise ValueError(f"output must be 'direct', 'gains' or 'passive', got {config.output!r}")
+        if config.output in GAIN_HEADS and not (config.fk and config.jacobian):
+            raise ValueError(f"output {config.output!r} needs the FK and Jacobian features (fk chain, jacobian=True)")
         self.config = config
         sizes = [config.feature_dim, *config.hidden_sizes]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(sizes[-1], config.out_dim)
-        if config.output == 'gains':
+        if config.output in GAIN_HEADS:
             # Untrained, the gains are ~0 (no effort): whatever the policy does comes from the labels,
             # not from a hand-picked spring.
             with torch.no_grad():
                 self.out.weight.mul_(0.1)
-                self.out.bias.zero_()
+                self.out.bias.fill_(PASSIVE_BIAS if config.output == 'passive' else 0.0)
         self.act = {'silu': nn.SiLU(), 'tanh': nn.Tanh(), 'relu': nn.ReLU()}[config.activation]
         self.register_buffer('in_mean', torch.zeros(config.feature_dim))
         self.register_buffer('in_std', torch.ones(config.feature_dim))
@@ -192,7 +196,9 @@ class PolicyNet(nn.Module):
         for layer in self.hidden:
             h = self.act(layer(h))
         z = self.out(h)
-        if self.config.output == 'gains':
+        if self.config.output == 'passive':
+            z = torch.nn.functional.softplus(z)
+        if self.config.output in GAIN_HEADS:
             d = self.config.dof
             kp, kd, kdx = GAIN_SCALES
             # f's layout (features()): [q, qd, ...,  J^T(goal - ee), J^T ee velocity]
@@ -253,7 +259,9 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
         else:
             h = node('Tanh', [h], f'h{i}')
     z = node('Gemm', [h, const('w_out', _np(net.out.weight)), const('b_out', _np(net.out.bias))], 'z', transB=1)
-    if cfg.output == 'gains':
+    if cfg.output == 'passive':
+        z = node('Softplus', [z], 'z_passive')
+    if cfg.output in GAIN_HEADS:
         kp, kd, kdx = GAIN_SCALES
         g = [node('Slice', [z, const(f'g{i}_lo', [i * A], np.int64), const(f'g{i}_hi', [(i + 1) * A], np.int64),
                             const('q_axis', [-1], np.int64)], f'gain{i}') for i in range(3)]

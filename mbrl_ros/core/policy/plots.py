@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 
-def plot_rounds(rounds, path, expert_success=None) -> None:
+def plot_rounds(rounds, path, expert_success=None, final=None) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     r = [s.round for s in rounds]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(r, [100 * s.success_rate for s in rounds], 'o-', label='policy')
+    a1.plot(r, [100 * s.success_rate for s in rounds], 'o-', label='policy (validation goals)')
+    if final is not None and final.get('set') == 'test':
+        a1.plot([final['selected_round']], [100 * final['success_rate']], '*', ms=14, color='tab:green',
+                label=f"kept round, test benchmark ({final['episodes']} goals)")
     if expert_success is not None:
         a1.axhline(100 * expert_success, color='gray', ls='--', label='expert (MPC)')
     a1.axhline(90, color='tab:red', ls=':', label='target 90 %')
