@@ -428,6 +428,7 @@ class SwapRunReport:
     mpc_counts: dict = field(default_factory=dict)    # increase of mpc_controller's counters during the run
     follower_superseded: dict = field(default_factory=dict)  # node -> announcements superseded unvalidated
     sent_gaps: dict = field(default_factory=dict)     # gaps between the commands' stamps (the MPC side)
+    after: dict = field(default_factory=dict)  # period stats with no swaps, as long as the run, right after it
     cpu: dict = field(default_factory=dict)   # node -> (CPU cores used in the baseline, during the run)
 
 
@@ -521,6 +522,10 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
         t1 = time.monotonic()
         cpu2 = _cpu_seconds(system)
         after = _diag_values(diag)
+        # The same length again with no swaps: the machine's other load drifts over minutes, so
+        # the run is compared with the windows right before and right after it.
+        time.sleep(t1 - t0)
+        t2 = time.monotonic()
     finally:
         sender.close()
     with lock:
@@ -549,6 +554,7 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
     return SwapRunReport(
         outcomes=outcomes, active_models=list(actives), good_identity=good, run_s=t1 - t0,
         baseline=period_stats(cmds, b0, b1, period), during=period_stats(cmds, t0, t1, period),
+        after=period_stats(cmds, t1, t2, period),
         predictions={'count': int(len(pgaps) + 1) if len(pgaps) else 0,
                      'max_gap_s': float(pgaps.max()) if len(pgaps) else float('nan'),
                      'after_last_refusal': sum(1 for t in preds if t > t_last)},
@@ -597,7 +603,7 @@ def format_report(rep: SwapRunReport) -> str:
     refused = sum(o.refused for o in rep.outcomes)
     named = sum(o.refused and o.check_named for o in rep.outcomes)
     changed = [a for a in rep.active_models if a != rep.good_identity]
-    b, d = rep.baseline, rep.during
+    b, d, a, sg, nan = rep.baseline, rep.during, rep.after, rep.sent_gaps, float('nan')
     lines += [
         '',
         f'bundles: {n}; refused {refused}; refused with the failed check named {named}',
@@ -615,10 +621,13 @@ def format_report(rep: SwapRunReport) -> str:
         f'max gap {b["max_gap_ms"]:.0f} ms',
         f'  during the {rep.run_s:.0f} s run ({d["expected"]} periods): {d["commands"]} commands, '
         f'{d["missed_periods"]} missed, max gap {d["max_gap_ms"]:.0f} ms',
-        f'  the same from the commands\' stamps (MPC side, probe delays excluded): '
-        f'{rep.sent_gaps.get("missed_periods", "?")} missed, max gap {rep.sent_gaps.get("max_gap_ms", float("nan")):.0f} ms',
+        f'  after the run ({a.get("expected", 0)} periods, no swaps): {a.get("commands", 0)} commands, '
+        f'{a.get("missed_periods", "?")} missed, max gap {a.get("max_gap_ms", nan):.0f} ms',
+        f'  during the run, from the commands\' stamps (MPC side, probe delays excluded): '
+        f'{sg.get("missed_periods", "?")} missed, max gap {sg.get("max_gap_ms", nan):.0f} ms',
         f'  mpc_controller counters during the run: {rep.mpc_counts}',
         f'  announcements superseded before validation (superseded_models increase): {rep.follower_superseded}',
-        'CPU (cores) per node, baseline -> run: ' + '; '.join(f'{n} {a:.2f} -> {b:.2f}' for n, (a, b) in rep.cpu.items()),
+        'CPU (cores) per node, baseline -> run: '
+        + '; '.join(f'{n} {x:.2f} -> {y:.2f}' for n, (x, y) in rep.cpu.items()),
     ]
     return '\n'.join(lines)
