@@ -215,10 +215,19 @@ def test_dagger_mixes_expert_and_student_and_learns_the_labels(arm3, tmp_path):
     assert res.final_benchmark['set'] == 'test' and res.final_benchmark['seed'] == cfg.eval_seed
     assert [s.beta for s in r] == [1.0, 0.5, 0.25]
     assert r[0].expert_share == 1.0 and 0.2 < r[1].expert_share < 0.8 and r[2].expert_share < 0.6
-    assert res.data_size == 3 * 8 * 30 and expert.resets == 24
+    # labels planned from scratch (no warm start): one reset per label, plus one per episode
+    assert res.data_size == 3 * 8 * 30 and expert.resets == 24 + res.data_size
     assert r[-1].transitions == 3 * 6 * 30            # one held-out episode in four
     assert r[-1].action_rmse < 0.08, [s.action_rmse for s in r]   # imitates an affine map closely
     assert r[-1].action_rmse < r[0].action_rmse
+
+
+def test_a_warm_started_expert_is_reset_once_per_episode_only(arm3):
+    cfg = DistillConfig(rounds=1, episodes_per_round=3, episode_s=0.2, epochs_per_round=1, hidden_sizes=[8],
+                        eval_goals=1, val_goals=1, expert_warm_start=True)
+    expert = LinearExpert(arm3)
+    distill(None, arm3, cfg, progress=False, expert=expert, log=lambda *_: None)
+    assert expert.resets == 3
 
 
 def test_save_to_bundle_writes_a_valid_policy_and_the_bundle_refuses_tampering(arm3, tmp_path):

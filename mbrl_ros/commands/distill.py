@@ -45,6 +45,9 @@ def add_arguments(p):
     g.add_argument('--expert-elites', type=int, default=10)
     g.add_argument('--expert-execute', choices=('best', 'mean'), default='best',
                    help="label with the best sampled plan or the optimiser's final mean (smoother labels)")
+    g.add_argument('--expert-warm-start', action='store_true',
+                   help='warm-start each label from the previous plan (default: plan every label from scratch, '
+                        'so labels depend only on (state, goal))')
     g.add_argument('--expert-cost', action='append', default=[], metavar='WEIGHT=VALUE',
                    help='a cost weight of the expert (CostWeights field), e.g. joint_goal=0 (repeatable)')
     p.add_argument('--no-jacobian', action='store_true', help='without the J^T (goal - ee), J^T ee-velocity inputs')
@@ -73,7 +76,7 @@ def run(args) -> int:
                             expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
                                     'num_iterations': args.expert_iterations, 'num_elites': args.expert_elites,
                                     'execute': args.expert_execute, 'time_budget_ms': 0.0},
-                            expert_cost=_cost_overrides(args.expert_cost),
+                            expert_cost=_cost_overrides(args.expert_cost), expert_warm_start=args.expert_warm_start,
                             jacobian_features=not args.no_jacobian, output=args.output)
         errs = cfg.errors()
         if errs:
