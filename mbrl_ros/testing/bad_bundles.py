@@ -463,7 +463,6 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
     cmd_times: list = []
     cmd_stamps: list = []    # (receipt time, the command's stamp = its state's stamp, ROS seconds)
     pred_times: list = []
-    actives: list = []
 
     def stamp(buf):
         def cb(msg):
@@ -477,19 +476,27 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
     probe.node.create_subscription(JointState, '/mbrl/mpc/command', on_cmd, 50)
     probe.node.create_subscription(JointState, '/mbrl/world_model/prediction', stamp(pred_times), 50)
     wm_gids: set = set()
+    heard: list = []   # (publisher gid, text) of every active_model message, in order
 
     def on_active(msg, info):
+        with lock:
+            heard.append((bytes((info.get('publisher_gid') or {}).get('data', b'')), msg.data))
+
+    def world_model_actives() -> list:
         # Only world_model's announcements: this probe announces the bad bundles on the same topic.
+        # Matched when asked, not on receipt: the latched message can arrive before the graph
+        # knows its publisher, and world_model sends it only once.
         if not wm_gids:
             wm_gids.update(bytes(i.endpoint_gid) for i in probe.node.get_publishers_info_by_topic(
                 '/mbrl/world_model/active_model') if i.node_name == 'world_model')
-        gid = bytes((info.get('publisher_gid') or {}).get('data', b''))
-        if gid and any(g[:len(gid)] == gid or gid[:len(g)] == g for g in wm_gids):
-            actives.append(msg.data)
+        with lock:
+            got = list(heard)
+        return [text for gid, text in got
+                if gid and any(g[:len(gid)] == gid or gid[:len(g)] == g for g in wm_gids)]
     probe.node.create_subscription(String, '/mbrl/world_model/active_model', on_active, LATCHED)
     diag = probe.subscribe('/diagnostics', DiagnosticArray, 100)
     announce = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
-    good = probe.wait_until(lambda: actives[-1] if actives else None, 60)
+    good = probe.wait_until(lambda: (world_model_actives() or [None])[-1], 60)
     if not good:
         raise RuntimeError('no active_model from world_model')
     sender = GoalSender(probe, (0.3, 0.1, 0.35))
@@ -531,6 +538,7 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
     with lock:
         cmds, preds = list(cmd_times), list(pred_times)
         stamps = [s for t, s in cmd_stamps if t0 <= t <= t1]
+    actives = world_model_actives()
 
     def grew(node, key, since=None):
         since = before if since is None else since
