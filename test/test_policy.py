@@ -112,14 +112,15 @@ def test_export_with_fk_and_jacobian_features_matches_torch(tmp_path):
     assert export_policy(small.eval(), tmp_path / 'q.onnx', check_states=s, check_goals=g) <= 1e-5
 
 
-def test_gains_head_exports_exactly_and_commands_nothing_at_the_goal_at_rest(tmp_path):
-    """The 'gains' head: whatever the weights, zero effort at the goal with the arm at rest (the goal is
+@pytest.mark.parametrize('head,gains', [('gains', 3), ('passive', 3), ('impedance', 4)])
+def test_gains_heads_export_exactly_and_command_nothing_at_the_goal_at_rest(tmp_path, head, gains):
+    """The spring-damper heads: whatever the weights, zero effort at the goal with the arm at rest (the goal is
     an equilibrium of the policy), and the ONNX graph computes the same as torch."""
     arm7 = RobotModel.load('arm7')
     torch.manual_seed(3)
     net = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
-                                 output='gains'))
-    assert net.out.out_features == 21
+                                 output=head))
+    assert net.out.out_features == gains * 7
     rng = np.random.default_rng(5)
     q = arm7.sample_configurations(rng, 300)
     s = np.concatenate([q, rng.uniform(-1, 1, q.shape) * arm7.qd_max], 1)
@@ -136,14 +137,14 @@ def test_gains_head_exports_exactly_and_commands_nothing_at_the_goal_at_rest(tmp
     assert np.max(np.abs(rt.predict(at_rest, arm7.fk(q))) / arm7.effort_max) < 1e-3
     # untrained (initial weights): the gains are ~0, no hand-picked spring in it
     fresh = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
-                                   output='gains'))
+                                   output=head))
     fresh.set_normalisation(s, g)
     with torch.no_grad():
         u = fresh(torch.tensor(s, dtype=torch.float32), torch.tensor(g, dtype=torch.float32)).numpy()
     assert np.median(np.abs(u) / arm7.effort_max) < 0.05
     with pytest.raises(ValueError, match='needs the FK'):
         PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), fk=fk_chain(arm7), jacobian=False,
-                               output='gains'))
+                               output=head))
     with pytest.raises(ValueError, match='output must be'):
         PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), output='torque'))
 

@@ -29,7 +29,7 @@ def add_arguments(p):
                    help='rounds >= 1: the expert labels every k-th visited state (cheaper; default 1 = all)')
     p.add_argument('--epochs', type=int, default=40, help='training epochs per round')
     p.add_argument('--hidden', default='256,256', help='hidden widths (default 256,256)')
-    p.add_argument('--output', choices=('direct', 'gains', 'passive'), default='direct',
+    p.add_argument('--output', choices=('direct', 'gains', 'passive', 'impedance'), default='direct',
                    help="network head: the effort itself, or the gains of a task-space spring-damper "
                         "(zero effort at the goal at rest by construction)")
     p.add_argument('--lr', type=float, default=1e-3)

@@ -91,8 +91,8 @@ class DistillConfig:
                   'label_every'):
             if getattr(self, k) < 1:
                 errs.append(f'{k} must be >= 1, got {getattr(self, k)}')
-        if self.output not in ('direct', 'gains', 'passive'):
-            errs.append(f"output must be 'direct', 'gains' or 'passive', got {self.output!r}")
+        if self.output not in ('direct', 'gains', 'passive', 'impedance'):
+            errs.append(f"output must be 'direct', 'gains', 'passive' or 'impedance', got {self.output!r}")
         if not 0.0 <= self.beta_decay <= 1.0:
             errs.append(f'beta_decay must be in [0, 1], got {self.beta_decay}')
         if not self.episode_s > 0 or not self.lr > 0:
@@ -502,7 +502,7 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
                                         cfg.jacobian_features else '')
                                      + ' (computed and standardised inside the graph)',
                          'output': 'effort_max * tanh' + (' of a task-space spring-damper whose per-joint gains '
-                                                          'the MLP outputs' if cfg.output in ('gains', 'passive') else ''), 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
+                                                          'the MLP outputs' if cfg.output in ('gains', 'passive', 'impedance') else ''), 'parameters': int(sum(p.numel() for p in result.net.parameters()))},
         'distillation': {'method': 'DAgger', 'rounds': len(result.rounds), 'rounds_planned': cfg.rounds,
                          'episodes_per_round': cfg.episodes_per_round, 'label_every': cfg.label_every,
                          'episode_s': cfg.episode_s, 'beta': [round(cfg.beta(r), 6) for r in range(cfg.rounds)],

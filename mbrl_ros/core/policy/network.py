@@ -48,7 +48,7 @@ class PolicyConfig:
 
     @property
     def out_dim(self) -> int:
-        return 3 * self.dof if self.output in GAIN_HEADS else self.dof
+        return {'gains': 3, 'passive': 3, 'impedance': 4}.get(self.output, 1) * self.dof
 
     @property
     def feature_dim(self) -> int:
@@ -77,7 +77,11 @@ STD_FLOOR = 1e-2
 # the damping term of a task-space law, which an MLP would otherwise have to learn as a product.
 VEL_H = 0.05
 
-GAIN_HEADS = ('gains', 'passive')   # 'passive': the gains pass through softplus (>= 0)
+GAIN_HEADS = ('gains', 'passive', 'impedance')   # 'passive', 'impedance': the gains pass through softplus (>= 0)
+# 'impedance': plus a signed residual R·|goal - ee| / RESIDUAL_M (fraction of effort_max): it vanishes
+# at the goal, so the goal stays an equilibrium, but far from it the policy can push a joint against
+# the spring (out of a joint limit, where a spring alone got stuck: 4 of 5 failures of a passive head).
+RESIDUAL_M = 0.3
 # softplus(PASSIVE_BIAS) ~ 0.05: an untrained passive head is a very soft spring and damper
 PASSIVE_BIAS = -2.97
 
@@ -164,7 +168,9 @@ class PolicyNet(nn.Module):
             # not from a hand-picked spring.
             with torch.no_grad():
                 self.out.weight.mul_(0.1)
-                self.out.bias.fill_(PASSIVE_BIAS if config.output == 'passive' else 0.0)
+                self.out.bias.fill_(PASSIVE_BIAS if config.output in ('passive', 'impedance') else 0.0)
+                if config.output == 'impedance':
+                    self.out.bias[3 * config.dof:] = 0.0
         self.act = {'silu': nn.SiLU(), 'tanh': nn.Tanh(), 'relu': nn.ReLU()}[config.activation]
         self.register_buffer('in_mean', torch.zeros(config.feature_dim))
         self.register_buffer('in_std', torch.ones(config.feature_dim))
@@ -196,14 +202,19 @@ class PolicyNet(nn.Module):
         for layer in self.hidden:
             h = self.act(layer(h))
         z = self.out(h)
-        if self.config.output == 'passive':
-            z = torch.nn.functional.softplus(z)
+        d = self.config.dof
+        if self.config.output in ('passive', 'impedance'):
+            z = torch.cat([torch.nn.functional.softplus(z[..., :3 * d]), z[..., 3 * d:]], dim=-1)
         if self.config.output in GAIN_HEADS:
-            d = self.config.dof
             kp, kd, kdx = GAIN_SCALES
-            # f's layout (features()): [q, qd, ...,  J^T(goal - ee), J^T ee velocity]
+            # f's layout (features()): [q, qd, goal, sin q, cos q, ee, goal - ee, ee velocity,
+            # J^T(goal - ee), J^T ee velocity]
             qd, jte, jtv = f[..., d:2 * d], f[..., -2 * d:-d], f[..., -d:]
-            z = (kp * z[..., :d] * jte - kdx * z[..., 2 * d:] * jtv) / self.effort_max - kd * z[..., d:2 * d] * qd
+            out = (kp * z[..., :d] * jte - kdx * z[..., 2 * d:3 * d] * jtv) / self.effort_max - kd * z[..., d:2 * d] * qd
+            if self.config.output == 'impedance':
+                e = f[..., 4 * d + 6:4 * d + 9]
+                out = out + z[..., 3 * d:] * torch.sqrt((e * e).sum(-1, keepdim=True)) / RESIDUAL_M
+            z = out
         return torch.tanh(z)
 
     def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -261,6 +272,13 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
     z = node('Gemm', [h, const('w_out', _np(net.out.weight)), const('b_out', _np(net.out.bias))], 'z', transB=1)
     if cfg.output == 'passive':
         z = node('Softplus', [z], 'z_passive')
+    residual = None
+    if cfg.output == 'impedance':
+        ax = const('q_axis', [-1], np.int64)
+        residual = node('Slice', [z, const('res_lo', [3 * A], np.int64), const('res_hi', [4 * A], np.int64), ax],
+                        'residual_gain')
+        z = node('Softplus', [node('Slice', [z, const('g0_lo', [0], np.int64), const('g2_hi', [3 * A], np.int64), ax],
+                                   'gains_raw')], 'z_passive')
     if cfg.output in GAIN_HEADS:
         kp, kd, kdx = GAIN_SCALES
         g = [node('Slice', [z, const(f'g{i}_lo', [i * A], np.int64), const(f'g{i}_hi', [(i + 1) * A], np.int64),
@@ -270,6 +288,11 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
         damp_x = node('Mul', [node('Mul', [g[2], jtv], 'g_jtv'), const('kdx_inv_em', kdx * inv_em)], 'damp_task')
         damp_q = node('Mul', [node('Mul', [g[1], qd], 'g_qd'), const('kd', [kd])], 'damp_joint')
         z = node('Sub', [node('Sub', [spring, damp_x], 'spring_damp'), damp_q], 'z_gains')
+        if residual is not None:
+            sq = node('ReduceSum', [node('Mul', ['ee_error', 'ee_error'], 'e_sq'), const('fk_last_axis', [-1], np.int64)],
+                      'e_sq_sum', keepdims=1)
+            dist = node('Mul', [node('Sqrt', [sq], 'e_norm'), const('inv_residual_m', [1.0 / RESIDUAL_M])], 'e_scaled')
+            z = node('Add', [z, node('Mul', [residual, dist], 'residual')], 'z_impedance')
     t = node('Tanh', [z], 'action_normalised')
     # Squashed to ±effort_max inside the graph: no weights can command more than the limits.
     node('Mul', [t, const('effort_max', _np(net.effort_max))], OUTPUT)
