@@ -88,7 +88,11 @@ def add_arguments(p):
     g.add_argument('--distill-rounds', type=int, default=d.distill_rounds, help='DAgger rounds (0: no policy)')
     g.add_argument('--distill-episodes', type=int, default=d.distill_episodes_per_round)
     g.add_argument('--distill-label-every', type=int, default=d.distill_label_every)
-    g.add_argument('--distill-output', choices=('direct', 'gains'), default=d.distill_output,
+    g.add_argument('--distill-eval-goals', type=int, default=d.distill_eval_goals,
+                   help='test benchmark goals for the distilled policy')
+    g.add_argument('--distill-val-goals', type=int, default=d.distill_val_goals,
+                   help='validation goals per DAgger round (the best round is kept)')
+    g.add_argument('--distill-output', choices=('direct', 'gains', 'passive', 'impedance'), default=d.distill_output,
                    help='policy head (mbrl-ros distill --output)')
     g.add_argument('--distill-expert', default='', metavar='K=V,...',
                    help='planner overrides for the distillation expert, e.g. num_samples=300,num_iterations=5')
@@ -118,6 +122,7 @@ def run(args) -> int:
                           eval_planner=_settings(args.eval_planner),
                           distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes,
                           distill_label_every=args.distill_label_every, distill_output=args.distill_output,
+                          distill_eval_goals=args.distill_eval_goals, distill_val_goals=args.distill_val_goals,
                           distill_expert=_settings(args.distill_expert),
                           distill_expert_cost=_weights(args.distill_expert_cost, '--distill-expert-cost'))
         errs = cfg.errors()
