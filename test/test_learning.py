@@ -108,7 +108,7 @@ def test_learn_command_refuses_bad_settings(capsys):
 def test_learn_distils_a_policy_into_the_bundle(tmp_path, arm3):
     cfg = LearnConfig(**dict(TINY, iterations=0), distill_rounds=1, distill_episodes_per_round=2,
                       distill_eval_goals=1, distill_val_goals=1, distill_epochs=2, distill_hidden=[16],
-                      distill_output='gains',
+                      distill_output='passive',
                       distill_expert={'num_samples': 12}, distill_expert_cost={'joint_goal': 0.0})
     report = learn(cfg, tmp_path / 'b', progress=False, log=lambda *a: None)
     assert report['environment_steps']['distill'] == 40 and report['distillation']['labels'] > 0

@@ -112,15 +112,14 @@ def test_export_with_fk_and_jacobian_features_matches_torch(tmp_path):
     assert export_policy(small.eval(), tmp_path / 'q.onnx', check_states=s, check_goals=g) <= 1e-5
 
 
-@pytest.mark.parametrize('head,gains', [('gains', 3), ('passive', 3), ('impedance', 4)])
-def test_gains_heads_export_exactly_and_command_nothing_at_the_goal_at_rest(tmp_path, head, gains):
-    """The spring-damper heads: whatever the weights, zero effort at the goal with the arm at rest (the goal is
+def test_passive_head_exports_exactly_and_commands_nothing_at_the_goal_at_rest(tmp_path):
+    """The passive head: whatever the weights, zero effort at the goal with the arm at rest (the goal is
     an equilibrium of the policy), and the ONNX graph computes the same as torch."""
     arm7 = RobotModel.load('arm7')
     torch.manual_seed(3)
     net = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
-                                 output=head))
-    assert net.out.out_features == gains * 7
+                                 output='passive'))
+    assert net.out.out_features == 3 * 7
     rng = np.random.default_rng(5)
     q = arm7.sample_configurations(rng, 300)
     s = np.concatenate([q, rng.uniform(-1, 1, q.shape) * arm7.qd_max], 1)
@@ -137,14 +136,14 @@ def test_gains_heads_export_exactly_and_command_nothing_at_the_goal_at_rest(tmp_
     assert np.max(np.abs(rt.predict(at_rest, arm7.fk(q))) / arm7.effort_max) < 1e-3
     # untrained (initial weights): the gains are ~0, no hand-picked spring in it
     fresh = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
-                                   output=head))
+                                   output='passive'))
     fresh.set_normalisation(s, g)
     with torch.no_grad():
         u = fresh(torch.tensor(s, dtype=torch.float32), torch.tensor(g, dtype=torch.float32)).numpy()
     assert np.median(np.abs(u) / arm7.effort_max) < 0.05
     with pytest.raises(ValueError, match='needs the FK'):
         PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), fk=fk_chain(arm7), jacobian=False,
-                               output=head))
+                               output='passive'))
     with pytest.raises(ValueError, match='output must be'):
         PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), output='torque'))
 
@@ -206,7 +205,8 @@ class LinearExpert:
 
 def test_dagger_mixes_expert_and_student_and_learns_the_labels(arm3, tmp_path):
     cfg = DistillConfig(rounds=3, episodes_per_round=8, episode_s=0.6, epochs_per_round=60, hidden_sizes=[64, 64],
-                        holdout_every=4, eval_goals=2, val_goals=3, lr=3e-3, seed=0)
+                        holdout_every=4, eval_goals=2, val_goals=3, lr=3e-3, seed=0, label_every=1,
+                        output='direct')   # an affine labeller: the passive head cannot (and should not) fit it
     expert = LinearExpert(arm3)
     res = distill(None, arm3, cfg, progress=False, expert=expert, log=lambda *_: None)
     r = res.rounds
@@ -236,7 +236,7 @@ def test_save_to_bundle_writes_a_valid_policy_and_the_bundle_refuses_tampering(a
     cfg = DistillConfig(rounds=2, episodes_per_round=2, episode_s=0.3, epochs_per_round=2, hidden_sizes=[16],
                         eval_goals=2, val_goals=1, expert={'horizon': 4, 'num_samples': 16, 'num_iterations': 1,
                                               'num_elites': 4, 'time_budget_ms': 0.0}, expert_cost={'joint_goal': 0.0},
-                        output='gains')
+                        output='passive', label_every=1)
     res = distill(load_bundle(bdir, arm3), arm3, cfg, progress=False, log=lambda *_: None)  # the real MPC expert
     assert len(res.expert_step_ms) == 2 * 2 * 15
     section = save_to_bundle(res, bdir, arm3, command='test')

@@ -16,20 +16,23 @@ from pathlib import Path
 
 
 def add_arguments(p):
+    from mbrl_ros.core.policy.distill import DistillConfig
+    d = DistillConfig()
+    x = d.expert
     p.add_argument('--bundle', required=True, help='model bundle directory (ensemble.onnx + bundle.yaml)')
     p.add_argument('--out', help='copy the bundle here first and write the policy into the copy')
     p.add_argument('--attach', metavar='SRC', help='no distillation: put the policy of the distilled bundle SRC '
                                                   'into --bundle (re-evaluated on --eval-goals goals)')
     p.add_argument('--robot', help='built-in robot name or MJCF path (default: the robot named in bundle.yaml)')
-    p.add_argument('--rounds', type=int, default=6, help='DAgger rounds (round 0: the expert drives)')
-    p.add_argument('--episodes-per-round', type=int, default=16)
+    p.add_argument('--rounds', type=int, default=d.rounds, help='DAgger rounds (round 0: the expert drives)')
+    p.add_argument('--episodes-per-round', type=int, default=d.episodes_per_round)
     p.add_argument('--episode-s', type=float, default=3.0, help='episode length [s]')
-    p.add_argument('--beta-decay', type=float, default=0.5, help='expert mixing beta = decay**round')
-    p.add_argument('--label-every', type=int, default=1,
-                   help='rounds >= 1: the expert labels every k-th visited state (cheaper; default 1 = all)')
-    p.add_argument('--epochs', type=int, default=40, help='training epochs per round')
+    p.add_argument('--beta-decay', type=float, default=d.beta_decay, help='expert mixing beta = decay**round')
+    p.add_argument('--label-every', type=int, default=d.label_every,
+                   help='rounds >= 1: the expert labels every k-th visited state (cheaper; 1 = all)')
+    p.add_argument('--epochs', type=int, default=d.epochs_per_round, help='training epochs per round')
     p.add_argument('--hidden', default='256,256', help='hidden widths (default 256,256)')
-    p.add_argument('--output', choices=('direct', 'gains', 'passive', 'impedance'), default='direct',
+    p.add_argument('--output', choices=('passive', 'direct'), default=d.output,
                    help="network head: the effort itself, or the gains of a task-space spring-damper "
                         "(zero effort at the goal at rest by construction)")
     p.add_argument('--lr', type=float, default=1e-3)
@@ -39,17 +42,18 @@ def add_arguments(p):
     p.add_argument('--expert-eval-goals', type=int, default=0,
                    help='also run the expert on the benchmark (slow: 3 s of MPC per goal)')
     g = p.add_argument_group('expert (MPC) budget')
-    g.add_argument('--expert-horizon', type=int, default=12)
-    g.add_argument('--expert-samples', type=int, default=100)
-    g.add_argument('--expert-iterations', type=int, default=2)
-    g.add_argument('--expert-elites', type=int, default=10)
-    g.add_argument('--expert-execute', choices=('best', 'mean'), default='best',
+    g.add_argument('--expert-horizon', type=int, default=x['horizon'])
+    g.add_argument('--expert-samples', type=int, default=x['num_samples'])
+    g.add_argument('--expert-iterations', type=int, default=x['num_iterations'])
+    g.add_argument('--expert-elites', type=int, default=x['num_elites'])
+    g.add_argument('--expert-execute', choices=('best', 'mean'), default=x['execute'],
                    help="label with the best sampled plan or the optimiser's final mean (smoother labels)")
     g.add_argument('--expert-warm-start', action='store_true',
                    help='warm-start each label from the previous plan (default: plan every label from scratch, '
                         'so labels depend only on (state, goal))')
     g.add_argument('--expert-cost', action='append', default=[], metavar='WEIGHT=VALUE',
-                   help='a cost weight of the expert (CostWeights field), e.g. joint_goal=0 (repeatable)')
+                   help='a cost weight of the expert (CostWeights field) on top of the default '
+                        f'{d.expert_cost}, e.g. uncertainty=0 (repeatable)')
     p.add_argument('--no-jacobian', action='store_true', help='without the J^T (goal - ee), J^T ee-velocity inputs')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads')
@@ -76,7 +80,8 @@ def run(args) -> int:
                             expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
                                     'num_iterations': args.expert_iterations, 'num_elites': args.expert_elites,
                                     'execute': args.expert_execute, 'time_budget_ms': 0.0},
-                            expert_cost=_cost_overrides(args.expert_cost), expert_warm_start=args.expert_warm_start,
+                            expert_cost={**DistillConfig().expert_cost, **_cost_overrides(args.expert_cost)},
+                            expert_warm_start=args.expert_warm_start,
                             jacobian_features=not args.no_jacobian, output=args.output)
         errs = cfg.errors()
         if errs:

@@ -92,12 +92,13 @@ def add_arguments(p):
                    help='test benchmark goals for the distilled policy')
     g.add_argument('--distill-val-goals', type=int, default=d.distill_val_goals,
                    help='validation goals per DAgger round (the best round is kept)')
-    g.add_argument('--distill-output', choices=('direct', 'gains', 'passive', 'impedance'), default=d.distill_output,
+    g.add_argument('--distill-output', choices=('passive', 'direct'), default=d.distill_output,
                    help='policy head (mbrl-ros distill --output)')
     g.add_argument('--distill-expert', default='', metavar='K=V,...',
-                   help='planner overrides for the distillation expert, e.g. num_samples=300,num_iterations=5')
+                   help=f'planner overrides for the distillation expert on top of {d.distill_expert}, '
+                        'e.g. horizon=12')
     g.add_argument('--distill-expert-cost', default='', metavar='K=V,...',
-                   help='cost weights of the distillation expert, e.g. joint_goal=0')
+                   help=f'cost weights of the distillation expert on top of {d.distill_expert_cost}')
     p.add_argument('--no-progress', action='store_true')
 
 
@@ -123,8 +124,9 @@ def run(args) -> int:
                           distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes,
                           distill_label_every=args.distill_label_every, distill_output=args.distill_output,
                           distill_eval_goals=args.distill_eval_goals, distill_val_goals=args.distill_val_goals,
-                          distill_expert=_settings(args.distill_expert),
-                          distill_expert_cost=_weights(args.distill_expert_cost, '--distill-expert-cost'))
+                          distill_expert={**LearnConfig().distill_expert, **_settings(args.distill_expert)},
+                          distill_expert_cost={**LearnConfig().distill_expert_cost,
+                                               **_weights(args.distill_expert_cost, '--distill-expert-cost')})
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))

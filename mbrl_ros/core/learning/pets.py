@@ -93,15 +93,18 @@ class LearnConfig:
     eval_planner: dict = field(default_factory=dict)   # overrides of the deployment PlannerConfig
     # Distillation (core.policy.distill); 0 rounds = skip
     distill_rounds: int = 0
-    distill_episodes_per_round: int = 8
+    distill_episodes_per_round: int = 12
     distill_eval_goals: int = 20
     distill_val_goals: int = 20           # validation goals per DAgger round (the best round is kept)
     distill_epochs: int = 40
     distill_hidden: list = field(default_factory=lambda: [256, 256])
-    distill_label_every: int = 1
-    distill_output: str = 'direct'        # PolicyConfig.output
-    distill_expert: dict = field(default_factory=dict)        # PlannerConfig overrides of `planner` for the expert
-    distill_expert_cost: dict = field(default_factory=dict)   # CostWeights of the expert (DistillConfig.expert_cost)
+    distill_label_every: int = 2
+    distill_output: str = 'passive'       # PolicyConfig.output
+    # The expert: `planner` with these overrides (DistillConfig's defaults: a larger planner, cold-started
+    # labels, no IK pull; see core/policy/distill.py for why)
+    distill_expert: dict = field(default_factory=lambda: {'num_samples': 300, 'num_iterations': 5, 'num_elites': 30,
+                                                           'execute': 'mean'})
+    distill_expert_cost: dict = field(default_factory=lambda: {'joint_goal': 0.0})
 
     def steps_per_episode(self, dt: float = 0.02) -> int:
         return int(round(self.episode_s / dt))

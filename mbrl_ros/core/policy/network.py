@@ -37,9 +37,9 @@ class PolicyConfig:
     activation: str = 'silu'
     fk: Optional[dict] = None   # chain of the robot (fk_chain(robot)); None: no FK features
     jacobian: bool = True       # with fk: J^T (goal - ee) and J^T (ee velocity) as inputs too
-    # 'direct': the MLP outputs the effort. 'gains' (needs fk and jacobian): the MLP outputs per-joint
-    # gains G (3·dof) of effort = G1·J^T(goal - ee) - G2·qd - G3·J^T(ee velocity): a gain-scheduled
-    # task-space spring and damper, zero at the goal at rest whatever the weights (see GAIN_SCALES).
+    # 'direct': the MLP outputs the effort. 'passive' (needs fk and jacobian): the MLP outputs per-joint
+    # gains G >= 0 (3·dof, softplus) of effort = G1·J^T(goal - ee) - G2·qd - G3·J^T(ee velocity): a
+    # gain-scheduled task-space spring and damper, zero at the goal at rest whatever the weights.
     output: str = 'direct'
 
     @property
@@ -48,7 +48,7 @@ class PolicyConfig:
 
     @property
     def out_dim(self) -> int:
-        return {'gains': 3, 'passive': 3, 'impedance': 4}.get(self.output, 1) * self.dof
+        return 3 * self.dof if self.output == 'passive' else self.dof
 
     @property
     def feature_dim(self) -> int:
@@ -77,19 +77,18 @@ STD_FLOOR = 1e-2
 # the damping term of a task-space law, which an MLP would otherwise have to learn as a product.
 VEL_H = 0.05
 
-GAIN_HEADS = ('gains', 'passive', 'impedance')   # 'passive', 'impedance': the gains pass through softplus (>= 0)
-# 'impedance': plus a signed residual R·|goal - ee| / RESIDUAL_M (fraction of effort_max): it vanishes
-# at the goal, so the goal stays an equilibrium, but far from it the policy can push a joint against
-# the spring (out of a joint limit, where a spring alone got stuck: 4 of 5 failures of a passive head).
-RESIDUAL_M = 0.3
-# softplus(PASSIVE_BIAS) ~ 0.05: an untrained passive head is a very soft spring and damper
+OUTPUTS = ('direct', 'passive')
+# softplus(PASSIVE_BIAS) ~ 0.05: untrained, the passive head is a very soft spring and damper (whatever
+# the policy does comes from the labels, not from a hand-picked spring)
 PASSIVE_BIAS = -2.97
 
-# Units of the gains the 'gains' head outputs (so the MLP works with O(1) numbers): stiffness on
-# J^T (goal - ee) [N/m], joint damping as a fraction of effort_max per rad/s, task-space damping [N s/m].
+# Units of the passive head's gains (so the MLP works with O(1) numbers): stiffness on J^T (goal - ee)
+# [N/m], joint damping as a fraction of effort_max per rad/s, task-space damping [N s/m].
 # Why gains: a gain is a smooth function of the state, estimated from all the labels of a region, where
 # a direct head must fit one effort per state; near the goal the sampling planner's labels are mostly
 # noise (their spread is 2x their mean on arm7) and a direct head then lands centimetres short.
+# Why >= 0: with signed gains (tried) the DAgger rounds degraded fast (87 % -> 33 % of goals by round
+# 7); a signed residual scaled by |goal - ee| (tried, to push out of joint limits) learned slower.
 GAIN_SCALES = (300.0, 0.03, 30.0)
 
 # p -> (y, x, 0): with it a rotation about z is p*(c,c,1) + swap(p)*(-s,s,0), one form for torch and ONNX.
@@ -155,22 +154,18 @@ class PolicyNet(nn.Module):
         super().__init__()
         if config.activation not in ('silu', 'tanh', 'relu'):
             raise ValueError(f'activation must be silu, tanh or relu, got {config.activation!r}')
-        if config.output not in ('direct', *GAIN_HEADS):
-            raise ValueError(f"output must be 'direct', 'gains' or 'passive', got {config.output!r}")
-        if config.output in GAIN_HEADS and not (config.fk and config.jacobian):
+        if config.output not in OUTPUTS:
+            raise ValueError(f"output must be 'direct' or 'passive', got {config.output!r}")
+        if config.output == 'passive' and not (config.fk and config.jacobian):
             raise ValueError(f"output {config.output!r} needs the FK and Jacobian features (fk chain, jacobian=True)")
         self.config = config
         sizes = [config.feature_dim, *config.hidden_sizes]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(sizes[-1], config.out_dim)
-        if config.output in GAIN_HEADS:
-            # Untrained, the gains are ~0 (no effort): whatever the policy does comes from the labels,
-            # not from a hand-picked spring.
+        if config.output == 'passive':
             with torch.no_grad():
                 self.out.weight.mul_(0.1)
-                self.out.bias.fill_(PASSIVE_BIAS if config.output in ('passive', 'impedance') else 0.0)
-                if config.output == 'impedance':
-                    self.out.bias[3 * config.dof:] = 0.0
+                self.out.bias.fill_(PASSIVE_BIAS)
         self.act = {'silu': nn.SiLU(), 'tanh': nn.Tanh(), 'relu': nn.ReLU()}[config.activation]
         self.register_buffer('in_mean', torch.zeros(config.feature_dim))
         self.register_buffer('in_std', torch.ones(config.feature_dim))
@@ -202,19 +197,13 @@ class PolicyNet(nn.Module):
         for layer in self.hidden:
             h = self.act(layer(h))
         z = self.out(h)
-        d = self.config.dof
-        if self.config.output in ('passive', 'impedance'):
-            z = torch.cat([torch.nn.functional.softplus(z[..., :3 * d]), z[..., 3 * d:]], dim=-1)
-        if self.config.output in GAIN_HEADS:
+        if self.config.output == 'passive':
+            d = self.config.dof
+            g = torch.nn.functional.softplus(z)
             kp, kd, kdx = GAIN_SCALES
-            # f's layout (features()): [q, qd, goal, sin q, cos q, ee, goal - ee, ee velocity,
-            # J^T(goal - ee), J^T ee velocity]
+            # f's layout (features()): [q, qd, ...,  J^T(goal - ee), J^T ee velocity]
             qd, jte, jtv = f[..., d:2 * d], f[..., -2 * d:-d], f[..., -d:]
-            out = (kp * z[..., :d] * jte - kdx * z[..., 2 * d:3 * d] * jtv) / self.effort_max - kd * z[..., d:2 * d] * qd
-            if self.config.output == 'impedance':
-                e = f[..., 4 * d + 6:4 * d + 9]
-                out = out + z[..., 3 * d:] * torch.sqrt((e * e).sum(-1, keepdim=True)) / RESIDUAL_M
-            z = out
+            z = (kp * g[..., :d] * jte - kdx * g[..., 2 * d:] * jtv) / self.effort_max - kd * g[..., d:2 * d] * qd
         return torch.tanh(z)
 
     def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -271,28 +260,15 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
             h = node('Tanh', [h], f'h{i}')
     z = node('Gemm', [h, const('w_out', _np(net.out.weight)), const('b_out', _np(net.out.bias))], 'z', transB=1)
     if cfg.output == 'passive':
-        z = node('Softplus', [z], 'z_passive')
-    residual = None
-    if cfg.output == 'impedance':
-        ax = const('q_axis', [-1], np.int64)
-        residual = node('Slice', [z, const('res_lo', [3 * A], np.int64), const('res_hi', [4 * A], np.int64), ax],
-                        'residual_gain')
-        z = node('Softplus', [node('Slice', [z, const('g0_lo', [0], np.int64), const('g2_hi', [3 * A], np.int64), ax],
-                                   'gains_raw')], 'z_passive')
-    if cfg.output in GAIN_HEADS:
         kp, kd, kdx = GAIN_SCALES
-        g = [node('Slice', [z, const(f'g{i}_lo', [i * A], np.int64), const(f'g{i}_hi', [(i + 1) * A], np.int64),
+        gains = node('Softplus', [z], 'gains')
+        g = [node('Slice', [gains, const(f'g{i}_lo', [i * A], np.int64), const(f'g{i}_hi', [(i + 1) * A], np.int64),
                             const('q_axis', [-1], np.int64)], f'gain{i}') for i in range(3)]
         inv_em = 1.0 / _np(net.effort_max)
         spring = node('Mul', [node('Mul', [g[0], jte], 'g_jte'), const('kp_inv_em', kp * inv_em)], 'spring')
         damp_x = node('Mul', [node('Mul', [g[2], jtv], 'g_jtv'), const('kdx_inv_em', kdx * inv_em)], 'damp_task')
         damp_q = node('Mul', [node('Mul', [g[1], qd], 'g_qd'), const('kd', [kd])], 'damp_joint')
-        z = node('Sub', [node('Sub', [spring, damp_x], 'spring_damp'), damp_q], 'z_gains')
-        if residual is not None:
-            sq = node('ReduceSum', [node('Mul', ['ee_error', 'ee_error'], 'e_sq'), const('fk_last_axis', [-1], np.int64)],
-                      'e_sq_sum', keepdims=1)
-            dist = node('Mul', [node('Sqrt', [sq], 'e_norm'), const('inv_residual_m', [1.0 / RESIDUAL_M])], 'e_scaled')
-            z = node('Add', [z, node('Mul', [residual, dist], 'residual')], 'z_impedance')
+        z = node('Sub', [node('Sub', [spring, damp_x], 'spring_damp'), damp_q], 'z_passive')
     t = node('Tanh', [z], 'action_normalised')
     # Squashed to ±effort_max inside the graph: no weights can command more than the limits.
     node('Mul', [t, const('effort_max', _np(net.effort_max))], OUTPUT)
