@@ -13,7 +13,10 @@ Run it once per transport and compare, e.g.:
     FASTDDS_BUILTIN_TRANSPORTS=UDPv4 python scripts/repro_publish_block.py --duration 60
     python scripts/repro_publish_block.py --duration 60 --hog 1   # plus one busy-loop process
 Prints one summary line (publishes, kills, publish() p50/p99/max, longest gap between publishes,
-stalls over 50 ms, hangs) and exits 1 if the publisher hung.
+stalls over 50 ms, hangs) and exits 1 if the publisher hung. With --kill-every 0 nothing is killed and
+it prints the processes' CPU use and each subscriber's delivery latency (the cost of a transport).
+Note: under ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rmw_fastrtps uses shared memory whatever
+FASTDDS_BUILTIN_TRANSPORTS says; compare transports with SUBNET (on a domain of its own).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import psutil
 
 TOPIC = '/repro/state'
 
@@ -55,6 +60,8 @@ def publisher(rate: float, counter, stats, stop) -> None:
     while not stop.is_set():
         msg.position = [random.random() for _ in range(7)]
         msg.velocity = list(msg.position)
+        now = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 10**9)
         t0 = time.monotonic()
         pub.publish(msg)
         t1 = time.monotonic()
@@ -87,16 +94,25 @@ def subscriber() -> None:
     from sensor_msgs.msg import JointState
     rclpy.init()
     node = rclpy.create_node('repro_sub')
-    got = [0]
-    node.create_subscription(JointState, TOPIC, lambda m: got.__setitem__(0, got[0] + 1), _qos())
+    lat = []  # wall-clock delivery latency from the publisher's stamp (same machine, same clock)
+
+    def on_msg(m):
+        lat.append(time.time() - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec))
+    node.create_subscription(JointState, TOPIC, on_msg, _qos())
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, Exception):
         pass
+    lat.sort()
+    if lat:
+        n = len(lat)
+        print(f'LATENCY n={n} p50_ms={1e3 * lat[n // 2]:.3f} p99_ms={1e3 * lat[int(0.99 * n)]:.3f} '
+              f'max_ms={1e3 * lat[-1]:.3f}', flush=True)
 
 
 def _start_sub() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, '--role', 'sub'], stdin=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, __file__, '--role', 'sub'], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, text=True)
 
 
 def _py_spy(pid: int) -> str:
@@ -128,7 +144,8 @@ def main() -> int:
     ap.add_argument('--rate', type=float, default=250.0, help='publish rate (Hz)')
     ap.add_argument('--subs', type=int, default=4, help='subscriber processes')
     ap.add_argument('--duration', type=float, default=30.0, help='seconds of killing')
-    ap.add_argument('--kill-every', type=float, default=0.5, help='seconds between SIGKILLs')
+    ap.add_argument('--kill-every', type=float, default=0.5,
+                    help='seconds between SIGKILLs; 0: no kills, print CPU use and delivery latency instead')
     ap.add_argument('--hog', type=int, default=0, help='busy-loop processes during the run')
     ap.add_argument('--hang-s', type=float, default=3.0, help='a publisher stalled this long is hung')
     ap.add_argument('--seed', type=int, default=0)
@@ -149,6 +166,7 @@ def main() -> int:
     pub.start()
     subs = [_start_sub() for _ in range(args.subs)]
     hogs = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for _ in range(args.hog)]
+    cpu_pct = 0.0
     kills = 0
     kill_times = []
     hung = False
@@ -157,8 +175,11 @@ def main() -> int:
     dump = ''
     try:
         time.sleep(3.0)  # discovery
+        procs = [psutil.Process(pid) for pid in [pub.pid] + [s.pid for s in subs]]
+        cpu0 = sum(sum(p.cpu_times()[:2]) for p in procs)
+        t_cpu0 = time.monotonic()
         t_end = time.monotonic() + args.duration
-        next_kill = time.monotonic() + args.kill_every
+        next_kill = time.monotonic() + args.kill_every if args.kill_every > 0 else float('inf')
         last_count, last_change = counter.value, time.monotonic()
         in_stall = False
         while time.monotonic() < t_end:
@@ -187,6 +208,8 @@ def main() -> int:
                 kills += 1
                 kill_times.append(now)
                 next_kill = now + args.kill_every
+        if args.kill_every <= 0:  # no kills: the same processes all along, so their CPU is comparable
+            cpu_pct = 100.0 * (sum(sum(p.cpu_times()[:2]) for p in procs) - cpu0) / (time.monotonic() - t_cpu0)
     finally:
         for h in hogs:
             h.kill()
@@ -198,9 +221,11 @@ def main() -> int:
             pub.join()
         for s in subs:
             s.send_signal(signal.SIGINT)
+        latencies = []
         for s in subs:
             try:
-                s.wait(timeout=5.0)
+                out, _ = s.communicate(timeout=5.0)
+                latencies += [line for line in out.splitlines() if line.startswith('LATENCY')]
             except subprocess.TimeoutExpired:
                 s.kill()
                 s.wait()
@@ -215,6 +240,10 @@ def main() -> int:
     else:
         print(f'transports={transports} kills={kills} hung={hung} longest_stall_s={stall_max:.2f} '
               '(publisher killed: no per-publish statistics)')
+    if args.kill_every <= 0:
+        print(f'cpu (publisher + {args.subs} subscribers) {cpu_pct:.1f} % of one core')
+        for line in latencies:
+            print('  ' + line)
     if st and st['slow'] and args.verbose:
         t_first = kill_times[0] if kill_times else 0.0
         for t, ms in st['slow']:

@@ -113,3 +113,37 @@ def test_hang_watchdog_leaves_a_running_node_alone():
                          env=_environ(ROS_AUTOMATIC_DISCOVERY_RANGE='OFF'))
     assert out.returncode == 0, out.stdout + out.stderr
     assert 'clean exit' in out.stdout
+
+
+@pytest.mark.parametrize('launch_file', LAUNCH_FILES)
+def test_state_estimator_is_respawned_and_has_its_watchdog_on(launch_file):
+    plan = parse_launch_file(find_resource('launch', launch_file), {}, environ=_environ())
+    (se,) = [p for p in plan.processes if p.name == 'state_estimator']
+    assert se.respawn
+    import yaml
+    with open(find_resource('config', 'state_estimator.yaml')) as f:
+        assert yaml.safe_load(f)['state_estimator']['ros__parameters']['hang_timeout_s'] > 0
+    off = parse_launch_file(find_resource('launch', launch_file), {'respawn_state_estimator': 'false'},
+                            environ=_environ())
+    assert not [p for p in off.processes if p.name == 'state_estimator'][0].respawn
+
+
+@pytest.mark.ros
+def test_state_estimator_with_watchdog_runs_and_stops_cleanly():
+    """hang_timeout_s 2 s (re-armed every 0.5 s): a healthy idle node keeps running well past it, and a SIGINT
+    shutdown is not taken for a hang (exit 0, no stack dump)."""
+    import signal
+    proc = subprocess.Popen([sys.executable, '-m', 'mbrl_ros.nodes.state_estimator', '--ros-args',
+                             '-p', 'robot:=arm3', '-p', 'hang_timeout_s:=2.0'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6.0)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out + err
+        assert 'Timeout' not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
