@@ -232,6 +232,9 @@ def main() -> int:
         st = dict(stats)
         manager.shutdown()
     transports = os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'DEFAULT')
+    if os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'):
+        transports += '+xml:' + os.path.basename(os.environ['FASTDDS_DEFAULT_PROFILES_FILE'])
+    transports += f" discovery={os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE', 'default')}"
     if st:
         print(f'transports={transports} rate={args.rate:g}Hz subs={args.subs} hog={args.hog} kills={kills} '
               f'publishes={st["n"]} publish_ms p50={st["p50_ms"]:.3f} p99={st["p99_ms"]:.3f} '

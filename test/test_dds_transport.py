@@ -147,3 +147,12 @@ def test_state_estimator_with_watchdog_runs_and_stops_cleanly():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads thread names from /proc')
+def test_shipped_udp_localhost_profile_removes_the_shared_memory_transport():
+    # config/fastdds_udp_localhost.xml: the local-only recipe without shared memory (docs/reliability.md)
+    profile = str(find_resource('config', 'fastdds_udp_localhost.xml'))
+    threads = _dds_threads(FASTDDS_DEFAULT_PROFILES_FILE=profile)
+    assert not any(t.startswith('dds.shm') for t in threads), threads
+    assert any(t.startswith('dds.udp') for t in threads), threads
