@@ -19,7 +19,8 @@ LAUNCH_FILES = ('sim_arm.launch.yaml', 'real_arm.launch.yaml')
 
 def _environ(**extra):
     env = dict(os.environ)
-    env.pop('FASTDDS_BUILTIN_TRANSPORTS', None)
+    for k in ('FASTDDS_BUILTIN_TRANSPORTS', 'FASTDDS_DEFAULT_PROFILES_FILE'):  # a transport set by the caller
+        env.pop(k, None)
     env.update(extra)
     return env
 
