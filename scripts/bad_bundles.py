@@ -49,7 +49,8 @@ def main(argv=None) -> int:
         bad = make_bad_bundles(good, good.parent / 'bad', args.count, outside=work / 'outside', seed=args.seed)
         print(f'ROS_DOMAIN_ID={domain}; {len(bad)} bad bundles under {work}', flush=True)
         system = LaunchedSystem('sim_arm.launch.yaml', {'robot': args.robot, 'model_dir': str(good),
-                                                        'respawn_controllers': False},
+                                                        'respawn_controllers': False,
+                                                        'respawn_state_estimator': False},
                                 STACK_TOPICS, timeout=180, echo=False)
         system.start()
         try:
