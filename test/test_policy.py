@@ -148,6 +148,28 @@ def test_passive_head_exports_exactly_and_commands_nothing_at_the_goal_at_rest(t
         PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), output='torque'))
 
 
+def test_limit_spring_pushes_out_of_the_band_at_a_limit_and_is_silent_elsewhere(tmp_path):
+    arm7 = RobotModel.load('arm7')
+    torch.manual_seed(4)
+    net = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[32], fk=fk_chain(arm7),
+                                 output='passive', joint_limits=[list(arm7.q_min), list(arm7.q_max)]))
+    assert net.out.out_features == 4 * 7
+    rng = np.random.default_rng(6)
+    mid = (arm7.q_min + arm7.q_max) / 2
+    q = np.repeat(mid[None], 3, axis=0)
+    q[1, 2], q[2, 2] = arm7.q_min[2] + 0.01, arm7.q_max[2] - 0.01     # joint 3 deep in the lower / upper band
+    s = np.concatenate([q, np.zeros_like(q)], 1)
+    goal = arm7.fk(q)                                                 # at the goal, at rest
+    net.set_normalisation(np.concatenate([arm7.sample_configurations(rng, 100), np.zeros((100, 7))], 1),
+                          arm7.fk(arm7.sample_configurations(rng, 100)))
+    with torch.no_grad():
+        net.out.bias[21:] = 3.0                                       # a stiff limit spring
+        u = net(torch.tensor(s, dtype=torch.float32), torch.tensor(goal, dtype=torch.float32)).numpy()
+    assert np.max(np.abs(u[0]) / arm7.effort_max) < 1e-3              # mid-range at the goal: no effort
+    assert u[1, 2] > 0.5 * arm7.effort_max[2] and u[2, 2] < -0.5 * arm7.effort_max[2]   # pushed inwards
+    assert export_policy(net.eval(), tmp_path / 'p.onnx', check_states=s, check_goals=goal) <= 1e-5
+
+
 def test_constant_features_are_left_unscaled_and_export_stays_exact(arm3, tmp_path):
     """Tiny data where the arm never moved (qd == 0): the qd features are not divided by ~0, so
     moving states do not blow up float32 rounding (the export parity check used to fail here)."""

@@ -35,6 +35,8 @@ def add_arguments(p):
     p.add_argument('--output', choices=('passive', 'direct'), default=d.output,
                    help="network head: the effort itself, or the gains of a task-space spring-damper "
                         "(zero effort at the goal at rest by construction)")
+    p.add_argument('--limit-spring', action='store_true',
+                   help='passive head: also a learned spring pushing joints out of a band at their limits')
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--eval-goals', type=int, default=100, help='test benchmark goals for the kept policy (seed 1000)')
     p.add_argument('--val-goals', type=int, default=50,
@@ -82,7 +84,8 @@ def run(args) -> int:
                                     'execute': args.expert_execute, 'time_budget_ms': 0.0},
                             expert_cost={**DistillConfig().expert_cost, **_cost_overrides(args.expert_cost)},
                             expert_warm_start=args.expert_warm_start,
-                            jacobian_features=not args.no_jacobian, output=args.output)
+                            jacobian_features=not args.no_jacobian, output=args.output,
+                            limit_spring=args.limit_spring)
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))

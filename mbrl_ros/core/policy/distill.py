@@ -62,6 +62,7 @@ class DistillConfig:
     fk_features: bool = True           # ee = fk(q) and goal - ee as inputs (computed in the graph)
     jacobian_features: bool = True     # with fk_features: J^T (goal - ee) and J^T ee velocity as inputs
     output: str = 'passive'            # network head (PolicyConfig.output): 'passive' or 'direct' effort
+    limit_spring: bool = False         # passive: a learned joint-limit spring too (PolicyConfig.joint_limits)
     holdout_every: int = 8             # every 8th episode: held-out labels for the action error
     # False: the expert plans every label from scratch (no warm start). Its warm start is the plan it
     # made for its own previous action; once the student acts, that plan belongs to another trajectory:
@@ -279,7 +280,9 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
     net = PolicyNet(PolicyConfig(dof=robot.dof, effort_max=[float(v) for v in robot.effort_max],
                                  hidden_sizes=list(cfg.hidden_sizes), activation=cfg.activation,
                                  fk=fk_chain(robot) if cfg.fk_features else None,
-                                 jacobian=cfg.jacobian_features, output=cfg.output))
+                                 jacobian=cfg.jacobian_features, output=cfg.output,
+                                 joint_limits=[[float(v) for v in robot.q_min], [float(v) for v in robot.q_max]]
+                                 if cfg.limit_spring and cfg.output == 'passive' else None))
     net.eval()
     workdir = tempfile.TemporaryDirectory(prefix='distill_')
     student = _Student(net, robot, workdir.name)

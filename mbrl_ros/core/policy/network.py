@@ -41,6 +41,9 @@ class PolicyConfig:
     # gains G >= 0 (3·dof, softplus) of effort = G1·J^T(goal - ee) - G2·qd - G3·J^T(ee velocity): a
     # gain-scheduled task-space spring and damper, zero at the goal at rest whatever the weights.
     output: str = 'direct'
+    # passive only: [q_min, q_max]; adds a joint-limit spring G4 >= 0 pushing out of a LIMIT_MARGIN band
+    # at each limit (zero outside it, so the goal stays an equilibrium unless it lies in the band)
+    joint_limits: Optional[list] = None
 
     @property
     def state_dim(self) -> int:
@@ -48,7 +51,9 @@ class PolicyConfig:
 
     @property
     def out_dim(self) -> int:
-        return 3 * self.dof if self.output == 'passive' else self.dof
+        if self.output != 'passive':
+            return self.dof
+        return (4 if self.joint_limits else 3) * self.dof
 
     @property
     def feature_dim(self) -> int:
@@ -78,6 +83,7 @@ STD_FLOOR = 1e-2
 VEL_H = 0.05
 
 OUTPUTS = ('direct', 'passive')
+LIMIT_MARGIN = 0.15   # rad: the band at each joint limit where the joint-limit spring acts
 # softplus(PASSIVE_BIAS) ~ 0.05: untrained, the passive head is a very soft spring and damper (whatever
 # the policy does comes from the labels, not from a hand-picked spring)
 PASSIVE_BIAS = -2.97
@@ -203,7 +209,13 @@ class PolicyNet(nn.Module):
             kp, kd, kdx = GAIN_SCALES
             # f's layout (features()): [q, qd, ...,  J^T(goal - ee), J^T ee velocity]
             qd, jte, jtv = f[..., d:2 * d], f[..., -2 * d:-d], f[..., -d:]
-            z = (kp * g[..., :d] * jte - kdx * g[..., 2 * d:] * jtv) / self.effort_max - kd * g[..., d:2 * d] * qd
+            z = (kp * g[..., :d] * jte - kdx * g[..., 2 * d:3 * d] * jtv) / self.effort_max - kd * g[..., d:2 * d] * qd
+            if self.config.joint_limits:
+                # depth into the band at the lower limit minus at the upper, in margins: in [-1, 1]
+                q = f[..., :d]
+                lo, hi = (torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in self.config.joint_limits)
+                push = (torch.relu(lo + LIMIT_MARGIN - q) - torch.relu(q - (hi - LIMIT_MARGIN))) / LIMIT_MARGIN
+                z = z + g[..., 3 * d:] * push
         return torch.tanh(z)
 
     def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -269,6 +281,15 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
         damp_x = node('Mul', [node('Mul', [g[2], jtv], 'g_jtv'), const('kdx_inv_em', kdx * inv_em)], 'damp_task')
         damp_q = node('Mul', [node('Mul', [g[1], qd], 'g_qd'), const('kd', [kd])], 'damp_joint')
         z = node('Sub', [node('Sub', [spring, damp_x], 'spring_damp'), damp_q], 'z_passive')
+        if cfg.joint_limits:
+            lo, hi = (np.asarray(v, dtype=np.float32) for v in cfg.joint_limits)
+            g3 = node('Slice', [gains, const('g3_lo', [3 * A], np.int64), const('g3_hi', [4 * A], np.int64),
+                                const('q_axis', [-1], np.int64)], 'gain3')
+            below = node('Relu', [node('Sub', [const('lim_lo', lo + LIMIT_MARGIN), 'q'], 'lo_depth')], 'lo_push')
+            above = node('Relu', [node('Sub', ['q', const('lim_hi', hi - LIMIT_MARGIN)], 'hi_depth')], 'hi_push')
+            push = node('Mul', [node('Sub', [below, above], 'limit_depth'), const('inv_margin', [1.0 / LIMIT_MARGIN])],
+                        'limit_push')
+            z = node('Add', [z, node('Mul', [g3, push], 'limit_spring')], 'z_limits')
     t = node('Tanh', [z], 'action_normalised')
     # Squashed to ±effort_max inside the graph: no weights can command more than the limits.
     node('Mul', [t, const('effort_max', _np(net.effort_max))], OUTPUT)
