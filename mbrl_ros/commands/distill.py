@@ -14,6 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from mbrl_ros.commands.options import number_pairs
+
 
 def add_arguments(p):
     from mbrl_ros.core.policy.distill import DistillConfig
@@ -82,7 +84,8 @@ def run(args) -> int:
                             expert={'horizon': args.expert_horizon, 'num_samples': args.expert_samples,
                                     'num_iterations': args.expert_iterations, 'num_elites': args.expert_elites,
                                     'execute': args.expert_execute, 'time_budget_ms': 0.0},
-                            expert_cost={**DistillConfig().expert_cost, **_cost_overrides(args.expert_cost)},
+                            expert_cost={**DistillConfig().expert_cost,
+                                         **number_pairs(','.join(args.expert_cost), '--expert-cost')},
                             expert_warm_start=args.expert_warm_start,
                             jacobian_features=not args.no_jacobian, output=args.output,
                             limit_spring=args.limit_spring)
@@ -130,19 +133,6 @@ def run(args) -> int:
           f'({m["expert_step_ms_p50"]:.1f} ms)')
     print(f'report: {dest / "distill_report.png"}, {dest / "distill_report.json"}')
     return 0
-
-
-def _cost_overrides(items: list) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition('=')
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ''
-        if not sep or not key.strip():
-            raise ValueError(f'--expert-cost expects WEIGHT=NUMBER, got {item!r}')
-    return out
 
 
 def _attach(args, dest: Path, robot) -> int:

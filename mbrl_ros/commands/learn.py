@@ -4,6 +4,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from mbrl_ros.commands.options import number_pairs
+
 
 def _ints(text: str, name: str) -> list[int]:
     try:
@@ -13,19 +15,6 @@ def _ints(text: str, name: str) -> list[int]:
     if not v:
         raise ValueError(f'{name} is empty')
     return v
-
-
-def _weights(text: str, flag: str = '--weights') -> dict:
-    out = {}
-    for item in [t for t in text.replace(' ', '').split(',') if t]:
-        k, sep, v = item.partition('=')
-        try:
-            out[k] = float(v)
-        except ValueError:
-            sep = ''
-        if not sep:
-            raise ValueError(f'{flag} expects name=number pairs, got {item!r}')
-    return out
 
 
 def _settings(text: str) -> dict:
@@ -118,7 +107,7 @@ def run(args) -> int:
                           planner={'planner': args.planner, 'horizon': args.horizon, 'num_samples': args.samples,
                                    'num_iterations': args.plan_iterations, 'num_elites': args.elites,
                                    'time_budget_ms': args.budget_ms},
-                          weights={**LearnConfig().weights, **_weights(args.weights)},
+                          weights={**LearnConfig().weights, **number_pairs(args.weights)},
                           eval_goals=args.eval_goals, eval_budget_ms=args.eval_budget_ms,
                           eval_planner=_settings(args.eval_planner),
                           distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes,
@@ -126,7 +115,7 @@ def run(args) -> int:
                           distill_eval_goals=args.distill_eval_goals, distill_val_goals=args.distill_val_goals,
                           distill_expert={**LearnConfig().distill_expert, **_settings(args.distill_expert)},
                           distill_expert_cost={**LearnConfig().distill_expert_cost,
-                                               **_weights(args.distill_expert_cost, '--distill-expert-cost')})
+                                               **number_pairs(args.distill_expert_cost, '--distill-expert-cost')})
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))

@@ -37,7 +37,7 @@ from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
 from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import BackgroundBundleFollower, configured_roots, follower_params
+from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param
 from mbrl_ros.ros.settings_params import params_from_settings
@@ -95,11 +95,8 @@ class MpcControllerNode(LifecycleNode):
         self.reader = JointStateReader(self.robot.joint_names)
         # Confined like world_model: whoever can publish active_model must not choose any directory.
         self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
-        # Latest wins; each GIL-heavy validation step waits for the end of a control cycle
-        # (docs/reliability.md, bad bundles). self.loop is created below: looked up when called.
-        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
-                                                 roots=self.roots, on_superseded=self._model_superseded,
-                                                 pace=lambda: self.loop.wait_between_cycles())
+        self.follower = node_follower(self, self.robot, self._model_loaded, self._model_refused, self.roots,
+                                      loop=lambda: self.loop)
         self.mpc = None                  # MpcController, built when the first model arrives
         self._model_in_use = None        # identity of the bundle the planner runs
         self._state = None               # (JointSample, stamp msg) latest, set by the subscription
@@ -225,10 +222,6 @@ class MpcControllerNode(LifecycleNode):
     def _model_refused(self, text: str, why: str) -> None:
         self.counts['refused_models'] += 1
         self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
-
-    def _model_superseded(self, text: str) -> None:
-        self.get_logger().info(f'superseded before validation (latest wins, never loaded): {text[:200]!r}; '
-                               f'{self.follower.superseded} so far', throttle_duration_sec=1.0)
 
     # ---- the control loop ---------------------------------------------------------------
     def _take_pending(self) -> None:

@@ -33,7 +33,7 @@ from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import BackgroundBundleFollower, configured_roots, follower_params
+from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.settings_params import params_from_settings
@@ -72,11 +72,8 @@ class SafetyFilterNode(Node):
         self.reader = JointStateReader(self.robot.joint_names)
         # Confined like world_model: whoever can publish active_model must not choose any directory.
         self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
-        # Latest wins; each GIL-heavy validation step waits for the end of a control cycle
-        # (docs/reliability.md, bad bundles). self.loop is created below: looked up when called.
-        self.follower = BackgroundBundleFollower(self.robot, self._model_loaded, self._model_refused,
-                                                 roots=self.roots, on_superseded=self._model_superseded,
-                                                 pace=lambda: self.loop.wait_between_cycles())
+        self.follower = node_follower(self, self.robot, self._model_loaded, self._model_refused, self.roots,
+                                      loop=lambda: self.loop)
         self.bundle = None
         self._settings_pending: Optional[SafetySettings] = None
         self._state = None                               # JointSample, latest
@@ -160,10 +157,6 @@ class SafetyFilterNode(Node):
     def _model_refused(self, text: str, why: str) -> None:
         self.counts['refused_models'] += 1
         self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
-
-    def _model_superseded(self, text: str) -> None:
-        self.get_logger().info(f'superseded before validation (latest wins, never loaded): {text[:200]!r}; '
-                               f'{self.follower.superseded} so far', throttle_duration_sec=1.0)
 
     def _bad(self, what: str) -> None:
         self._last['bad_input'] = what

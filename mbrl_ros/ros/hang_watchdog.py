@@ -36,10 +36,6 @@ class HangWatchdog:
         # without a single executor tick.
         faulthandler.dump_traceback_later(self.timeout_s, repeat=False, file=self._stream, exit=True)
 
-    def set_timeout(self, timeout_s: float) -> None:
-        self.timeout_s = float(timeout_s)
-        self._arm()
-
     def close(self) -> None:
         faulthandler.cancel_dump_traceback_later()
         self._timer.cancel()

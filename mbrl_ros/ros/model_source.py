@@ -228,3 +228,19 @@ class BackgroundBundleFollower(BundleFollower):
     def close(self) -> None:
         """Stop waiting out an interval (a validation in progress finishes; nothing new starts)."""
         self._closed.set()
+
+
+def node_follower(node, robot, on_loaded: Callable, on_refused: Callable, roots,
+                  loop: Callable[[], object]) -> BackgroundBundleFollower:
+    """The follower of a node that runs a control loop (mpc_controller, policy, safety_filter):
+    latest wins, superseded announcements logged (at most once a second), and each GIL-heavy
+    validation step waits for the end of a control cycle (docs/reliability.md, bad bundles).
+    `loop()` returns the node's ControlLoop; it is looked up when called, so the node may create
+    the loop after the follower."""
+    def superseded(text: str) -> None:
+        node.get_logger().info(f'superseded before validation (latest wins, never loaded): {text[:200]!r}; '
+                               f'{follower.superseded} so far', throttle_duration_sec=1.0)
+
+    follower = BackgroundBundleFollower(robot, on_loaded, on_refused, roots=roots, on_superseded=superseded,
+                                        pace=lambda: loop().wait_between_cycles())
+    return follower

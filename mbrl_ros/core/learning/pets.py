@@ -102,9 +102,8 @@ class LearnConfig:
     distill_output: str = 'passive'       # PolicyConfig.output
     # The expert: `planner` with these overrides (DistillConfig's defaults: a larger planner, cold-started
     # labels, no IK pull; see core/policy/distill.py for why)
-    distill_expert: dict = field(default_factory=lambda: {'num_samples': 300, 'num_iterations': 5, 'num_elites': 30,
-                                                           'execute': 'mean'})
-    distill_expert_cost: dict = field(default_factory=lambda: {'joint_goal': 0.0})
+    distill_expert: dict = field(default_factory=lambda: _distill_defaults()[0])
+    distill_expert_cost: dict = field(default_factory=lambda: _distill_defaults()[1])
 
     def steps_per_episode(self, dt: float = 0.02) -> int:
         return int(round(self.episode_s / dt))
@@ -339,6 +338,13 @@ def closed_loop_eval(robot, bundle, planner: PlannerConfig, weights: CostWeights
             'final_distance_m': s['final_distance_m'], 'plan_ms': s['step_ms'],
             'iterations_mean': float(it.mean()) if len(it) else 0.0, 'no_command': agent.no_command,
             'failures': s['failures'], 'planner': dataclasses.asdict(planner), 'wall_s': time.perf_counter() - t0}
+
+
+def _distill_defaults() -> tuple[dict, dict]:
+    """DistillConfig's expert (less its horizon and budget: the loop's planner keeps those) and cost."""
+    from mbrl_ros.core.policy.distill import DistillConfig
+    d = DistillConfig()
+    return {k: v for k, v in d.expert.items() if k not in ('horizon', 'time_budget_ms')}, dict(d.expert_cost)
 
 
 def _distill_config(cfg: LearnConfig):

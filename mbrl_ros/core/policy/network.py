@@ -176,6 +176,10 @@ class PolicyNet(nn.Module):
         self.register_buffer('in_mean', torch.zeros(config.feature_dim))
         self.register_buffer('in_std', torch.ones(config.feature_dim))
         self.register_buffer('effort_max', torch.as_tensor(config.effort_max, dtype=torch.float32))
+        if config.joint_limits:   # the joint-limit spring's band edges
+            lo, hi = (torch.as_tensor(v, dtype=torch.float32) for v in config.joint_limits)
+            self.register_buffer('band_lo', lo + LIMIT_MARGIN)
+            self.register_buffer('band_hi', hi - LIMIT_MARGIN)
 
     def set_normalisation(self, states: np.ndarray, goals: np.ndarray) -> None:
         with torch.no_grad():
@@ -213,8 +217,7 @@ class PolicyNet(nn.Module):
             if self.config.joint_limits:
                 # depth into the band at the lower limit minus at the upper, in margins: in [-1, 1]
                 q = f[..., :d]
-                lo, hi = (torch.as_tensor(np.asarray(v, dtype=np.float32)) for v in self.config.joint_limits)
-                push = (torch.relu(lo + LIMIT_MARGIN - q) - torch.relu(q - (hi - LIMIT_MARGIN))) / LIMIT_MARGIN
+                push = (torch.relu(self.band_lo - q) - torch.relu(q - self.band_hi)) / LIMIT_MARGIN
                 z = z + g[..., 3 * d:] * push
         return torch.tanh(z)
 
@@ -275,21 +278,18 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
         kp, kd, kdx = GAIN_SCALES
         gains = node('Softplus', [z], 'gains')
         g = [node('Slice', [gains, const(f'g{i}_lo', [i * A], np.int64), const(f'g{i}_hi', [(i + 1) * A], np.int64),
-                            const('q_axis', [-1], np.int64)], f'gain{i}') for i in range(3)]
+                            const('q_axis', [-1], np.int64)], f'gain{i}') for i in range(cfg.out_dim // A)]
         inv_em = 1.0 / _np(net.effort_max)
         spring = node('Mul', [node('Mul', [g[0], jte], 'g_jte'), const('kp_inv_em', kp * inv_em)], 'spring')
         damp_x = node('Mul', [node('Mul', [g[2], jtv], 'g_jtv'), const('kdx_inv_em', kdx * inv_em)], 'damp_task')
         damp_q = node('Mul', [node('Mul', [g[1], qd], 'g_qd'), const('kd', [kd])], 'damp_joint')
         z = node('Sub', [node('Sub', [spring, damp_x], 'spring_damp'), damp_q], 'z_passive')
         if cfg.joint_limits:
-            lo, hi = (np.asarray(v, dtype=np.float32) for v in cfg.joint_limits)
-            g3 = node('Slice', [gains, const('g3_lo', [3 * A], np.int64), const('g3_hi', [4 * A], np.int64),
-                                const('q_axis', [-1], np.int64)], 'gain3')
-            below = node('Relu', [node('Sub', [const('lim_lo', lo + LIMIT_MARGIN), 'q'], 'lo_depth')], 'lo_push')
-            above = node('Relu', [node('Sub', ['q', const('lim_hi', hi - LIMIT_MARGIN)], 'hi_depth')], 'hi_push')
+            below = node('Relu', [node('Sub', [const('band_lo', _np(net.band_lo)), 'q'], 'lo_depth')], 'lo_push')
+            above = node('Relu', [node('Sub', ['q', const('band_hi', _np(net.band_hi))], 'hi_depth')], 'hi_push')
             push = node('Mul', [node('Sub', [below, above], 'limit_depth'), const('inv_margin', [1.0 / LIMIT_MARGIN])],
                         'limit_push')
-            z = node('Add', [z, node('Mul', [g3, push], 'limit_spring')], 'z_limits')
+            z = node('Add', [z, node('Mul', [g[3], push], 'limit_spring')], 'z_limits')
     t = node('Tanh', [z], 'action_normalised')
     # Squashed to ±effort_max inside the graph: no weights can command more than the limits.
     node('Mul', [t, const('effort_max', _np(net.effort_max))], OUTPUT)
