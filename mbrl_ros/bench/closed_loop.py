@@ -30,7 +30,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from mbrl_ros.commands.learn import _weights
+    from mbrl_ros.commands.options import number_pairs
     from mbrl_ros.core.learning import planner_config
     from mbrl_ros.core.learning.pets import closed_loop_eval
     from mbrl_ros.core.planning.config import CostWeights
@@ -43,7 +43,7 @@ def run(args) -> int:
         goals = 2 if args.short else args.goals
         bundle = load_bundle(find_resource('models', args.model))
         robot = RobotModel.load(bundle.robot_name)
-        weights = CostWeights(**_weights(args.weights)).validated()
+        weights = CostWeights(**number_pairs(args.weights)).validated()
         cfgs = [planner_config(time_budget_ms=b, horizon=args.horizon, num_samples=args.samples,
                                num_iterations=args.iterations, num_elites=args.elites, planner=args.planner)
                 for b in budgets]
@@ -61,7 +61,7 @@ def run(args) -> int:
         return 0
     c = cfgs[0]
     print(f'bundle {bundle.path} ({robot.name}), {c.planner} H={c.horizon} N={c.num_samples} {propagation} '
-          f'iterations<={c.num_iterations}, weights {_weights(args.weights) or "default"}, {goals} goals (seed {args.seed}), success = EE within 2 cm after 3 s')
+          f'iterations<={c.num_iterations}, weights {number_pairs(args.weights) or "default"}, {goals} goals (seed {args.seed}), success = EE within 2 cm after 3 s')
     print(f'{"budget ms":>10}{"success":>9}{"dist med cm":>13}{"dist p90 cm":>13}{"plan p50":>10}{"plan p99":>10}'
           f'{"iters":>7}{"no cmd":>8}')
     for b, r in zip(budgets, rows):

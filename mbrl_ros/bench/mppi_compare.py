@@ -184,11 +184,11 @@ def run(args) -> int:
         return 2
     torch.set_num_threads(1)   # the ensemble runs on one onnxruntime thread for both
     n, h, goals, settle = (30, 5, 2, 0.5) if args.short else (args.samples, args.horizon, args.goals, 3.0)
-    from mbrl_ros.commands.learn import _weights
+    from mbrl_ros.commands.options import number_pairs
     from mbrl_ros.core.planning.config import CostWeights
     try:
         # pytorch-mppi has no IK guidance: both optimise the same cost without it unless asked.
-        given = {'joint_goal': 0.0, **_weights(args.weights)}
+        given = {'joint_goal': 0.0, **number_pairs(args.weights)}
         weights = CostWeights(**given).validated()
         bundle = load_bundle(find_resource('models', args.model), intra_op_threads=1)
         robot = RobotModel.load(bundle.robot_name)
