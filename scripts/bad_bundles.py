@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mbrl_ros.testing.isolation import isolate_ros_session
+from mbrl_ros.testing.isolation import describe_isolation, isolate_ros_session
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument('--keep', action='store_true', help='keep the generated bundles (path printed)')
     args = ap.parse_args(argv)
 
-    domain = isolate_ros_session()
+    isolate_ros_session()
     from mbrl_ros.resources import default_model_dir
     from mbrl_ros.testing.bad_bundles import format_report, make_bad_bundles, run_against_stack
     from mbrl_ros.testing.fuzz import STACK_TOPICS
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         shutil.copytree(Path(args.good) if args.good else default_model_dir(args.robot), good,
                         ignore=shutil.ignore_patterns('*.png'))
         bad = make_bad_bundles(good, good.parent / 'bad', args.count, outside=work / 'outside', seed=args.seed)
-        print(f'ROS_DOMAIN_ID={domain}; {len(bad)} bad bundles under {work}', flush=True)
+        print(f'{describe_isolation()}; {len(bad)} bad bundles under {work}', flush=True)
         system = LaunchedSystem('sim_arm.launch.yaml', {'robot': args.robot, 'model_dir': str(good),
                                                         'respawn_controllers': False,
                                                         'respawn_state_estimator': False},

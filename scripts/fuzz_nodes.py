@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from mbrl_ros.testing.isolation import isolate_ros_session
+from mbrl_ros.testing.isolation import describe_isolation, isolate_ros_session
 
 
 def main(argv=None) -> int:
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument('--topics', nargs='*', help='only these topics (default: all subscribed topics)')
     args = ap.parse_args(argv)
 
-    domain = isolate_ros_session()   # before rclpy: the stack and this probe share a private domain
+    isolate_ros_session()   # before rclpy: the stack and this probe share a private domain
     from mbrl_ros.core.robot import RobotModel
     from mbrl_ros.testing.fuzz import STACK_ARGS, STACK_TOPICS, format_table, fuzz_stack
     from mbrl_ros.testing.pytest_plugin import LaunchedSystem
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     launch_args = {**STACK_ARGS, 'robot': args.robot}
     if args.model_dir:
         launch_args['model_dir'] = args.model_dir
-    print(f'ROS_DOMAIN_ID={domain}; {args.messages} messages per topic, seed {args.seed}', flush=True)
+    print(f'{describe_isolation()}; {args.messages} messages per topic, seed {args.seed}', flush=True)
     t0 = time.monotonic()
     system = LaunchedSystem('sim_arm.launch.yaml', launch_args, STACK_TOPICS, timeout=180, echo=False)
     system.start()

@@ -1,7 +1,7 @@
 """Session-wide test setup: an isolated ROS domain and a check that no process is left behind."""
 import os
 
-from mbrl_ros.testing.isolation import isolate_ros_session
+from mbrl_ros.testing.isolation import describe_isolation, isolate_ros_session
 
 DOMAIN_ID = isolate_ros_session()
 
@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 
 def pytest_report_header(config):
-    return f'ROS_DOMAIN_ID={DOMAIN_ID} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST'
+    return describe_isolation()
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -109,7 +109,8 @@ def script_session(check: str, args, domain: int, **session_kw) -> Iterator[Reac
     """The frame every reliability script shares: node output to a log file, a header line, the
     stack up and reaching (exit status 2, with the reason, when it does not come up)."""
     log_path, log = open_log(args, check)
-    print(f'[{check}] ROS_DOMAIN_ID={domain}; {args.robot}; node output: {log_path}; {load_note()}', flush=True)
+    from mbrl_ros.testing.isolation import describe_isolation
+    print(f'[{check}] {describe_isolation()}; {args.robot}; node output: {log_path}; {load_note()}', flush=True)
     t0 = time.time()
     with ReachingSession(args.robot, args.model_dir, seed=args.seed, log=log, **session_kw) as s:
         try:
