@@ -118,6 +118,19 @@ def test_collect_sim_is_deterministic_in_seed(arm3):
     assert not np.array_equal(a.states, c.states)
 
 
+def test_episodes_start_outside_the_limit_push_band(arm7):
+    """A start inside the band would begin with a push of up to effort_max from rest."""
+    ds = collect_sim(arm7, 40 * 5, seed=3, episode_len=5, amplitude=0.1, progress=False)
+    first = np.flatnonzero(np.r_[True, ds.episode[1:] != ds.episode[:-1]])
+    assert len(first) == 40
+    q0 = ds.states[first, :arm7.dof]
+    band = 0.1 * (arm7.q_max - arm7.q_min)
+    assert np.all(q0 >= arm7.q_min + band - 1e-9) and np.all(q0 <= arm7.q_max - band + 1e-9)
+    assert np.allclose(ds.states[first, arm7.dof:], 0.0)
+    # No push at the start: the first command is the base noise (|.| <= amplitude * effort_max).
+    assert np.all(np.abs(ds.actions[first]) <= 0.1 * arm7.effort_max + 1e-9)
+
+
 def test_joint_limit_term_keeps_data_off_the_limits(arm3):
     def frac_at_limits(ds):
         q = ds.states[:, :arm3.dof]

@@ -94,6 +94,11 @@ class Exploration:
     def dof(self) -> int:
         return len(self.effort_max)
 
+    @property
+    def push_margin(self) -> np.ndarray:
+        """(dof,) width (rad) of the band at each limit where `limit_push` acts (0: no push)."""
+        return self._margin.copy()
+
     def base_sequence(self, n: int) -> np.ndarray:
         """(n, dof) base noise in Nm, already within ±amplitude·effort_max."""
         scale = self.amplitude * self.effort_max
