@@ -44,6 +44,27 @@ def test_affine_head_on_action_and_velocity():
         EnsembleConfig(S, A, affine_inputs='state')
 
 
+def test_rigid_body_head_multiplies_velocity_products():
+    # mean = f + G [a, qd, qd_i qd_j (i <= j)]: the Coriolis/centrifugal terms are quadratic in qd.
+    S, A = 6, 3
+    m = make_model(S, A, E=2, hidden=(8,), affine_inputs='rigid_body', angle_features=3)
+    Z = A + 3 + 6
+    assert m.config.affine_dim == Z
+    g = torch.randn(2, 1, S, Z)
+    with torch.no_grad():
+        m.out.weight.zero_()
+        m.out.bias.zero_()
+        m.out.bias[..., 2 * S:] = g.reshape(2, 1, -1)
+    x = m.normalise_inputs(torch.randn(5, S), torch.randn(5, A))
+    mean, _ = m.forward_normalised(x)
+    qd = x[:, 3:S]
+    pairs = [qd[:, i] * qd[:, j] for i in range(3) for j in range(i, 3)]
+    z = torch.cat([x[:, S:S + A], qd, torch.stack(pairs, -1)], dim=-1)
+    torch.testing.assert_close(mean, (g * z[None, :, None, :]).sum(-1))
+    with pytest.raises(ValueError, match='state layout'):
+        EnsembleConfig(5, A, affine_inputs='rigid_body')
+
+
 def test_masked_inputs_do_not_change_the_prediction(tmp_path):
     # Joint 0 invariant and no raw angles: only sin/cos of joints 1-2, the velocities and the action
     # reach the network -- in torch and in the exported graph.
@@ -135,7 +156,8 @@ def test_training_rejects_nonfinite_data():
 @pytest.mark.parametrize('partitioned', [False, True])
 @pytest.mark.parametrize('affine,angles,extra', [
     (True, 3, {}), (False, 0, {}),
-    (True, 3, {'affine_inputs': 'action_velocity', 'raw_angles': False, 'invariant_joints': [0]})])
+    (True, 3, {'affine_inputs': 'action_velocity', 'raw_angles': False, 'invariant_joints': [0]}),
+    (True, 3, {'affine_inputs': 'rigid_body'})])
 def test_export_parity(tmp_path, partitioned, affine, angles, extra):
     m = make_model(6, 3, E=4, hidden=(32, 32, 32), control_affine=affine, angle_features=angles, **extra)
     files = export_ensemble(m, tmp_path, partitioned=True)
@@ -168,7 +190,8 @@ def test_parity_check_fails_loudly_on_a_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize('extra', [{}, {'affine_inputs': 'action_velocity', 'angle_features': 3,
-                                         'raw_angles': False, 'invariant_joints': [0]}])
+                                         'raw_angles': False, 'invariant_joints': [0]},
+                                    {'affine_inputs': 'rigid_body', 'angle_features': 3}])
 def test_model_round_trips_through_onnx(tmp_path, extra):
     from mbrl_ros.core.dynamics.export import model_from_onnx
     m = make_model(6, 3, E=2, hidden=(8, 8), **extra)

@@ -30,6 +30,7 @@ def _settings(text: str) -> dict:
 
 
 def add_arguments(p):
+    from mbrl_ros.core.dynamics.heads import AFFINE_INPUTS
     from mbrl_ros.core.learning.pets import LearnConfig, _default_planner
     d, dp = LearnConfig(), _default_planner()
     p.add_argument('--out', required=True, help='bundle directory to write (e.g. models/arm7_pets)')
@@ -46,8 +47,9 @@ def add_arguments(p):
     g = p.add_argument_group('model and training')
     g.add_argument('--ensemble-size', type=int, default=d.ensemble_size)
     g.add_argument('--hidden', default=','.join(map(str, d.hidden_sizes)))
-    g.add_argument('--affine-inputs', default=d.affine_inputs, choices=['action', 'action_velocity'],
-                   help='what the control-affine head multiplies: the action, or [action, joint velocity]')
+    g.add_argument('--affine-inputs', default=d.affine_inputs, choices=list(AFFINE_INPUTS),
+                   help='what the control-affine head multiplies: the action, [action, joint velocity], '
+                        'or rigid_body: [action, joint velocity, products of joint velocities]')
     g.add_argument('--no-raw-angles', action='store_true', help='joint angles enter only as sin/cos(q)')
     g.add_argument('--invariant-joints', default=','.join(map(str, d.invariant_joints)), metavar='I,J',
                    help='joint indices whose angle the dynamics do not depend on (masked from the inputs)')
@@ -55,6 +57,7 @@ def add_arguments(p):
     g.add_argument('--patience', type=int, default=d.patience)
     g.add_argument('--nll-beta', type=float, default=d.nll_beta,
                    help=f'beta-NLL weighting of the training loss (default {d.nll_beta}; 0: plain Gaussian NLL)')
+    g.add_argument('--weight-decay', type=float, default=d.weight_decay, help=f'AdamW weight decay (default {d.weight_decay})')
     g.add_argument('--max-train-time', type=float, default=None, help='wall-clock cap per training (s)')
     g.add_argument('--threads', type=int, default=d.threads)
     g = p.add_argument_group('planner of the on-policy episodes (fixed population: reproducible data)')
@@ -102,6 +105,7 @@ def run(args) -> int:
                           invariant_joints=_ints(args.invariant_joints, '--invariant-joints')
                           if args.invariant_joints else [],
                           epochs=args.epochs, patience=args.patience, nll_beta=args.nll_beta,
+                          weight_decay=args.weight_decay,
                           max_train_time_s=args.max_train_time,
                           threads=args.threads,
                           planner={'planner': args.planner, 'horizon': args.horizon, 'num_samples': args.samples,

@@ -25,6 +25,7 @@ def _indices(text: str) -> list[int]:
 
 
 def add_arguments(p):
+    from mbrl_ros.core.dynamics.heads import AFFINE_INPUTS
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--data', help='transitions: a .npz TransitionDataset, a rosbag2 directory or an .mcap file')
     src.add_argument('--collect', type=int, metavar='N', help='collect N transitions in simulation first')
@@ -45,8 +46,9 @@ def add_arguments(p):
     g.add_argument('--activation', default='silu', choices=['silu', 'relu', 'tanh'])
     g.add_argument('--no-affine', action='store_true', help='plain MLP mean head (no control-affine term)')
     g.add_argument('--no-angle-features', action='store_true', help='no sin/cos(q) inputs')
-    g.add_argument('--affine-inputs', default='action', choices=['action', 'action_velocity'],
-                   help='what the control-affine head multiplies: the action, or [action, joint velocity]')
+    g.add_argument('--affine-inputs', default='action', choices=list(AFFINE_INPUTS),
+                   help='what the control-affine head multiplies: the action, [action, joint velocity], '
+                        'or rigid_body: [action, joint velocity, products of joint velocities]')
     g.add_argument('--no-raw-angles', action='store_true', help='joint angles enter only as sin/cos(q)')
     g.add_argument('--invariant-joints', default='', metavar='I,J',
                    help='joint indices whose angle the dynamics do not depend on (masked from the inputs), '

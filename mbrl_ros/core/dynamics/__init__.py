@@ -1,5 +1,5 @@
 """Probabilistic ensemble world model (PETS): torch model, training, ONNX export.
 
-torch lives here only; nodes use `mbrl_ros.core.runtime` (onnxruntime) instead.
+torch lives here only (in the submodules; importing the package alone does not load it, so the CLI
+can read `heads` without torch); nodes use `mbrl_ros.core.runtime` (onnxruntime) instead.
 """
-from .ensemble import EnsembleConfig, ProbabilisticEnsemble  # noqa: F401

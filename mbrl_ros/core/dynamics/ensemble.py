@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .heads import AFFINE_INPUTS
+
 ACTIVATIONS = {'silu': F.silu, 'relu': F.relu, 'tanh': torch.tanh}
-AFFINE_INPUTS = ('action', 'action_velocity')
 
 
 @dataclass
@@ -36,6 +37,10 @@ class EnsembleConfig:
     # (mean = f + B [a, qd]). For a fixed q the one-period velocity change is (nearly) linear in
     # both the torque and the joint velocity (damping through M(q)^-1: exp(-M^-1 D dt)), with
     # configuration-dependent coefficients -- products a plain MLP on [s, a] fits only slowly.
+    # 'rigid_body' adds the products qd_i qd_j (i <= j): at a fixed q the one-period change of a
+    # rigid-body arm is affine in [tau, qd, qd qd^T] (Coriolis and centrifugal terms are quadratic
+    # in qd). Measured on arm7 at fixed q: least squares on [a, qd] leaves 1-29 % of the delta's
+    # std, on [a, qd, qd qd^T] 0.2-3.5 % (docs/results/world_model_arm7.md, session 5).
     affine_inputs: str = 'action'
     # Extra inputs sin(q), cos(q) for the first `angle_features` state dims (the joint angles):
     # the inertia and Coriolis terms are trigonometric in q.
@@ -55,8 +60,8 @@ class EnsembleConfig:
             raise ValueError(f'activation {self.activation!r} not in {sorted(ACTIVATIONS)}')
         if self.affine_inputs not in AFFINE_INPUTS:
             raise ValueError(f'affine_inputs {self.affine_inputs!r} not in {list(AFFINE_INPUTS)}')
-        if self.affine_inputs == 'action_velocity' and self.state_dim % 2:
-            raise ValueError('affine_inputs action_velocity needs the state layout [q, qd] (even state_dim)')
+        if self.affine_inputs != 'action' and self.state_dim % 2:
+            raise ValueError(f'affine_inputs {self.affine_inputs} needs the state layout [q, qd] (even state_dim)')
         self.invariant_joints = sorted({int(j) for j in self.invariant_joints})
         if any(not 0 <= j < self.state_dim // 2 for j in self.invariant_joints):
             raise ValueError(f'invariant_joints {self.invariant_joints} must be joint indices < {self.state_dim // 2}')
@@ -68,15 +73,22 @@ class EnsembleConfig:
         """Width of the vector the affine head multiplies (0 without the head)."""
         if not self.control_affine:
             return 0
-        return self.action_dim + (self.state_dim // 2 if self.affine_inputs == 'action_velocity' else 0)
+        return sum(hi - lo for lo, hi in self.affine_slices()) + len(self.velocity_pairs()[0])
 
     def affine_slices(self) -> list[tuple[int, int]]:
         """[start, end) ranges of the normalised input vector that form the affine head's vector."""
         S, A = self.state_dim, self.action_dim
         out = [(S, S + A)]
-        if self.affine_inputs == 'action_velocity':
+        if self.affine_inputs in ('action_velocity', 'rigid_body'):
             out.append((S // 2, S))
         return out
+
+    def velocity_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(i, j) index arrays (i <= j, into the normalised qd) of the products the head also multiplies."""
+        if self.affine_inputs != 'rigid_body':
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        i, j = np.triu_indices(self.state_dim // 2)
+        return i.astype(np.int64), j.astype(np.int64)
 
     @property
     def input_dim(self) -> int:
@@ -181,7 +193,12 @@ class ProbabilisticEnsemble(nn.Module):
         mean, logvar = out[..., :S], out[..., S:2 * S]
         if Z:
             gain = out[..., 2 * S:].reshape(out.shape[:-1] + (S, Z))
-            z = torch.cat([x[..., a:b] for a, b in self.config.affine_slices()], dim=-1)
+            z = [x[..., a:b] for a, b in self.config.affine_slices()]
+            i, j = self.config.velocity_pairs()
+            if len(i):
+                qd = x[..., S // 2:S]
+                z.append(qd[..., i] * qd[..., j])
+            z = torch.cat(z, dim=-1)
             # Broadcast multiply + sum, not a matmul: (S x Z) @ (Z x 1) per row is far too small for bmm.
             mean = mean + (gain * z.unsqueeze(-2)).sum(-1)
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)

@@ -92,6 +92,14 @@ def build_graph(model: ProbabilisticEnsemble, partitioned: bool = False) -> onnx
                                                     const_i64(inits, f'z{i}_axis', [-1])],
                                           [f'z{i}'], name=f'slice_z{i}'))
             parts.append(f'z{i}')
+        pi, pj = cfg.velocity_pairs()
+        if len(pi):   # rigid_body: the products qd_i qd_j of the normalised joint velocities
+            nodes.append(helper.make_node('Slice', [x_norm, const_i64(inits, 'qd_start', [S // 2]),
+                                                    const_i64(inits, 'qd_end', [S]),
+                                                    const_i64(inits, 'qd_axis', [-1])], ['qd_n'], name='slice_qd'))
+            qi = node('Gather', ['qd_n', const_i64(inits, 'pair_i', pi)], 'qd_i', axis=-1)
+            qj = node('Gather', ['qd_n', const_i64(inits, 'pair_j', pj)], 'qd_j', axis=-1)
+            parts.append(node('Mul', [qi, qj], 'qd_pairs'))
         z = parts[0] if len(parts) == 1 else node('Concat', parts, 'z', axis=-1)
         z_row = node('Unsqueeze', [z, const_i64(inits, 'row_axis', [-2])], 'z_row')   # (..., 1, Z)
         ga = node('Mul', [gain, z_row], 'gain_z')                 # (E,B,S,Z) * (B,1,Z)

@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 import yaml
 
+from mbrl_ros.core.dynamics.heads import AFFINE_INPUTS
 from mbrl_ros.core.planning import PlannerConfig
 from mbrl_ros.core.planning.config import CostWeights
 
@@ -76,6 +77,7 @@ class LearnConfig:
     lr: float = 3e-3
     patience: int = 20
     nll_beta: float = 0.5                 # TrainConfig.nll_beta (beta-NLL weighting; 1: MSE-like mean fit)
+    weight_decay: float = 1e-5            # TrainConfig.weight_decay (AdamW, decoupled)
     max_train_time_s: Optional[float] = None
     threads: int = 1
     # Planner used for the on-policy episodes (PlannerConfig fields) and the cost weights
@@ -132,8 +134,10 @@ class LearnConfig:
             errs.append(f'{self.planned_env_steps()} environment steps planned (init {self.init_transitions} + '
                         f'{self.iterations} x {self.episodes_per_iteration} episodes x {self.steps_per_episode()}'
                         f' steps) > max_env_steps {self.max_env_steps}')
-        if self.affine_inputs not in ('action', 'action_velocity'):
-            errs.append(f'affine_inputs must be action or action_velocity, got {self.affine_inputs!r}')
+        if not (self.nll_beta >= 0 and self.weight_decay >= 0):
+            errs.append(f'nll_beta and weight_decay must be >= 0, got {self.nll_beta} and {self.weight_decay}')
+        if self.affine_inputs not in AFFINE_INPUTS:
+            errs.append(f'affine_inputs must be one of {list(AFFINE_INPUTS)}, got {self.affine_inputs!r}')
         if self.invariant_joints:
             try:
                 from mbrl_ros.core.robot import RobotModel
@@ -242,7 +246,8 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
                                angle_features=robot.dof, affine_inputs=cfg.affine_inputs,
                                raw_angles=cfg.raw_angles, invariant_joints=list(cfg.invariant_joints))
     train_cfg = TrainConfig(max_epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=cfg.patience,
-                            nll_beta=cfg.nll_beta, seed=cfg.seed, max_time_s=cfg.max_train_time_s,
+                            nll_beta=cfg.nll_beta, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                            max_time_s=cfg.max_train_time_s,
                             threads=cfg.threads)
 
     log(f'learn {robot.name}: {cfg.init_transitions} random + {cfg.iterations} x {cfg.episodes_per_iteration} MPC '
