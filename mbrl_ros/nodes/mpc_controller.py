@@ -36,6 +36,7 @@ from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
+from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
@@ -67,6 +68,7 @@ SPECS = [
           dynamic=False),
     *params_from_settings(PlannerConfig, include=_PLANNER_FIELDS),
     *params_from_settings(CostWeights, rename=_RENAME),
+    hang_timeout_param(),
 ]
 
 
@@ -125,6 +127,8 @@ class MpcControllerNode(LifecycleNode):
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError('autostart: configure failed')
             self.trigger_activate()
+        # Whatever the lifecycle state: an unconfigured or inactive node still spins its executor.
+        self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
 
     # ---- lifecycle ----------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -389,6 +393,8 @@ class MpcControllerNode(LifecycleNode):
         return OK, f"ok ({self.counts['commands']} commands, plan p50 {values['plan_ms_p50']:.1f} ms)", values
 
     def close(self) -> None:
+        if self.hang_watchdog is not None:  # shutting down: a slow exit is not a hang
+            self.hang_watchdog.close()
         self._active = False
         self.loop.stop()
         self.follower.close()

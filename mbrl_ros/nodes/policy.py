@@ -27,6 +27,7 @@ from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
+from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
@@ -41,6 +42,7 @@ SPECS = [
     Param('state_timeout_s', 0.1, 'a state older than this is stale: no command', range=(0.001, 10.0)),
     Param('stats_window', 2000, 'periods in the inference-time percentiles on /diagnostics',
           range=(10, 100000), dynamic=False),
+    hang_timeout_param(),
 ]
 
 
@@ -75,6 +77,7 @@ class PolicyNode(Node):
         self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='policy')
         self.loop.start()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
         self.get_logger().info(f"policy for {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
                                f'waiting for /mbrl/world_model/active_model; model roots: {", ".join(self.roots)}')
 
@@ -217,6 +220,8 @@ class PolicyNode(Node):
             if t is not None else 'ok', values
 
     def close(self) -> None:
+        if self.hang_watchdog is not None:  # shutting down: a slow exit is not a hang
+            self.hang_watchdog.close()
         self.loop.stop()
         self.follower.close()
 

@@ -32,6 +32,7 @@ from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySetti
 from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
@@ -52,6 +53,7 @@ SPECS = [
     Param('mode_publish_period_s', 1.0, '/mbrl/safety/mode is re-sent this often (and on every change)',
           range=(0.01, 60.0)),
     *params_from_settings(SafetySettings),
+    hang_timeout_param(),
 ]
 _SETTINGS = set(SafetySettings.__dataclass_fields__)
 
@@ -98,6 +100,9 @@ class SafetyFilterNode(Node):
         self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='safety_filter')
         self.loop.start()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        # A hang exit sends nothing (no close(), no last command): the robot's command timeout acts,
+        # as for a SIGKILL, and the respawned filter starts in hold (docs/safety_filter.md).
+        self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
         self.get_logger().info(f"gating {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
                                'waiting for /mbrl/world_model/active_model (hold until a model is loaded'
                                + (')' if not settings.allow_missing_uncertainty else ', or accept without)')
@@ -265,6 +270,8 @@ class SafetyFilterNode(Node):
         return OK, f'mode {self._mode}', values
 
     def close(self) -> None:
+        if self.hang_watchdog is not None:  # shutting down: a slow exit is not a hang
+            self.hang_watchdog.close()
         self.loop.stop()
         self.follower.close()
         # The last word to the actuators is zero effort (gravity compensation holds the arm).

@@ -32,6 +32,7 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.sim import INTERFACES, Pacer, SimArm, SimError
 from mbrl_ros.ros.conversions import SENSOR, sec_to_stamp
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 
@@ -55,6 +56,7 @@ SPECS = [
           dynamic=False),
     Param('initial_positions', None, 'start (and ~/reset) pose, one value per joint; empty: the '
           "robot's home keyframe", dynamic=False, type_hint='double_array'),
+    hang_timeout_param(),
 ]
 
 # Best effort matches reliable and best-effort publishers alike; depth 1: the latest command wins.
@@ -114,6 +116,7 @@ class SimRobotNode(Node):
         self._running = True
         self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
         self._thread.start()
+        self.hang_watchdog = start_hang_watchdog(self, p['hang_timeout_s'])  # (self.watchdog: the command one)
         self.get_logger().info(
             f"simulating {self.robot.name} ({self.robot.dof} joints, {self.interface} interface) at "
             f"{p['physics_rate_hz']:g} Hz, publishing /joint_states at {p['publish_rate_hz']:g} Hz"
@@ -274,6 +277,8 @@ class SimRobotNode(Node):
         return OK, 'holding (watchdog: no fresh command)' if self.watchdog.tripped else 'ok', values
 
     def close(self) -> None:
+        if self.hang_watchdog is not None:  # shutting down: a slow exit is not a hang
+            self.hang_watchdog.close()
         self._running = False
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)

@@ -17,7 +17,7 @@ from sensor_msgs.msg import JointState
 from mbrl_ros.core.estimation import DROP_KINDS, REJECT_KINDS, FilterConfig, JointStateEstimator
 from mbrl_ros.ros.conversions import SENSOR, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
-from mbrl_ros.ros.hang_watchdog import HangWatchdog
+from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 
@@ -45,11 +45,7 @@ SPECS = [
     Param('gap_timeout_s', FilterConfig.gap_timeout_s,
           'filter: a longer gap between samples restarts the filter instead of extrapolating',
           range=(1e-3, 60.0)),
-    Param('hang_timeout_s', 0.0,
-          'end the process (exit 1, Python stacks on stderr) when the executor has not run for this '
-          'long, e.g. a publish() stuck in the DDS transport holding the GIL; the launch runner then '
-          'respawns it or stops the stack. 0: off (docs/reliability.md)',
-          range=(0.0, 3600.0), dynamic=False),
+    hang_timeout_param(),
 ]
 
 # Best effort matches both reliable and best-effort publishers (a driver's choice), and a
@@ -84,8 +80,7 @@ class StateEstimatorNode(Node):
         self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
-        timeout = float(self.params['hang_timeout_s'])
-        self.watchdog = HangWatchdog(self, timeout) if timeout > 0 else None
+        self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
         self.get_logger().info(f'estimating {len(names)} joints {names}; waiting for /joint_states')
 
     # ---- configuration ------------------------------------------------------------------
@@ -148,8 +143,8 @@ class StateEstimatorNode(Node):
             w['proc_max'] = max(w['proc_max'], dt)
 
     def close(self) -> None:
-        if self.watchdog is not None:  # shutting down: a slow exit is not a hang
-            self.watchdog.close()
+        if self.hang_watchdog is not None:  # shutting down: a slow exit is not a hang
+            self.hang_watchdog.close()
 
     # ---- health -------------------------------------------------------------------------
     def _check_stale(self) -> None:

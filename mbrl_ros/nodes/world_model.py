@@ -23,6 +23,7 @@ from mbrl_ros.core.commands import check_command
 from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.model_source import (configured_roots, default_model_roots, model_roots_param,
                                         resolve_model_dir)
 from mbrl_ros.ros.node_main import StartupError, main_for
@@ -45,6 +46,7 @@ SPECS = [
     model_roots_param(),
     Param('error_window', 200, 'number of settled predictions in the running RMSE', range=(1, 100000),
           dynamic=False),
+    hang_timeout_param(),
 ]
 
 
@@ -84,6 +86,9 @@ class WorldModelNode(Node):
                                  CONTROL)
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self._publish_active()
+        # After the startup bundle is loaded. A model swap validates inside the executor (0.1-1 s):
+        # far below any allowed timeout.
+        self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
         self.get_logger().info(f'serving {self.bundle.identity}; model roots: {", ".join(self.roots)}')
 
     # ---- the bundle ---------------------------------------------------------------------
@@ -258,6 +263,10 @@ class WorldModelNode(Node):
             return WARN, f'no /mbrl/state for {age:.1f} s', values
         return OK, 'ok' if rmse_q is None else f'ok (one-step RMSE q {rmse_q:.3g} rad, qd {rmse_qd:.3g} rad/s)', \
             values
+
+    def close(self) -> None:
+        if self.hang_watchdog is not None:  # shutting down: a slow exit is not a hang
+            self.hang_watchdog.close()
 
 
 def main():

@@ -10,14 +10,49 @@ name) and calls _exit(1). The launch runner then respawns the node or, for a nod
 respawn, shuts the stack down: either way the failure is visible instead of a silent hang.
 
 faulthandler has one such timer per process, so this is for a node that owns its process (run by
-main_for); the node arms it only when its `hang_timeout_s` parameter is > 0.
+main_for); the node arms it only when its `hang_timeout_s` parameter is > 0. Every long-running node
+takes the same parameter (`hang_timeout_param()`, one spec) and arms it last in its constructor
+(`start_hang_watchdog`), after the slow start-up work (bundle loading), and cancels it first in
+close(): a slow orderly exit is not a hang.
+
+The watchdog ticks on the executor, not on a node's control-loop thread: a control loop stuck in a
+publish() with the GIL held stops the executor too (no Python runs), so it is caught; a loop that is
+merely late is the loop's own business (the safety filter holds, the robot's command timeout acts).
 """
 from __future__ import annotations
 
 import faulthandler
 import sys
+from typing import Optional
 
 from rclpy.clock import Clock, ClockType
+
+from mbrl_ros.ros.parameters import Param
+
+# Below this the watchdog could not tell a hang from a busy moment (a model swap validated in the
+# executor, a lifecycle transition, a loaded machine) and would restart healthy nodes.
+MIN_TIMEOUT_S = 1.0
+
+
+def _check_timeout(value) -> Optional[str]:
+    if 0.0 < value < MIN_TIMEOUT_S:
+        return f'must be 0 (off) or at least {MIN_TIMEOUT_S:g} s, got {value}'
+    return None
+
+
+def hang_timeout_param() -> Param:
+    """The `hang_timeout_s` parameter every long-running node declares (static: read at start)."""
+    return Param('hang_timeout_s', 0.0,
+                 'end the process (exit 1, Python stacks on stderr) when the executor has not run for this '
+                 'long, e.g. a publish() stuck in the DDS transport holding the GIL; the launch files respawn '
+                 f'the node. 0: off; else at least {MIN_TIMEOUT_S:g} s (docs/reliability.md)',
+                 range=(0.0, 3600.0), dynamic=False, validator=_check_timeout)
+
+
+def start_hang_watchdog(node, timeout_s) -> Optional['HangWatchdog']:
+    """A HangWatchdog on `node` when `timeout_s` > 0, else None."""
+    timeout_s = float(timeout_s)
+    return HangWatchdog(node, timeout_s) if timeout_s > 0 else None
 
 
 class HangWatchdog:
