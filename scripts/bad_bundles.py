@@ -49,8 +49,7 @@ def main(argv=None) -> int:
         bad = make_bad_bundles(good, good.parent / 'bad', args.count, outside=work / 'outside', seed=args.seed)
         print(f'{describe_isolation()}; {len(bad)} bad bundles under {work}', flush=True)
         system = LaunchedSystem('sim_arm.launch.yaml', {'robot': args.robot, 'model_dir': str(good),
-                                                        'respawn_controllers': False,
-                                                        'respawn_state_estimator': False},
+                                                        'respawn': False},   # a death must show
                                 STACK_TOPICS, timeout=180, echo=False)
         system.start()
         try:

@@ -59,7 +59,7 @@ def test_bad_bundles_refused_by_the_live_stack(layout, launch_system):
     good, outside = layout
     bad = make_bad_bundles(good, good.parent / 'ci', len(CI_KINDS), outside=outside, kinds=CI_KINDS)
     assert {b.check for b in bad} == set(CHECKS)
-    args = {'robot': 'arm3', 'model_dir': str(good), 'respawn_controllers': False, 'respawn_state_estimator': False}
+    args = {'robot': 'arm3', 'model_dir': str(good), 'respawn': False}   # no node respawned: a death shows
     with launch_system('sim_arm.launch.yaml', args=args, wait_topics=STACK_TOPICS, timeout=120,
                        echo=False) as system:
         report = run_against_stack(system, bad, baseline_s=5.0)

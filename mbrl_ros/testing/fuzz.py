@@ -496,8 +496,7 @@ def format_table(results: list[TopicResult]) -> str:
 
 STACK_TOPICS = ['/joint_states', '/mbrl/state', '/mbrl/mpc/command', '/forward_effort_controller/commands',
                 '/mbrl/safety/mode', '/mbrl/world_model/active_model', '/mbrl/world_model/prediction']
-STACK_ARGS = {'robot': 'arm3', 'respawn_controllers': False,   # a crash must show, not be respawned
-              'respawn_state_estimator': False}
+STACK_ARGS = {'robot': 'arm3', 'respawn': False}   # no node respawned: a crash must show
 GOALS = [(0.3, 0.1, 0.35), (0.25, -0.15, 0.3), (0.35, 0.0, 0.25)]
 
 
