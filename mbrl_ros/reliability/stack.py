@@ -2,11 +2,11 @@
 launch runner (mbrl_ros.launch_runner) as `mbrl-ros launch`, but in this process, so that the
 check knows every node's pid and start count without parsing output.
 
-`restart_delay`: when set, every node of the launch (not only the controllers the file already
-respawns) is restarted that many seconds after it dies. This is how the chaos check restarts
-the nodes it kills; without it, the runner shuts the whole stack down when a node that is not
-respawned dies (its documented behaviour). The controllers' delay is the file's `respawn_delay`
-argument, set to the same value.
+`restart_delay`: when set, every node of the launch is restarted that many seconds after it dies:
+the file's `respawn_delay` argument is set to it (the launch files respawn every node by default)
+and any node the arguments leave unrespawned (`respawn:=false`, sim_robot under sim time) is
+respawned too. This is how the chaos check restarts the nodes it kills; without respawn, the
+runner shuts the whole stack down when a node dies (its documented behaviour).
 """
 from __future__ import annotations
 
