@@ -24,6 +24,18 @@ def test_parameters_are_batched_over_members():
     assert (mean[0] - mean[1]).abs().max() > 1e-4
 
 
+def _gain_only_forward(m, S, A, Z):
+    """Zero the output layer except a random gain G in its bias; (G, normalised inputs, mean)."""
+    g = torch.randn(2, 1, S, Z)
+    with torch.no_grad():
+        m.out.weight.zero_()
+        m.out.bias.zero_()
+        m.out.bias[..., 2 * S:] = g.reshape(2, 1, -1)
+    x = m.normalise_inputs(torch.randn(5, S), torch.randn(5, A))
+    mean, _ = m.forward_normalised(x)
+    return g, x, mean
+
+
 def test_affine_head_on_action_and_velocity():
     # mean = f(x) + G(x) [a, qd] (normalised): with only the output biases non-zero, the mean is
     # exactly the bias part of G times [a_n, qd_n] -- the velocity half of the state enters the product.
@@ -31,13 +43,7 @@ def test_affine_head_on_action_and_velocity():
     m = make_model(S, A, E=2, hidden=(8,), affine_inputs='action_velocity', angle_features=3)
     assert m.config.affine_dim == A + S // 2
     assert tuple(m.out.weight.shape) == (2, 8, 2 * S + S * (A + S // 2))
-    g = torch.randn(2, 1, S, A + S // 2)
-    with torch.no_grad():
-        m.out.weight.zero_()
-        m.out.bias.zero_()
-        m.out.bias[..., 2 * S:] = g.reshape(2, 1, -1)
-    x = m.normalise_inputs(torch.randn(5, S), torch.randn(5, A))
-    mean, _ = m.forward_normalised(x)
+    g, x, mean = _gain_only_forward(m, S, A, A + S // 2)
     z = torch.cat([x[:, S:S + A], x[:, S // 2:S]], dim=-1)
     torch.testing.assert_close(mean, (g * z[None, :, None, :]).sum(-1))
     with pytest.raises(ValueError, match='affine_inputs'):
@@ -50,13 +56,7 @@ def test_rigid_body_head_multiplies_velocity_products():
     m = make_model(S, A, E=2, hidden=(8,), affine_inputs='rigid_body', angle_features=3)
     Z = A + 3 + 6
     assert m.config.affine_dim == Z
-    g = torch.randn(2, 1, S, Z)
-    with torch.no_grad():
-        m.out.weight.zero_()
-        m.out.bias.zero_()
-        m.out.bias[..., 2 * S:] = g.reshape(2, 1, -1)
-    x = m.normalise_inputs(torch.randn(5, S), torch.randn(5, A))
-    mean, _ = m.forward_normalised(x)
+    g, x, mean = _gain_only_forward(m, S, A, Z)
     qd = x[:, 3:S]
     pairs = [qd[:, i] * qd[:, j] for i in range(3) for j in range(i, 3)]
     z = torch.cat([x[:, S:S + A], qd, torch.stack(pairs, -1)], dim=-1)

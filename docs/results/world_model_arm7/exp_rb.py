@@ -6,6 +6,7 @@ from mbrl_ros.core.dynamics.ensemble import ProbabilisticEnsemble, EnsembleConfi
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.data.dataset import TransitionDataset
 from mbrl_ros.core.runtime.evaluate import open_loop_ee_error
+from score import TorchRuntime, metrics
 
 p = argparse.ArgumentParser()
 p.add_argument('--data', default='runs/s3m/train20k.npz')
@@ -76,19 +77,8 @@ mc = EnsembleConfig(state_dim=S, action_dim=A, ensemble_size=a.E, hidden_sizes=[
 tc = T.TrainConfig(max_epochs=a.epochs, lr=a.lr, weight_decay=a.wd, nll_beta=a.beta, bootstrap=a.boot, patience=1000, batch_size=a.bs)
 res = T.train_ensemble(tr, ho, mc, tc, progress=False)
 m = res.model
-class RT:
-    def predict(self, s, act):
-        with torch.no_grad():
-            mu, lv = m(torch.as_tensor(np.asarray(s, np.float32)), torch.as_tensor(np.asarray(act, np.float32)))
-        return mu.numpy(), lv.numpy()
-rt = RT()
-def metr(d, nmax=4000):
-    s, act, ns = d.states[:nmax], d.actions[:nmax], d.next_states[:nmax]
-    D = ns - s
-    mu, lv = rt.predict(s, act)
-    pm = mu.mean(0); var = np.exp(lv).mean(0) + mu.var(0)
-    nr = np.sqrt(((pm - D) ** 2).mean(0)) / D.std(0)
-    return nr, (np.abs(D - pm) <= 2 * np.sqrt(var)).mean()
+rt = TorchRuntime(m)
+metr = lambda d: metrics(rt, d)
 out = {'args': vars(a), 'wall': round(res.wall_time_s, 1)}
 for name, d in (('train', tr), ('hold', ho), ('eval', ev)):
     nr, cal = metr(d)

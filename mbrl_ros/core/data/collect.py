@@ -2,9 +2,8 @@
 
 Episodes start at rest from random configurations outside the exploration's limit-push band; each
 control period (dt = 0.02 s) the exploration command is held for dt * physics_rate_hz physics
-steps, and the state is read
-with `observe()` (the same noisy measurement a ROS node would publish), so the transitions
-look like the ones a recorder gets from /joint_states.
+steps, and the state is read with `observe()` (the same noisy measurement a ROS node would
+publish), so the transitions look like the ones a recorder gets from /joint_states.
 """
 from __future__ import annotations
 
