@@ -184,3 +184,47 @@ def test_model_swap_during_a_reach_keeps_every_period_and_mode_mpc(launch_system
         assert probe.get_param('/world_model', 'model_dir') == str(b)
         assert int(on_b['/mpc_controller']['model_swaps']) >= 2   # A at start, then B
     assert system.returncode == 0, system.output_text()[-3000:]
+
+
+@pytest.mark.skipif(_shipped_arm3() is None, reason='needs the shipped trained models/arm3 bundle')
+def test_a_respawned_world_model_serves_the_bundle_swapped_in_live(launch_system, tmp_path):
+    """SIGKILL world_model after a live swap to B: the launch respawns it, and it serves B again (not the
+    launch's model_dir A), so the followers stay on B; `model_dir` reads B. A new launch starts from A."""
+    import signal
+    a = Path(shutil.copytree(_shipped_arm3(), tmp_path / 'a')).resolve()
+    b = _perturbed_copy(a, tmp_path / 'b').resolve()
+    env = {'ROS_HOME': str(tmp_path / 'ros_home')}   # the memory files go here, not into ~/.ros
+    args = {'robot': 'arm3', 'model_dir': str(a), 'respawn_delay': 0.5}
+    with launch_system('sim_arm.launch.yaml', args=args, wait_topics=WAIT, timeout=90, env=env) as system:
+        probe = system.probe
+        active = probe.subscribe('/mbrl/world_model/active_model', String, LATCHED)
+        diags = probe.subscribe('/diagnostics', DiagnosticArray, 100)
+        assert probe.wait_until(lambda: bool(active) and str(a) in active[-1][1].data, 30)
+        ok, why = probe.set_param('/world_model', 'model_dir', str(b))
+        assert ok, why
+        assert probe.wait_until(lambda: str(b) in active[-1][1].data, 10)
+        t_swap = time.time()
+        assert probe.wait_until(lambda: str(b) in (_status(diags, '/mpc_controller', t_swap) or {}).get('model', ''),
+                                15), system.output_text()[-3000:]
+        old = system.pid('world_model')
+        system.kill('world_model', signal.SIGKILL)
+        assert probe.wait_until(lambda: system.pids().get('world_model') not in (None, old), 30), \
+            system.output_text()[-3000:]
+        assert system.wait_for_output(r'\[world_model\].*respawned: resuming ' + str(b), 60), \
+            system.output_text()[-3000:]
+        t_back = time.time()
+        # The new process announces B (latched); nothing announces A meanwhile.
+        assert probe.wait_until(lambda: (_status(diags, '/world_model', t_back) or {}).get('active_model', '')
+                                .startswith(f'{b} '), 30), system.output_text()[-3000:]
+        assert probe.get_param('/world_model', 'model_dir') == str(b)
+        assert all(str(a) not in m.data for t, m in list(active) if t > t_swap), [m.data for _, m in active]
+        time.sleep(1.5)
+        st = _status(diags, '/mpc_controller', time.time() - 1.2)
+        assert st and str(b) in st['model'], st
+    assert system.returncode == 0, system.output_text()[-3000:]
+    # A second launch (a new respawn_memory_key) starts from its model_dir, whatever the first one swapped.
+    with launch_system('sim_arm.launch.yaml', args=args,
+                       wait_topics=['/mbrl/world_model/active_model'], timeout=90, env=env) as system:
+        active = system.probe.subscribe('/mbrl/world_model/active_model', String, LATCHED)
+        assert system.probe.wait_until(lambda: bool(active) and active[-1][1].data.startswith(f'{a} '), 30), \
+            [m.data for _, m in active]

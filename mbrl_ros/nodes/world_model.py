@@ -6,7 +6,9 @@ latched /active_model ("<path> <sha256>"). Setting `model_dir` validates the new
 the set-parameters callback (every check of mbrl_ros.core.runtime.bundle); a bundle that fails
 is refused with the failed check named and the old model keeps serving; a good one is swapped
 in atomically after the change is accepted. The node is single-threaded (see main()), so
-predictions pause while a new bundle is being validated.
+predictions pause while a new bundle is being validated. A bundle swapped in live survives a
+respawn by the launcher (mbrl_ros.ros.respawn_memory): the new process validates it again and serves
+it, instead of going back to the configured `model_dir` and taking every follower with it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
@@ -28,6 +31,7 @@ from mbrl_ros.ros.model_source import (configured_roots, default_model_roots, mo
                                         resolve_model_dir)
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
+from mbrl_ros.ros.respawn_memory import RespawnMemory
 
 # The roots' default and spec are shared with the followers (mbrl_ros.ros.model_source);
 # `_default_roots` stays importable under its old name.
@@ -47,6 +51,9 @@ SPECS = [
     Param('error_window', 200, 'number of settled predictions in the running RMSE', range=(1, 100000),
           dynamic=False),
     hang_timeout_param(),
+    Param('respawn_memory_key', '', "unique per launch (the launch files pass $(anon launch)): respawned "
+          'within the same launch, the node serves the bundle last swapped in live (validated again) instead of '
+          "model_dir; '' = always start from model_dir", dynamic=False),
 ]
 
 
@@ -62,7 +69,13 @@ class WorldModelNode(Node):
         self.roots = self._roots()
         self.names = list(self.robot.joint_names)
         self.dof = self.robot.dof
-        self.bundle = self._load_at_start()
+        self.memory = None
+        if self.params['respawn_memory_key']:
+            self.memory = RespawnMemory(self.get_fully_qualified_name(), self.params['respawn_memory_key'])
+            self.memory.prune()
+        self._syncing = False           # True while model_dir is set to a resumed bundle's value
+        resumed = self._resume()
+        self.bundle = resumed[1] if resumed else self._load_at_start()
         self._pending = None            # validated in on_validate, swapped in on_applied
         self._lock = threading.Lock()   # guards the tracker against the diagnostics timer
         self.tracker = PredictionErrorTracker(self.dof, window=self.params['error_window'],
@@ -85,6 +98,12 @@ class WorldModelNode(Node):
         self.create_subscription(Float64MultiArray, '/forward_effort_controller/commands', self._on_command,
                                  CONTROL)
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
+        if resumed:  # model_dir then tells what is served (already loaded: no second validation)
+            self._syncing = True
+            try:
+                self.set_parameters([Parameter('model_dir', Parameter.Type.STRING, resumed[0])])
+            finally:
+                self._syncing = False
         self._publish_active()
         # After the startup bundle is loaded. A model swap validates inside the executor (0.1-1 s):
         # far below any allowed timeout.
@@ -115,8 +134,24 @@ class WorldModelNode(Node):
                         f'--robot {self.robot.name} --out models/{self.robot.name}` or set model_dir')
             raise StartupError(f'cannot load the model bundle {path}: {exc}{hint}') from exc
 
+    def _resume(self):
+        """(model_dir value, bundle) swapped in live before this process was respawned, or None."""
+        value = self.memory.recall('model_dir') if self.memory is not None else None
+        if value is None or value == self.params['model_dir']:
+            return None
+        from mbrl_ros.core.runtime.bundle import BundleError
+        try:
+            bundle = self._load(value)
+        except BundleError as exc:
+            self.get_logger().warning(f'not resuming {value!r}, the bundle swapped in before this restart: {exc}; '
+                                      f"starting from model_dir {self.params['model_dir']!r}")
+            return None
+        self.get_logger().info(f'respawned: resuming {bundle.identity}, swapped in live before the restart '
+                               f"(configured model_dir {self.params['model_dir']!r}; memory {self.memory.path})")
+        return value, bundle
+
     def _validate(self, changes: dict):
-        if 'model_dir' not in changes:
+        if 'model_dir' not in changes or self._syncing:
             return None
         from mbrl_ros.core.runtime.bundle import BundleError
         try:
@@ -135,9 +170,10 @@ class WorldModelNode(Node):
         return None
 
     def _applied(self, changes: dict) -> None:
-        if 'model_dir' not in changes or self._pending is None or self._pending[0] != changes['model_dir']:
+        if 'model_dir' not in changes or self._syncing or self._pending is None \
+                or self._pending[0] != changes['model_dir']:
             return
-        _, bundle = self._pending
+        value, bundle = self._pending
         self._pending = None
         old = self.bundle
         self.bundle = bundle  # one reference assignment: a prediction in flight keeps the model it took
@@ -147,6 +183,11 @@ class WorldModelNode(Node):
         self.counts['swaps'] += 1
         self._publish_active()
         self.get_logger().info(f'swapped model: {old.identity} -> {bundle.identity}')
+        if self.memory is not None:
+            try:
+                self.memory.remember('model_dir', value)
+            except OSError as exc:  # the swap stands; only a respawn would not know it
+                self.get_logger().warning(f'cannot record the swap for a respawn ({self.memory.path}): {exc}')
 
     def _publish_active(self) -> None:
         self._pub_active.publish(String(data=self.bundle.identity))
