@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument('--robot', default='arm3')
     ap.add_argument('--good', default='', help="the good bundle (default: the shipped models/<robot>)")
     ap.add_argument('--keep', action='store_true', help='keep the generated bundles (path printed)')
+    ap.add_argument('--launch-arg', action='append', default=[], metavar='NAME:=VALUE',
+                    help='another sim_arm.launch.yaml argument, e.g. control_thread_priority:=20 (repeatable)')
     args = ap.parse_args(argv)
 
     isolate_ros_session()
@@ -48,8 +50,9 @@ def main(argv=None) -> int:
                         ignore=shutil.ignore_patterns('*.png'))
         bad = make_bad_bundles(good, good.parent / 'bad', args.count, outside=work / 'outside', seed=args.seed)
         print(f'{describe_isolation()}; {len(bad)} bad bundles under {work}', flush=True)
+        extra = dict(a.split(':=', 1) for a in args.launch_arg)
         system = LaunchedSystem('sim_arm.launch.yaml', {'robot': args.robot, 'model_dir': str(good),
-                                                        'respawn': False},   # a death must show
+                                                        'respawn': False, **extra},   # a death must show
                                 STACK_TOPICS, timeout=180, echo=False)
         system.start()
         try:

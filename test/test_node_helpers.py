@@ -1,5 +1,7 @@
 """ROS-free helpers of the control nodes: the active_model follower, JointState reading,
 Param specs from the core settings, the workspace goal check, and the paced control loop."""
+import os
+import sys
 import time
 
 import numpy as np
@@ -228,3 +230,46 @@ def test_control_loop_wait_between_cycles_returns_after_a_cycle():
         loop.stop()
     t0 = time.monotonic()
     assert loop.wait_between_cycles(1.0) is False and time.monotonic() - t0 < 0.1
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='SCHED_FIFO is Linux')
+def test_control_loop_priority_is_granted_to_its_thread_only_or_refused_with_the_reason(monkeypatch):
+    seen = []
+    loop = ControlLoop(lambda: seen.append((os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)), 100.0,
+                       priority=7)
+    loop.start()
+    try:
+        assert _wait_for(lambda: seen, 2.0)
+    finally:
+        loop.stop()
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER      # the caller's thread is untouched
+    if loop.scheduling.startswith('SCHED_FIFO'):           # CAP_SYS_NICE here (root): granted
+        assert loop.scheduling == 'SCHED_FIFO 7' and seen[0] == (os.SCHED_FIFO, 7)
+    else:                                                  # no capability: said why, normal scheduler
+        assert 'refused' in loop.scheduling and seen[0][0] == os.SCHED_OTHER
+
+    def refuse(*_):
+        raise PermissionError(1, 'Operation not permitted')
+    monkeypatch.setattr(os, 'sched_setscheduler', refuse)
+    seen.clear()
+    loop = ControlLoop(lambda: seen.append(os.sched_getscheduler(0)), 100.0, priority=7)
+    loop.start()
+    try:
+        assert _wait_for(lambda: seen, 2.0)     # the loop runs anyway
+    finally:
+        loop.stop()
+    assert seen[0] == os.SCHED_OTHER
+    assert loop.scheduling.startswith('normal (SCHED_FIFO 7 refused:') and 'Operation not permitted' in loop.scheduling
+    plain = ControlLoop(lambda: None, 100.0)
+    plain.start()
+    plain.stop()
+    assert plain.scheduling == 'normal'
+
+
+def _wait_for(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return False

@@ -41,6 +41,8 @@ def add_arguments(p):
     p.add_argument('--compare', action='store_true',
                    help='also run the ROS-free loop on the same (start, goal) pairs')
     p.add_argument('--launch-file', default='sim_arm.launch.yaml')
+    p.add_argument('--launch-arg', action='append', default=[], metavar='NAME:=VALUE',
+                   help='another launch argument, e.g. control_thread_priority:=20; repeatable')
     p.add_argument('--log', default=None, metavar='FILE', help="the stack's output (default: a temp file)")
     p.add_argument('--startup-timeout', type=float, default=120.0)
     p.add_argument('--json', action='store_true')
@@ -80,8 +82,12 @@ def run(args) -> int:
         print(f'mbrl-ros bench ros-closed-loop: {why}')
         return 2
     _, _, goals = sample_goals(robot, args.goals, args.seed)
+    bad = [a for a in args.launch_arg if ':=' not in a]
+    if bad:
+        print(f'mbrl-ros bench ros-closed-loop: --launch-arg takes NAME:=VALUE, got {bad[0]!r}')
+        return 2
     result = run_ros(robot, model_dir, goals, args.settle, sets, args.launch_file, args.log,
-                     args.startup_timeout)
+                     args.startup_timeout, args.launch_arg)
     if 'error' in result:
         print(f"mbrl-ros bench ros-closed-loop: {result['error']}")
         return 1
@@ -125,7 +131,7 @@ def run(args) -> int:
 
 # ---- the ROS run ----------------------------------------------------------------------------------
 def run_ros(robot, model_dir: Path, goals, settle_s: float, sets: list, launch_file: str, log_path,
-            startup_timeout: float) -> dict:
+            startup_timeout: float, launch_args: list = ()) -> dict:
     import subprocess
     import tempfile
 
@@ -135,7 +141,7 @@ def run_ros(robot, model_dir: Path, goals, settle_s: float, sets: list, launch_f
     isolate_ros_session()
     log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix='ros_closed_loop_')) / 'launch.log'
     cmd = [sys.executable, '-m', 'mbrl_ros.cli', 'launch', launch_file, f'robot:={robot.name}',
-           f'model_dir:={model_dir.resolve()}', '--log-dir', str(log_path.parent / 'logs')]
+           f'model_dir:={model_dir.resolve()}', *launch_args, '--log-dir', str(log_path.parent / 'logs')]
     print(f'[bench] starting {launch_file} (output: {log_path})', file=sys.stderr, flush=True)
     with open(log_path, 'wb') as log:
         stack = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -58,6 +58,9 @@ def add_arguments(p):
     g.add_argument('--nll-beta', type=float, default=d.nll_beta,
                    help=f'beta-NLL weighting of the training loss (default {d.nll_beta}; 0: plain Gaussian NLL)')
     g.add_argument('--weight-decay', type=float, default=d.weight_decay, help=f'AdamW weight decay (default {d.weight_decay})')
+    g.add_argument('--calibrate-on', choices=('exploration', 'all'), default=d.calibrate_on,
+                   help='holdout episodes the 2-sigma band is calibrated on: the random exploration (drawn like '
+                        "evaluate-model's held-out data; default) or all, on-policy included")
     g.add_argument('--max-train-time', type=float, default=None, help='wall-clock cap per training (s)')
     g.add_argument('--threads', type=int, default=d.threads)
     g = p.add_argument_group('planner of the on-policy episodes (fixed population: reproducible data)')
@@ -105,7 +108,7 @@ def run(args) -> int:
                           invariant_joints=_ints(args.invariant_joints, '--invariant-joints')
                           if args.invariant_joints else [],
                           epochs=args.epochs, patience=args.patience, nll_beta=args.nll_beta,
-                          weight_decay=args.weight_decay,
+                          weight_decay=args.weight_decay, calibrate_on=args.calibrate_on,
                           max_train_time_s=args.max_train_time,
                           threads=args.threads,
                           planner={'planner': args.planner, 'horizon': args.horizon, 'num_samples': args.samples,

@@ -32,7 +32,7 @@ from std_msgs.msg import String
 from mbrl_ros.core.estimation import DelayCompensator
 from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
 from mbrl_ros.core.planning.mpc import ALIASES
-from mbrl_ros.ros.control_loop import ControlLoop
+from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
@@ -69,6 +69,7 @@ SPECS = [
     *params_from_settings(PlannerConfig, include=_PLANNER_FIELDS),
     *params_from_settings(CostWeights, rename=_RENAME),
     hang_timeout_param(),
+    control_priority_param(),
 ]
 
 
@@ -108,7 +109,8 @@ class MpcControllerNode(LifecycleNode):
         self._param_changes: dict = {}   # accepted changes waiting for the loop
         self._param_lock = threading.Lock()
         self._active = False
-        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='mpc')
+        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='mpc',
+                                priority=self.params['control_thread_priority'])
         self._subs: list = []
         self._pub_cmd = self._pub_plan = None
         self._plan_ms: deque = deque(maxlen=self.params['stats_window'])
@@ -146,6 +148,7 @@ class MpcControllerNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
         self.loop.start()
+        report_scheduling(self.loop, self.get_logger())
         self.get_logger().info(f"active: planning at {self.params['control_rate_hz']:g} Hz")
         return super().on_activate(state)
 
@@ -375,6 +378,7 @@ class MpcControllerNode(LifecycleNode):
             'last_refused_model': self.follower.last_refusal,
             'superseded_models': self.follower.superseded,
             'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
+            'control_thread': self.loop.scheduling,
             'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs,
             **self.counts,
         }

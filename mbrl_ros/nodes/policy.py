@@ -23,7 +23,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from mbrl_ros.ros.control_loop import ControlLoop
+from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
@@ -43,6 +43,7 @@ SPECS = [
     Param('stats_window', 2000, 'periods in the inference-time percentiles on /diagnostics',
           range=(10, 100000), dynamic=False),
     hang_timeout_param(),
+    control_priority_param(),
 ]
 
 
@@ -74,8 +75,10 @@ class PolicyNode(Node):
         self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL)
         self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10)
         self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED)
-        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='policy')
+        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='policy',
+                                priority=self.params['control_thread_priority'])
         self.loop.start()
+        report_scheduling(self.loop, self.get_logger())
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
         self.get_logger().info(f"policy for {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
@@ -207,6 +210,7 @@ class PolicyNode(Node):
                   'last_refused_model': self.follower.last_refusal,
                   'superseded_models': self.follower.superseded,
                   'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
+                  'control_thread': self.loop.scheduling,
                   'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs, **self.counts}
         if self.counts['internal_errors']:
             return ERROR, f"errors: {self._last['error']}", values

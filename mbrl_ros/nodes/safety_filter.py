@@ -29,7 +29,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
-from mbrl_ros.ros.control_loop import ControlLoop
+from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
@@ -54,6 +54,7 @@ SPECS = [
           range=(0.01, 60.0)),
     *params_from_settings(SafetySettings),
     hang_timeout_param(),
+    control_priority_param(),
 ]
 _SETTINGS = set(SafetySettings.__dataclass_fields__)
 
@@ -97,8 +98,10 @@ class SafetyFilterNode(Node):
             # not silently overwritten); the newest still wins, and its age is judged by its stamp.
             self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), SENSOR)
         self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED)
-        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='safety_filter')
+        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='safety_filter',
+                                priority=self.params['control_thread_priority'])
         self.loop.start()
+        report_scheduling(self.loop, self.get_logger())
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         # A hang exit sends nothing (no close(), no last command): the robot's command timeout acts,
         # as for a SIGKILL, and the respawned filter starts in hold (docs/safety_filter.md).
@@ -256,6 +259,7 @@ class SafetyFilterNode(Node):
         self.counts['late_resyncs'] = self.loop.resyncs
         self.counts['forwarded_on_arrival'] = self.loop.woken
         values = {'mode': self._mode or 'none', 'robot': self.robot.name, 'model': self.follower.identity,
+                  'control_thread': self.loop.scheduling,
                   **{f'periods_{m}': self.filter.mode_counts[m] for m in MODES}, **self.counts,
                   'last_refusal': self._last['refusal'], 'last_bad_input': self._last['bad_input'],
                   'last_refused_model': self.follower.last_refusal,

@@ -14,20 +14,46 @@ the state the command was planned from and the actuator). After a woken cycle th
 is one period plus `wake_grace` later, so a source running at the loop's rate drives the loop,
 and the deadline only fires when that source is late. Woken cycles are at least
 `min_interval` apart, which bounds the rate whatever floods the wake-ups.
+
+`priority` > 0 runs the loop thread (only it: not the executor, not the DDS threads) under Linux's
+SCHED_FIFO real-time policy at that priority, as ros2_control does for its update loop: on a
+busy machine the other processes then cannot preempt a cycle. It needs CAP_SYS_NICE (root) or an
+rtprio limit (`ulimit -r`, /etc/security/limits.conf); without them the loop says so in
+`scheduling` and runs under the normal scheduler. The kernel's RT throttling
+(sched_rt_runtime_us, 95 % by default) still leaves the core to others if a cycle never ended.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Callable, Optional
 
 from mbrl_ros.core.sim import Pacer
+from mbrl_ros.ros.parameters import Param
+
+
+def control_priority_param() -> Param:
+    """`control_thread_priority`, declared by every node with a ControlLoop (static: read at start)."""
+    return Param('control_thread_priority', 0,
+                 'SCHED_FIFO real-time priority of the control loop thread (1-98), so that other processes '
+                 'cannot preempt a control cycle; needs CAP_SYS_NICE or an rtprio limit, else the normal '
+                 'scheduler with a warning. 0: the normal scheduler', range=(0, 98), dynamic=False)
+
+
+def report_scheduling(loop: 'ControlLoop', logger) -> None:
+    """One log line when a real-time priority was asked for: granted (info) or refused (warning)."""
+    if loop.priority > 0:
+        (logger.info if loop.scheduling.startswith('SCHED_FIFO') else logger.warning)(
+            f'control thread: {loop.scheduling}')
 
 
 class ControlLoop:
     def __init__(self, step: Callable[[], None], rate_hz: float, name: str = 'control',
-                 resync_after_s: float = 0.1, wake_grace: float = 0.25, min_interval: float = 0.5):
-        """`wake_grace`, `min_interval`: fractions of the period (see the module docstring)."""
+                 resync_after_s: float = 0.1, wake_grace: float = 0.25, min_interval: float = 0.5,
+                 priority: int = 0):
+        """`wake_grace`, `min_interval`: fractions of the period; `priority`: SCHED_FIFO priority of the
+        loop thread, 0 = the normal scheduler (see the module docstring)."""
         self._step = step
         self._name = name
         self._resync_after = resync_after_s
@@ -43,6 +69,9 @@ class ControlLoop:
         self.cycles = 0
         self.resyncs = 0
         self.woken = 0   # cycles started by wake() rather than by the deadline
+        self.priority = int(priority)
+        self.scheduling = 'normal'   # what the loop thread got (set when it starts)
+        self._scheduled = threading.Event()
 
     @property
     def running(self) -> bool:
@@ -71,8 +100,10 @@ class ControlLoop:
             return
         self._stop.clear()
         self._wake.clear()
+        self._scheduled.clear()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
+        self._scheduled.wait(1.0)   # so `scheduling` is known to whoever logs it next
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop and wait for the cycle in progress (if any) to finish."""
@@ -83,7 +114,18 @@ class ControlLoop:
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
 
+    def _set_scheduling(self) -> None:
+        if self.priority > 0:
+            try:  # pid 0: on Linux the sched_* calls act on the calling thread
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
+                self.scheduling = f'SCHED_FIFO {self.priority}'
+            except (OSError, AttributeError) as exc:
+                self.scheduling = (f'normal (SCHED_FIFO {self.priority} refused: {exc}; needs CAP_SYS_NICE or '
+                                   "an rtprio limit, `ulimit -r`)")
+        self._scheduled.set()
+
     def _run(self) -> None:
+        self._set_scheduling()
         pacer = self._pacer()
         while not self._stop.is_set():
             if self._new_rate is not None:

@@ -105,8 +105,10 @@ def write_yaml(path, meta: dict) -> None:
 def train_bundle(dataset, robot, out_dir, model_cfg: EnsembleConfig, train_cfg: TrainConfig,
                  holdout_frac: float = 0.1, source: str = '', command: str = '',
                  horizon: int = 15, progress: bool = True, partitioned: bool = True,
-                 log=print) -> dict:
-    """Train, export and evaluate; the bundle appears at out_dir only once it validates."""
+                 log=print, calibration_episodes=None, calibration_data: str = '') -> dict:
+    """Train, export and evaluate; the bundle appears at out_dir only once it validates.
+    `calibration_episodes`: episode ids of `dataset` whose holdout part the variance is calibrated on
+    (`calibration_data` says what they are); default: the whole holdout."""
     from mbrl_ros.core.runtime.bundle import load_bundle
     from mbrl_ros.core.runtime.evaluate import evaluate
 
@@ -114,7 +116,14 @@ def train_bundle(dataset, robot, out_dir, model_cfg: EnsembleConfig, train_cfg: 
     train, holdout = dataset.split_by_episode(holdout_frac, seed=train_cfg.seed)
     log(f'training on {len(train)} transitions ({train.num_episodes} episodes), '
         f'holdout {len(holdout)} ({holdout.num_episodes} episodes)')
-    res = train_ensemble(train, holdout, model_cfg, train_cfg, progress=progress)
+    calibration, calib_note = None, 'the holdout'
+    if calibration_episodes is not None:
+        part = holdout.subset(np.isin(holdout.episode, np.asarray(calibration_episodes)))
+        if len(part):
+            calibration, calib_note = part, f'the holdout episodes of {calibration_data or "a part of the data"}'
+        else:
+            log(f'no holdout episode of {calibration_data or "the calibration part"}: calibrating on the whole holdout')
+    res = train_ensemble(train, holdout, model_cfg, train_cfg, progress=progress, calibration=calibration)
     log(f'trained in {res.wall_time_s:.1f} s, {res.epochs_run} epochs (stopped: {res.stopped}), '
         f'best epoch per member {res.best_epoch}')
 
@@ -129,6 +138,8 @@ def train_bundle(dataset, robot, out_dir, model_cfg: EnsembleConfig, train_cfg: 
                     'stopped': res.stopped, 'best_epoch_per_member': res.best_epoch,
                     'parameters': res.model.num_parameters(),
                     'train_transitions': int(len(train)), 'holdout_transitions': int(len(holdout)),
+                    'calibrated_on': {'data': calib_note,
+                                      'transitions': int(len(holdout if calibration is None else calibration))},
                     'onnx_parity_max_error': max(v['parity_max_error'] for v in files.values())}
         meta = bundle_meta(robot, model_cfg, train_cfg, dataset.dt, files, _data_summary(dataset, source),
                            training, command, train_cfg.seed)

@@ -89,7 +89,9 @@ def holdout_metrics(model: ProbabilisticEnsemble, x: torch.Tensor, y: torch.Tens
 
 
 def train_ensemble(train, holdout, model_config: EnsembleConfig, config: TrainConfig = TrainConfig(),
-                   progress: bool = True) -> TrainResult:
+                   progress: bool = True, calibration=None) -> TrainResult:
+    """`calibration`: the transitions the 2-sigma coverage is calibrated on (default: `holdout`); a
+    part of the holdout drawn like the data the model will be judged on."""
     t0 = time.monotonic()
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -175,6 +177,10 @@ def train_ensemble(train, holdout, model_config: EnsembleConfig, config: TrainCo
             p.copy_(b)
     model.eval()
     if config.calibrate_coverage:
+        if calibration is not None:
+            cx, cy = (torch.from_numpy(v) for v in arrays(calibration))
+            with torch.no_grad():
+                hx, hy = model.normalise_inputs(cx[:, :S], cx[:, S:]), model.normalise_targets(cy)
         model.logvar_offset.copy_(calibrate_variance(model, hx, hy, config.calibrate_coverage))
         history['logvar_offset'] = model.logvar_offset.tolist()
     return TrainResult(model, history, best_epoch, epoch, time.monotonic() - t0, stopped)
