@@ -138,7 +138,13 @@ def test_commands_are_stamped_with_the_planned_from_state(running):
     assert int(vals['iterations_last']) >= 1
 
 
+def _missed(h, after_commands: int) -> int:
+    """The node's own missed-period count, from a status that reports at least `after_commands`."""
+    return int(h.diag_values(timeout=5.0, predicate=lambda v: int(v['commands']) >= after_commands)['missed_periods'])
+
+
 def test_deactivate_stops_commands_activate_resumes(running):
+    missed0 = _missed(running, 0)
     assert running.transition(Transition.TRANSITION_DEACTIVATE)
     assert running.lifecycle() == State.PRIMARY_STATE_INACTIVE
     n = len(running.cmd)
@@ -147,6 +153,8 @@ def test_deactivate_stops_commands_activate_resumes(running):
     assert running.transition(Transition.TRANSITION_ACTIVATE)
     assert running.lifecycle() == State.PRIMARY_STATE_ACTIVE
     running.commands_flow(n=5)
+    # 0.8 s inactive (40 periods) is not a run of missed periods: the count starts again at activation.
+    assert _missed(running, int(running.diag_values()['commands']) + 1) - missed0 < 10
 
 
 def test_cleanup_and_configure_again_reloads_the_announced_model(running):
@@ -166,6 +174,7 @@ def test_cleanup_and_configure_again_reloads_the_announced_model(running):
 
 
 def test_stale_state_means_no_command(running):
+    missed0 = _missed(running, 0)
     running.feeding = False
     time.sleep(0.3)
     n = len(running.cmd)
@@ -175,6 +184,8 @@ def test_stale_state_means_no_command(running):
                                v['last_no_command'])
     running.feeding = True
     running.commands_flow(n=5)
+    # A goal and a model but no fresh state: those periods are missed (>= 0.6 s of silence: 30 periods).
+    assert _missed(running, int(running.diag_values()['commands']) + 1) - missed0 >= 25
 
 
 def _plan_lengths(h, duration=1.0):

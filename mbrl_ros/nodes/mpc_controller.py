@@ -32,6 +32,7 @@ from std_msgs.msg import String
 from mbrl_ros.core.estimation import DelayCompensator
 from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
 from mbrl_ros.core.planning.mpc import ALIASES
+from mbrl_ros.reliability.analysis import missed_in_gap
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -119,7 +120,8 @@ class MpcControllerNode(LifecycleNode):
         self._last_cmd = None            # (effort, ROS time published) of the last command
         self.counts = {'plans': 0, 'commands': 0, 'overruns': 0, 'no_command': 0, 'bad_states': 0,
                        'stale_states': 0, 'bad_goals': 0, 'model_swaps': 0, 'refused_models': 0,
-                       'internal_errors': 0}
+                       'internal_errors': 0, 'missed_periods': 0}
+        self._sent_mono: Optional[float] = None   # when the last command went out (None: idle since)
         self._last = {'iterations': 0, 'samples': 0, 'goal_distance': float('nan'), 'no_command': 'none',
                       'compensated_ms': 0.0,
                       'bad_input': 'none', 'error': 'none'}
@@ -154,7 +156,8 @@ class MpcControllerNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
-        self.loop.stop()  # waits for a plan in flight: no command after we report inactive
+        self.loop.stop()
+        self._sent_mono = None  # waits for a plan in flight: no command after we report inactive
         self.get_logger().info('inactive: no commands')
         return super().on_deactivate(state)
 
@@ -274,6 +277,8 @@ class MpcControllerNode(LifecycleNode):
         self._take_pending()
         why = self._why_no_plan()
         if why:
+            if self.mpc is None or self._goal is None:
+                self._sent_mono = None   # idle, not missing periods
             return self._no_command(why)
         sample, stamp = self._state
         t0 = time.perf_counter()
@@ -298,8 +303,17 @@ class MpcControllerNode(LifecycleNode):
         self._pub_cmd.publish(out)
         self._last_cmd = (np.asarray(res.command, dtype=np.float64), self._now())
         self.counts['commands'] += 1
+        self._count_missed_periods()
         if res.plan.ee_path is not None and self.counts['plans'] % self.params['plan_publish_every'] == 0:
             self._publish_plan(res.plan.ee_path, stamp)
+
+    def _count_missed_periods(self) -> None:
+        """Periods without a command, from this node's own send times (what a subscriber's receive
+        times add, its delays, is not in it): the definition of mbrl_ros.reliability.analysis."""
+        now = time.monotonic()
+        if self._sent_mono is not None:
+            self.counts['missed_periods'] += missed_in_gap(now - self._sent_mono, 1.0 / self.params['control_rate_hz'])
+        self._sent_mono = now
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -549,8 +549,15 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
     followers = ('mpc_controller', 'policy', 'safety_filter')
     follower = {n: grew(n, 'refused_models') for n in followers}
     superseded = {n: grew(n, 'superseded_models') for n in followers}
-    mpc_counts = {k: grew('mpc_controller', k, at_start) for k in ('plans', 'commands', 'no_command', 'stale_states',
-                                                         'overruns', 'loop_resyncs')}
+    def own_missed(a, b):
+        try:
+            return int(float(a.get('mpc_controller', {}).get('missed_periods', 0))) - \
+                int(float(b.get('mpc_controller', {}).get('missed_periods', 0)))
+        except ValueError:
+            return None
+    mpc_counts = {'baseline_missed_periods': own_missed(at_start, before)}
+    mpc_counts |= {k: grew('mpc_controller', k, at_start) for k in ('plans', 'commands', 'missed_periods', 'no_command',
+                                                                   'stale_states', 'overruns', 'loop_resyncs')}
     # Stamps are those of the states planned from: a gap here is one on the MPC's side (or the
     # state's), not a delay in this probe's executor.
     sgaps = np.diff(sorted(stamps)) if len(stamps) > 1 else np.array([])
@@ -633,6 +640,9 @@ def format_report(rep: SwapRunReport) -> str:
         f'{a.get("missed_periods", "?")} missed, max gap {a.get("max_gap_ms", nan):.0f} ms',
         f'  during the run, from the commands\' stamps (MPC side, probe delays excluded): '
         f'{sg.get("missed_periods", "?")} missed, max gap {sg.get("max_gap_ms", nan):.0f} ms',
+        f'  the MPC\'s own count (its send times; diagnostics each 1 s): baseline '
+        f'{rep.mpc_counts.get("baseline_missed_periods", "?")} missed, during the run '
+        f'{rep.mpc_counts.get("missed_periods", "?")} missed',
         f'  mpc_controller counters during the run: {rep.mpc_counts}',
         f'  announcements superseded before validation (superseded_models increase): {rep.follower_superseded}',
         'CPU (cores) per node, baseline -> run: '
