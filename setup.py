@@ -44,6 +44,7 @@ setup(
         'numpy>=1.24',
         'pyyaml>=6',
         'onnxruntime>=1.17',
+        'onnx>=1.15',   # the planner's mean-only graphs are cut from the bundle's graphs at load
         'mujoco>=3.1',
         'mcap>=1.1',
         'rosbags>=0.10',

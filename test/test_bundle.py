@@ -240,3 +240,24 @@ def test_dims_partitioned_graph_from_another_model(bundle, robot, tmp_path):
     shutil.copy(other / 'ensemble_partitioned.onnx', bundle / 'ensemble_partitioned.onnx')
     rehash(bundle, 'ensemble_partitioned.onnx')
     expect('dims', bundle, robot, 'ensemble_partitioned.onnx')
+
+
+def test_the_planners_mean_only_graphs_are_built_and_checked_at_load(bundle, robot, tmp_path, monkeypatch):
+    import mbrl_ros.core.runtime.ensemble as ens
+    b = load_bundle(bundle, robot)
+    assert b.ensemble.mean_session is not None and b.ensemble.partitioned_mean is not None
+    # A mean-only graph that is not the bundle's (here: another model's) is refused, naming the check.
+    other = write_bundle(tmp_path / 'other', robot, model=make_model(6, 3, seed=7))
+    monkeypatch.setattr(ens, 'mean_only_graph', lambda path: open(other / path.name, 'rb').read())
+    with pytest.raises(BundleError) as e:
+        load_bundle(bundle, robot)
+    assert e.value.check == 'test_inference' and 'mean-only' in str(e.value)
+
+    # Without the onnx package the means come from the full graphs: the bundle still loads.
+    def no_onnx(path):
+        raise ImportError('No module named onnx')
+    monkeypatch.setattr(ens, 'mean_only_graph', no_onnx)
+    b = load_bundle(bundle, robot)
+    assert b.ensemble.mean_session is None
+    s, a = np.zeros((2, 6), np.float32), np.zeros((2, 3), np.float32)
+    np.testing.assert_array_equal(b.ensemble.predict_mean(s, a), b.ensemble.predict(s, a)[0])

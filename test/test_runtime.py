@@ -146,3 +146,34 @@ def test_metrics_are_zero_on_data_the_model_generated(tmp_path):
     # A wrong model gives a large error: the metric can fail.
     rt_bad = _runtime(tmp_path / 'bad', make_model(6, 3, E=3, seed=5))
     assert evaluate(rt_bad, ds, robot, horizon=15)['one_step_nrmse'] > 0.5
+
+
+@pytest.mark.parametrize('affine', ['action', 'rigid_body'])
+def test_mean_only_graphs_give_the_full_graphs_means_without_the_variance_head(tmp_path, affine):
+    import onnx
+
+    from mbrl_ros.core.runtime.ensemble import mean_only_graph
+    rt = _runtime(tmp_path, make_model(S, A, E=E, affine_inputs=affine))
+    cut = onnx.load_from_string(mean_only_graph(tmp_path / 'ensemble.onnx'))
+    full = onnx.load(str(tmp_path / 'ensemble.onnx'))
+    assert [o.name for o in cut.graph.output] == ['mean']
+    assert 'Softplus' in {n.op_type for n in full.graph.node}                  # the log-variance bounds
+    assert 'Softplus' not in {n.op_type for n in cut.graph.node} and len(cut.graph.node) < len(full.graph.node)
+    onnx.checker.check_model(cut)
+    rng = np.random.default_rng(0)
+    s, a = rng.normal(size=(33, S)).astype(np.float32), rng.normal(size=(33, A)).astype(np.float32)
+    assert rt.mean_session is not None and rt.partitioned_mean is not None
+    np.testing.assert_array_equal(rt.predict_mean(s, a), rt.predict(s, a)[0])
+    ps, pa = rng.normal(size=(E, 7, S)).astype(np.float32), rng.normal(size=(E, 7, A)).astype(np.float32)
+    np.testing.assert_array_equal(rt.predict_partitioned_mean(ps, pa), rt.predict_partitioned(ps, pa)[0])
+    # The planner's paths take them (expectation and one member per sample) and agree with the full graphs.
+    from mbrl_ros.core.planning.rollout import EnsembleDynamics
+    lazy = EnsembleRuntime(tmp_path / 'ensemble.onnx', partitioned_path=tmp_path / 'ensemble_partitioned.onnx',
+                           mean_only=False)
+    assert lazy.mean_session is None
+    x, u = rng.normal(size=(40, S)), rng.normal(size=(40, A))
+    for prop in ('expectation', 'tsinf'):
+        fast, slow = EnsembleDynamics(rt, propagation=prop), EnsembleDynamics(lazy, propagation=prop)
+        fast.begin_rollout(40, np.random.default_rng(3))
+        slow.begin_rollout(40, np.random.default_rng(3))
+        np.testing.assert_allclose(fast.step(x, u)[0], slow.step(x, u)[0], rtol=1e-6, atol=1e-6)

@@ -185,16 +185,23 @@ class EnsembleDynamics:
             self._in_a = np.empty((b * e, self.action_dim), np.float32)
         self._in_s[:] = states[src]
         self._in_a[:] = actions[src]
-        mean, logvar = self.runtime.predict_partitioned(self._in_s.reshape(e, b, -1), self._in_a.reshape(e, b, -1))
-        delta = mean.reshape(b * e, -1)
+        ins = (self._in_s.reshape(e, b, -1), self._in_a.reshape(e, b, -1))
         if self.sample_aleatoric:
-            delta = delta + np.exp(0.5 * logvar.reshape(b * e, -1)) * self._rng.standard_normal(
-                delta.shape, dtype=np.float32)
+            mean, logvar = self.runtime.predict_partitioned(*ins)
+            delta = mean.reshape(b * e, -1) + np.exp(0.5 * logvar.reshape(b * e, -1)) * self._rng.standard_normal(
+                (b * e, mean.shape[-1]), dtype=np.float32)
+        else:
+            delta = self._partitioned_mean(*ins).reshape(b * e, -1)
         out = delta[dst].astype(states.dtype)
         out += states
         if self._zeros.shape[0] != rows:
             self._zeros = np.zeros(rows)
         return out, self._zeros
+
+    def _partitioned_mean(self, states, actions):
+        if hasattr(self.runtime, 'predict_partitioned_mean'):
+            return self.runtime.predict_partitioned_mean(states, actions)
+        return self.runtime.predict_partitioned(states, actions)[0]
 
     def _slots_for(self, rows: int, b: int, rot: int) -> tuple[np.ndarray, np.ndarray]:
         """(src, dst): slot k = e·b + i of the member-major input holds row src[k]; row r's
@@ -215,7 +222,10 @@ class EnsembleDynamics:
         if self._one_member_per_row:
             return self._step_one_member(states, actions)
         if self.propagation == 'expectation':
-            mean, logvar = self.runtime.predict(states, actions)
+            if self.sample_aleatoric or not hasattr(self.runtime, 'predict_mean'):
+                mean, logvar = self.runtime.predict(states, actions)
+            else:   # no log-variance head: the mean-only graph (runtime.ensemble)
+                mean = self.runtime.predict_mean(states, actions)
             delta = mean.mean(axis=0)
             if self.sample_aleatoric:
                 var = np.exp(logvar).mean(axis=0) + mean.var(axis=0)

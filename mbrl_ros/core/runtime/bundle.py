@@ -196,10 +196,30 @@ def _test_batch(meta: dict, robot, n: int = 16) -> tuple[np.ndarray, np.ndarray]
 
 def _load_runtime(path: Path, partitioned: Path | None, threads: int) -> EnsembleRuntime:
     try:
-        return EnsembleRuntime(path, intra_op_threads=threads, partitioned_path=partitioned)
+        return EnsembleRuntime(path, intra_op_threads=threads, partitioned_path=partitioned, mean_only=False)
     except Exception as e:  # onnxruntime raises its own exception types for bad bytes
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BundleError('onnx_load', f'cannot load {path.name}: {first[:300]}') from e
+
+
+def _prepare_mean_only(rt: EnsembleRuntime, states, actions, means: list, pace) -> None:
+    """The planner's mean-only graphs (runtime.ensemble): built from the checked files, and their means
+    must be the full graphs' on the test batch."""
+    try:
+        rt.prepare_mean_only(pace)
+    except ImportError:   # no `onnx` package: the planner takes the means from the full graphs
+        rt.mean_session = rt.partitioned_mean = None
+        return
+    except Exception as e:
+        raise BundleError('onnx_load', f'cannot cut the graphs to their mean output: {str(e)[:300]}') from e
+    got = [rt.predict_mean(states, actions)]
+    if rt.partitioned is not None:
+        E = rt.ensemble_size
+        got.append(rt.predict_partitioned_mean(np.repeat(states[None], E, 0), np.repeat(actions[None], E, 0)))
+    for g, m in zip(got, means):
+        if g.shape != m.shape or not np.allclose(g, m, rtol=1e-5, atol=1e-6):
+            raise BundleError('test_inference', 'the mean-only graph does not give the full graph\'s mean on the '
+                              'test batch (a file changed while it was loaded?)')
 
 
 def _check_policy(path: Path, meta: dict) -> None:
@@ -379,5 +399,6 @@ def load_bundle(model_dir, robot=None, intra_op_threads: int = 1, roots=None,
         if not (np.isfinite(m).all() and np.isfinite(lv).all()):
             raise BundleError('test_inference', 'non-finite outputs (NaN/inf) on a test batch of '
                               f'{len(states)} plausible states')
+    _prepare_mean_only(rt, states, actions, [m for m, _ in checks], pace)
     return ModelBundle(path=path, meta=meta, ensemble=rt, sha256=digests[ENSEMBLE_FILE],
                        policy_path=policy, file_sha256=digests)
