@@ -430,6 +430,7 @@ class SwapRunReport:
     sent_gaps: dict = field(default_factory=dict)     # gaps between the commands' stamps (the MPC side)
     after: dict = field(default_factory=dict)  # period stats with no swaps, as long as the run, right after it
     cpu: dict = field(default_factory=dict)   # node -> (CPU cores used in the baseline, during the run)
+    scheduling: dict = field(default_factory=dict)   # node -> its control thread's scheduling (diagnostics)
 
 
 def period_stats(times: list, start: float, end: float, period: float) -> dict:
@@ -563,6 +564,7 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
     sgaps = np.diff(sorted(stamps)) if len(stamps) > 1 else np.array([])
     sent = {'missed_periods': int(sum(max(0, int(round(g / period)) - 1) for g in sgaps)),
             'max_gap_ms': float(1e3 * sgaps.max()) if len(sgaps) else float('nan')}
+    scheduling = {n: after.get(n, {}).get('control_thread', '?') for n in followers}
     in_use = {n: after.get(n, {}).get('model', after.get(n, {}).get('active_model', '?'))
               for n in ('world_model', 'mpc_controller', 'policy', 'safety_filter')}
     pgaps = np.diff([t for t in preds if t0 <= t <= t1])
@@ -574,7 +576,7 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
                      'max_gap_s': float(pgaps.max()) if len(pgaps) else float('nan'),
                      'after_last_refusal': sum(1 for t in preds if t > t_last)},
         follower_refusals=follower, models_in_use=in_use, mpc_counts=mpc_counts,
-        follower_superseded=superseded, sent_gaps=sent,
+        follower_superseded=superseded, sent_gaps=sent, scheduling=scheduling,
         cpu={n: (round((cpu1[n] - cpu0[n]) / (b1 - b0), 3), round((cpu2[n] - cpu1[n]) / (t1 - t0), 3))
              for n in cpu2 if n in cpu1 and n in cpu0})
 
@@ -644,6 +646,7 @@ def format_report(rep: SwapRunReport) -> str:
         f'{rep.mpc_counts.get("baseline_missed_periods", "?")} missed, during the run '
         f'{rep.mpc_counts.get("missed_periods", "?")} missed',
         f'  mpc_controller counters during the run: {rep.mpc_counts}',
+        f'  control threads: {rep.scheduling}',
         f'  announcements superseded before validation (superseded_models increase): {rep.follower_superseded}',
         'CPU (cores) per node, baseline -> run: '
         + '; '.join(f'{n} {x:.2f} -> {y:.2f}' for n, (x, y) in rep.cpu.items()),
