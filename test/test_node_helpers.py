@@ -273,3 +273,30 @@ def _wait_for(cond, timeout):
             return True
         time.sleep(0.005)
     return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='SCHED_FIFO is Linux')
+def test_prioritise_process_reaches_every_thread_and_the_ones_started_later():
+    """In a child process (the test process must keep its scheduling): every thread gets SCHED_FIFO,
+    or the refusal is reported and nothing changes."""
+    import subprocess
+    code = '''
+import os, threading, time
+from mbrl_ros.ros.control_loop import prioritise_process
+ev = threading.Event()
+t = threading.Thread(target=ev.wait, daemon=True); t.start()
+got = prioritise_process(6)
+late = []
+t2 = threading.Thread(target=lambda: late.append(os.sched_getscheduler(0))); t2.start(); t2.join()
+pols = {int(tid): os.sched_getscheduler(int(tid)) for tid in os.listdir('/proc/self/task')}
+print(got, sorted(set(pols.values())), late[0], os.SCHED_FIFO, os.SCHED_OTHER, prioritise_process(0))
+'''
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    fifo, other = int(words[-3]), int(words[-2])
+    assert words[-1] == 'normal'                                   # 0: nothing asked, nothing done
+    if out.stdout.startswith('SCHED_FIFO 6 ('):                     # granted (root here)
+        assert f'[{fifo}]' in out.stdout and int(words[-4]) == fifo   # every thread, and one started later
+    else:
+        assert out.stdout.startswith('normal (SCHED_FIFO 6 refused:') and f'[{other}]' in out.stdout

@@ -30,6 +30,7 @@ from std_srvs.srv import Trigger
 from mbrl_ros.core.commands import CommandWatchdog, check_command
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.sim import INTERFACES, Pacer, SimArm, SimError
+from mbrl_ros.ros.control_loop import control_priority_param, prioritise_process, report_priority
 from mbrl_ros.ros.conversions import SENSOR, sec_to_stamp
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
@@ -57,6 +58,7 @@ SPECS = [
     Param('initial_positions', None, 'start (and ~/reset) pose, one value per joint; empty: the '
           "robot's home keyframe", dynamic=False, type_hint='double_array'),
     hang_timeout_param(),
+    control_priority_param('every thread of the process (physics loop, DDS)'),
 ]
 
 # Best effort matches reliable and best-effort publishers alike; depth 1: the latest command wins.
@@ -116,6 +118,10 @@ class SimRobotNode(Node):
         self._running = True
         self._thread = threading.Thread(target=self._physics_loop, name='physics', daemon=True)
         self._thread.start()
+        # The arm's side of the loop (a real ros2_control driver runs real-time too): /joint_states
+        # and the command watchdog must not wait behind other processes.
+        self.scheduling = prioritise_process(p['control_thread_priority'])
+        report_priority(self.scheduling, self.get_logger(), 'threads')
         self.hang_watchdog = start_hang_watchdog(self, p['hang_timeout_s'])  # (self.watchdog: the command one)
         self.get_logger().info(
             f"simulating {self.robot.name} ({self.robot.dof} joints, {self.interface} interface) at "
@@ -252,6 +258,7 @@ class SimRobotNode(Node):
         values = {
             'robot': self.robot.name,
             'command_interface': self.interface,
+            'threads': self.scheduling,
             'real_time_factor': rtf,
             'publish_rate_hz': (published - pub0) / span,
             'sim_time_s': sim_t,

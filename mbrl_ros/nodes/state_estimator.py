@@ -15,6 +15,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 
 from mbrl_ros.core.estimation import DROP_KINDS, REJECT_KINDS, FilterConfig, JointStateEstimator
+from mbrl_ros.ros.control_loop import control_priority_param, prioritise_process, report_priority
 from mbrl_ros.ros.conversions import SENSOR, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
@@ -46,6 +47,7 @@ SPECS = [
           'filter: a longer gap between samples restarts the filter instead of extrapolating',
           range=(1e-3, 60.0)),
     hang_timeout_param(),
+    control_priority_param('every thread of the process (executor, DDS)'),
 ]
 
 # Best effort matches both reliable and best-effort publishers (a driver's choice), and a
@@ -81,6 +83,9 @@ class StateEstimatorNode(Node):
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
+        # On the state path to every controller: a state that waits behind other processes is old.
+        self.scheduling = prioritise_process(self.params['control_thread_priority'])
+        report_priority(self.scheduling, self.get_logger(), 'threads')
         self.get_logger().info(f'estimating {len(names)} joints {names}; waiting for /joint_states')
 
     # ---- configuration ------------------------------------------------------------------
@@ -171,6 +176,7 @@ class StateEstimatorNode(Node):
         span = max(now - w['t0'], 1e-9)
         values = {
             'joints': len(self._names),
+            'threads': self.scheduling,
             'published': self._published,
             'input_rate_hz': w['n'] / span,
             'callback_mean_ms': 1e3 * w['proc_sum'] / w['n'] if w['n'] else 0.0,

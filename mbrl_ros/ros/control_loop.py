@@ -33,19 +33,45 @@ from mbrl_ros.core.sim import Pacer
 from mbrl_ros.ros.parameters import Param
 
 
-def control_priority_param() -> Param:
-    """`control_thread_priority`, declared by every node with a ControlLoop (static: read at start)."""
+def control_priority_param(what: str = 'the control loop thread') -> Param:
+    """`control_thread_priority`, declared by the nodes on the control path (static: read at start)."""
     return Param('control_thread_priority', 0,
-                 'SCHED_FIFO real-time priority of the control loop thread (1-98), so that other processes '
-                 'cannot preempt a control cycle; needs CAP_SYS_NICE or an rtprio limit, else the normal '
+                 f'SCHED_FIFO real-time priority (1-98) of {what}, so that other processes '
+                 'cannot preempt it; needs CAP_SYS_NICE or an rtprio limit, else the normal '
                  'scheduler with a warning. 0: the normal scheduler', range=(0, 98), dynamic=False)
+
+
+def set_fifo(priority: int, tid: int = 0) -> str:
+    """SCHED_FIFO at `priority` for thread `tid` (0: the calling thread); returns what it got."""
+    try:  # on Linux the sched_* calls act on a thread id (0: the caller)
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+        return f'SCHED_FIFO {priority}'
+    except (OSError, AttributeError) as exc:
+        return (f'normal (SCHED_FIFO {priority} refused: {exc}; needs CAP_SYS_NICE or an rtprio limit, '
+                '`ulimit -r`)')
+
+
+def prioritise_process(priority: int) -> str:
+    """SCHED_FIFO for every thread of this process (the DDS threads too), for the light nodes on the
+    state path (sim_robot, state_estimator): a state that waits behind other processes makes every
+    controller downstream plan from an old one. Threads started later inherit it."""
+    if priority <= 0:
+        return 'normal'
+    got = [set_fifo(priority, int(tid)) for tid in os.listdir('/proc/self/task')] or [set_fifo(priority)]
+    refused = [g for g in got if not g.startswith('SCHED_FIFO')]
+    return refused[0] if refused else f'SCHED_FIFO {priority} ({len(got)} threads)'
+
+
+def report_priority(scheduling: str, logger, what: str = 'control thread') -> None:
+    """One log line for a real-time priority asked for: granted (info) or refused (warning)."""
+    if scheduling != 'normal':
+        (logger.info if scheduling.startswith('SCHED_FIFO') else logger.warning)(f'{what}: {scheduling}')
 
 
 def report_scheduling(loop: 'ControlLoop', logger) -> None:
     """One log line when a real-time priority was asked for: granted (info) or refused (warning)."""
     if loop.priority > 0:
-        (logger.info if loop.scheduling.startswith('SCHED_FIFO') else logger.warning)(
-            f'control thread: {loop.scheduling}')
+        report_priority(loop.scheduling, logger)
 
 
 class ControlLoop:
@@ -116,12 +142,7 @@ class ControlLoop:
 
     def _set_scheduling(self) -> None:
         if self.priority > 0:
-            try:  # pid 0: on Linux the sched_* calls act on the calling thread
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
-                self.scheduling = f'SCHED_FIFO {self.priority}'
-            except (OSError, AttributeError) as exc:
-                self.scheduling = (f'normal (SCHED_FIFO {self.priority} refused: {exc}; needs CAP_SYS_NICE or '
-                                   "an rtprio limit, `ulimit -r`)")
+            self.scheduling = set_fifo(self.priority)
         self._scheduled.set()
 
     def _run(self) -> None:
