@@ -33,7 +33,7 @@ from mbrl_ros.core.estimation import DelayCompensator
 from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
 from mbrl_ros.core.planning.mpc import ALIASES
 from mbrl_ros.reliability.analysis import missed_in_gap
-from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, report_scheduling
+from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
@@ -151,6 +151,8 @@ class MpcControllerNode(LifecycleNode):
         self._active = True
         self.loop.start()
         report_scheduling(self.loop, self.get_logger())
+        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
+        prioritise_process(self.params['control_thread_priority'])
         self.get_logger().info(f"active: planning at {self.params['control_rate_hz']:g} Hz")
         return super().on_activate(state)
 

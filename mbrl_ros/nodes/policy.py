@@ -23,7 +23,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, report_scheduling
+from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.goal import read_goal
@@ -79,6 +79,8 @@ class PolicyNode(Node):
                                 priority=self.params['control_thread_priority'])
         self.loop.start()
         report_scheduling(self.loop, self.get_logger())
+        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
+        prioritise_process(self.params['control_thread_priority'])
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
         self.get_logger().info(f"policy for {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "

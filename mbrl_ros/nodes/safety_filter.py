@@ -29,7 +29,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
-from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, report_scheduling
+from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
@@ -102,6 +102,8 @@ class SafetyFilterNode(Node):
                                 priority=self.params['control_thread_priority'])
         self.loop.start()
         report_scheduling(self.loop, self.get_logger())
+        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
+        prioritise_process(self.params['control_thread_priority'])
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         # A hang exit sends nothing (no close(), no last command): the robot's command timeout acts,
         # as for a SIGKILL, and the respawned filter starts in hold (docs/safety_filter.md).
