@@ -19,6 +19,7 @@ from mbrl_ros.ros.control_loop import ControlLoop
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import BundleFollower, parse_active_model, resolve_model_dir
 from mbrl_ros.ros.settings_params import params_from_settings
+from mbrl_ros.testing.ros_probe import RosProbe
 
 ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
 
@@ -239,7 +240,7 @@ def test_control_loop_priority_is_granted_to_its_thread_only_or_refused_with_the
                        priority=7)
     loop.start()
     try:
-        assert _wait_for(lambda: seen, 2.0)
+        assert RosProbe.wait_until(lambda: bool(seen), 2.0, period=0.005)
     finally:
         loop.stop()
     assert os.sched_getscheduler(0) == os.SCHED_OTHER      # the caller's thread is untouched
@@ -255,7 +256,7 @@ def test_control_loop_priority_is_granted_to_its_thread_only_or_refused_with_the
     loop = ControlLoop(lambda: seen.append(os.sched_getscheduler(0)), 100.0, priority=7)
     loop.start()
     try:
-        assert _wait_for(lambda: seen, 2.0)     # the loop runs anyway
+        assert RosProbe.wait_until(lambda: bool(seen), 2.0, period=0.005)     # the loop runs anyway
     finally:
         loop.stop()
     assert seen[0] == os.SCHED_OTHER
@@ -265,14 +266,6 @@ def test_control_loop_priority_is_granted_to_its_thread_only_or_refused_with_the
     plain.stop()
     assert plain.scheduling == 'normal'
 
-
-def _wait_for(cond, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='SCHED_FIFO is Linux')

@@ -158,8 +158,8 @@ class MpcControllerNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
-        self.loop.stop()
-        self._sent_mono = None  # waits for a plan in flight: no command after we report inactive
+        self.loop.stop()  # waits for a plan in flight: no command after we report inactive
+        self._sent_mono = None
         self.get_logger().info('inactive: no commands')
         return super().on_deactivate(state)
 

@@ -541,22 +541,17 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
         stamps = [s for t, s in cmd_stamps if t0 <= t <= t1]
     actives = world_model_actives()
 
-    def grew(node, key, since=None):
+    def grew(node, key, since=None, until=None):
         since = before if since is None else since
+        until = after if until is None else until
         try:
-            return int(float(after.get(node, {}).get(key, 0))) - int(float(since.get(node, {}).get(key, 0)))
+            return int(float(until.get(node, {}).get(key, 0))) - int(float(since.get(node, {}).get(key, 0)))
         except ValueError:
             return 0
     followers = ('mpc_controller', 'policy', 'safety_filter')
     follower = {n: grew(n, 'refused_models') for n in followers}
     superseded = {n: grew(n, 'superseded_models') for n in followers}
-    def own_missed(a, b):
-        try:
-            return int(float(a.get('mpc_controller', {}).get('missed_periods', 0))) - \
-                int(float(b.get('mpc_controller', {}).get('missed_periods', 0)))
-        except ValueError:
-            return None
-    mpc_counts = {'baseline_missed_periods': own_missed(at_start, before)}
+    mpc_counts = {'baseline_missed_periods': grew('mpc_controller', 'missed_periods', before, at_start)}
     mpc_counts |= {k: grew('mpc_controller', k, at_start) for k in ('plans', 'commands', 'missed_periods', 'no_command',
                                                                    'stale_states', 'overruns', 'loop_resyncs')}
     # Stamps are those of the states planned from: a gap here is one on the MPC's side (or the

@@ -32,24 +32,16 @@ import onnxruntime as ort
 MODES = ('mean', 'ts1', 'tsinf')
 
 
-def make_session(path, intra_op_threads: int = 1) -> ort.InferenceSession:
+def make_session(model, intra_op_threads: int = 1) -> ort.InferenceSession:
+    """A one-process CPU session for an ONNX file path or serialized model bytes."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(intra_op_threads)   # 0 = onnxruntime's choice (all cores)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=['CPUExecutionProvider'])
-
-
-def make_session_from_bytes(model: bytes, intra_op_threads: int = 1) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(intra_op_threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=opts, providers=['CPUExecutionProvider'])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                providers=['CPUExecutionProvider'])
 
 
 def mean_only_graph(path) -> bytes:
@@ -108,10 +100,10 @@ class EnsembleRuntime:
     def prepare_mean_only(self, pace=lambda: None) -> None:
         """Build the mean-only sessions (`pace()` is called before each: see load_bundle)."""
         pace()
-        self.mean_session = make_session_from_bytes(mean_only_graph(self.path), self._threads)
+        self.mean_session = make_session(mean_only_graph(self.path), self._threads)
         if self.partitioned is not None:
             pace()
-            self.partitioned_mean = make_session_from_bytes(mean_only_graph(self.partitioned_path), self._threads)
+            self.partitioned_mean = make_session(mean_only_graph(self.partitioned_path), self._threads)
 
     # --- raw inference -----------------------------------------------------------------------
     def predict(self, states, actions) -> tuple[np.ndarray, np.ndarray]:
@@ -163,12 +155,9 @@ class EnsembleRuntime:
             if not sample_aleatoric:
                 return states + self.predict_mean(states, actions).mean(0)
             mean, logvar = self.predict(states, actions)
-            d_mean = mean.mean(0)
-            if sample_aleatoric:
-                # Draw from the moment-matched predictive: aleatoric + epistemic variance.
-                var = np.exp(logvar).mean(0) + mean.var(0)
-                d_mean = d_mean + np.sqrt(var) * _rng(rng).standard_normal(d_mean.shape, dtype=np.float32)
-            return states + d_mean
+            # Draw from the moment-matched predictive: aleatoric + epistemic variance.
+            var = np.exp(logvar).mean(0) + mean.var(0)
+            return states + mean.mean(0) + np.sqrt(var) * _rng(rng).standard_normal(var.shape, dtype=np.float32)
         members = np.asarray(members)
         counts = np.bincount(members, minlength=E)
         if B % E == 0 and (counts == B // E).all():
