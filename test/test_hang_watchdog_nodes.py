@@ -19,7 +19,7 @@ import yaml
 
 from mbrl_ros.launch_runner import parse_launch_file
 from mbrl_ros.resources import find_resource
-from mbrl_ros.ros.hang_watchdog import MIN_TIMEOUT_S, hang_timeout_param
+from mbrl_ros.ros.hang_watchdog import MIN_TIMEOUT_S, TEARDOWN_TIMEOUT_S, hang_timeout_param
 
 NODES = ('sim_robot', 'state_estimator', 'world_model', 'mpc_controller', 'policy', 'safety_filter')
 LAUNCH_FILES = ('sim_arm.launch.yaml', 'real_arm.launch.yaml')
@@ -84,7 +84,8 @@ def test_sim_robot_is_not_respawned_under_sim_time():
 # ---- the node processes ----------------------------------------------------------------------------
 
 # Runs node `argv[1]` as its main() would, reporting when its watchdog is armed; once the file argv[2]
-# exists, the next publish() of any thread of the node blocks in a C call that holds the GIL.
+# exists, the next publish() of any thread of the node blocks in a C call that holds the GIL; when
+# argv[2] + '.teardown' exists, destroy_node() does (a teardown stuck in DDS).
 _NODE = textwrap.dedent("""
     import ctypes, importlib, os, sys
     import rclpy.publisher
@@ -103,6 +104,14 @@ _NODE = textwrap.dedent("""
             ctypes.PyDLL(None).sleep(60)
         return publish(self, msg)
     rclpy.publisher.Publisher.publish = stuck_publish
+    import rclpy.node
+    destroy = rclpy.node.Node.destroy_node
+    def stuck_destroy(self):
+        if os.path.exists(trigger + '.teardown'):
+            print('blocking in destroy_node', flush=True)
+            ctypes.PyDLL(None).sleep(60)
+        return destroy(self)
+    rclpy.node.Node.destroy_node = stuck_destroy
     sys.argv = [sys.argv[0], '--ros-args', *sys.argv[3:]]
     mod.main()
 """)
@@ -192,7 +201,8 @@ def test_every_node_stuck_in_publish_with_the_gil_held_exits_by_its_watchdog(tmp
 @pytest.mark.ros
 def test_nodes_with_the_watchdog_run_refuse_a_live_change_and_stop_cleanly(tmp_path):
     """On the session's own DDS (no trigger): each node runs well past its timeout, refuses a live change of the
-    static hang_timeout_s, and a SIGINT shutdown is not taken for a hang (exit 0, no stack dump)."""
+    static hang_timeout_s, prints its stacks on SIGUSR1 and runs on, and a SIGINT shutdown is not taken for a hang
+    (exit 0, no stack dump)."""
     from mbrl_ros.testing.ros_probe import RosProbe
     procs = _start_all(tmp_path / 'never', tmp_path, discovery='')
     try:
@@ -206,6 +216,11 @@ def test_nodes_with_the_watchdog_run_refuse_a_live_change_and_stop_cleanly(tmp_p
         time.sleep(TIMEOUT_S)
         for node in procs.values():
             assert node.proc.poll() is None, node.detail()
+            node.proc.send_signal(signal.SIGUSR1)   # the stacks, and the node runs on
+        time.sleep(1.0)
+        for node in procs.values():
+            assert node.proc.poll() is None, node.detail()
+            assert 'most recent call first' in node.err() and 'spin' in node.err(), node.detail()
         for node in procs.values():
             node.proc.send_signal(signal.SIGINT)
         for node in procs.values():
@@ -214,6 +229,38 @@ def test_nodes_with_the_watchdog_run_refuse_a_live_change_and_stop_cleanly(tmp_p
             assert 'Timeout' not in node.err(), node.detail()
     finally:
         _kill_all(procs)
+
+
+@pytest.mark.ros
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='ctypes.PyDLL(None) needs libc')
+def test_every_node_stuck_in_its_teardown_ends_itself_before_the_launchers_sigterm(tmp_path):
+    """A teardown stuck with the GIL held (destroy_node blocking in DDS) ends by the teardown deadline: exit 1,
+    the stacks naming the stuck frame, within the launchers' 5 s SIGINT grace instead of a SIGKILL later."""
+    trigger = tmp_path / 'stuck'
+    (tmp_path / 'stuck.teardown').touch()
+    procs = _start_all(trigger, tmp_path)
+    try:
+        _wait_armed(procs, timeout=120)
+        t0 = time.monotonic()
+        for node in procs.values():
+            node.proc.send_signal(signal.SIGINT)
+        took = {}
+        for n, node in procs.items():
+            try:
+                node.proc.wait(timeout=max(1.0, t0 + 30 - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            took[n] = time.monotonic() - t0
+    finally:
+        _kill_all(procs)
+    for n, node in procs.items():
+        detail = f'after {took[n]:.1f} s: ' + node.detail()
+        assert 'blocking in destroy_node' in node.out(), detail
+        assert node.proc.returncode == 1, detail
+        assert f'Timeout (0:00:0{TEARDOWN_TIMEOUT_S:.0f})!' in node.err() and 'stuck_destroy' in node.err(), detail
+        # All six were signalled together and are waited for in turn: the last may be reported a little later.
+        assert took[n] < 5.0 + 1.0, detail
+        print(f'[teardown] {n}: exit {node.proc.returncode} {took[n]:.1f} s after SIGINT')
 
 
 @pytest.mark.ros

@@ -15,6 +15,15 @@ takes the same parameter (`hang_timeout_param()`, one spec) and arms it last in 
 (`start_hang_watchdog`), after the slow start-up work (bundle loading), and cancels it first in
 close(): a slow orderly exit is not a hang.
 
+Two more GIL-free guards for every node process run by run_node (mbrl_ros.ros.node_main):
+- `arm_teardown_deadline()`: from the end of spin to the process's exit. A teardown stuck for
+  TEARDOWN_TIMEOUT_S (once in CI: world_model still there after SIGINT and SIGTERM, killed) prints
+  the stacks and exits 1 before the launcher's SIGINT grace (5 s, as in ros2 launch) runs out, so the
+  log says where it stuck instead of only "killed by SIGKILL". It replaces the hang watchdog's timer
+  (one per process), and HangWatchdog.close() then leaves it armed.
+- `enable_stack_dump_signal()`: `kill -USR1 <pid>` prints every Python thread's stack and the node runs
+  on (what py-spy dump would show, with nothing installed).
+
 The watchdog ticks on the executor, not on a node's control-loop thread: a control loop stuck in a
 publish() with the GIL held stops the executor too (no Python runs), so it is caught; a loop that is
 merely late is the loop's own business (the safety filter holds, the robot's command timeout acts).
@@ -22,12 +31,18 @@ merely late is the loop's own business (the safety filter holds, the robot's com
 from __future__ import annotations
 
 import faulthandler
+import signal
 import sys
 from typing import Optional
 
 from rclpy.clock import Clock, ClockType
 
 from mbrl_ros.ros.parameters import Param
+
+# Below the launchers' SIGINT grace (5 s: mbrl-ros launch and ros2 launch), above any orderly
+# teardown here (the longest is sim_robot joining its physics thread, at most 2 s).
+TEARDOWN_TIMEOUT_S = 4.0
+_teardown_armed = False
 
 # Below this the watchdog could not tell a hang from a busy moment (a model swap validated in the
 # executor, a lifecycle transition, a loaded machine) and would restart healthy nodes.
@@ -55,6 +70,25 @@ def start_hang_watchdog(node, timeout_s) -> Optional['HangWatchdog']:
     return HangWatchdog(node, timeout_s) if timeout_s > 0 else None
 
 
+def arm_teardown_deadline(timeout_s: float = TEARDOWN_TIMEOUT_S) -> None:
+    """The process ends itself (stacks on stderr, exit 1) when its teardown takes longer than `timeout_s`."""
+    global _teardown_armed
+    _teardown_armed = True
+    faulthandler.dump_traceback_later(timeout_s, repeat=False, file=sys.stderr, exit=True)
+
+
+def disarm_teardown_deadline() -> None:
+    global _teardown_armed
+    if _teardown_armed:
+        faulthandler.cancel_dump_traceback_later()
+        _teardown_armed = False
+
+
+def enable_stack_dump_signal(signum: int = signal.SIGUSR1) -> None:
+    """Every Python thread's stack to stderr on `signum`; the process runs on."""
+    faulthandler.register(signum, file=sys.stderr, all_threads=True, chain=False)
+
+
 class HangWatchdog:
     def __init__(self, node, timeout_s: float, period_s: float | None = None):
         if timeout_s <= 0:
@@ -72,5 +106,6 @@ class HangWatchdog:
         faulthandler.dump_traceback_later(self.timeout_s, repeat=False, file=self._stream, exit=True)
 
     def close(self) -> None:
-        faulthandler.cancel_dump_traceback_later()
+        if not _teardown_armed:  # the teardown deadline has taken the process's one timer
+            faulthandler.cancel_dump_traceback_later()
         self._timer.cancel()

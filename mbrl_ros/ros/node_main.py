@@ -1,7 +1,8 @@
 """Runs a node process: init, build, spin, and an orderly exit on SIGINT/SIGTERM.
 
 A node that cannot start (bad parameter, missing file) logs one clear line and exits with
-status 2 instead of a traceback.
+status 2 instead of a traceback. A teardown stuck for longer than TEARDOWN_TIMEOUT_S prints the
+stacks and exits 1; `kill -USR1 <pid>` prints the stacks of a running node (mbrl_ros.ros.hang_watchdog).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from mbrl_ros.ros.hang_watchdog import arm_teardown_deadline, disarm_teardown_deadline, enable_stack_dump_signal
 from mbrl_ros.ros.parameters import ParameterError
 
 
@@ -21,6 +23,7 @@ class StartupError(RuntimeError):
 
 def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
+    enable_stack_dump_signal()
     node = None
     try:
         try:
@@ -37,6 +40,7 @@ def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
         return 0
     finally:
         if node is not None:
+            arm_teardown_deadline()
             close = getattr(node, 'close', None)
             if close is not None:
                 try:
@@ -45,6 +49,7 @@ def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
                     print(f'[WARN] error while closing: {exc}', file=sys.stderr)
             node.destroy_node()
         rclpy.try_shutdown()
+        disarm_teardown_deadline()
 
 
 def main_for(factory: Callable[[], object], threads: int = 1) -> None:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from typing import Iterator
 
 import psutil
@@ -33,6 +34,7 @@ import pytest
 
 _STARTED = re.compile(r"^\[launch\] started \w+ '(?P<name>.+)' \(pid (?P<pid>\d+)\)")
 _ALL_STARTED = re.compile(r'^\[launch\] all \d+ processes started$')
+_WATCHDOG_DUMP = re.compile(r'^\[(?P<name>[^\]]+)\] (?P<what>Timeout \(\d+:\d\d:\d\d\)!)')
 
 
 class LaunchFailed(RuntimeError):
@@ -215,10 +217,24 @@ class LaunchedSystem:
                 if _alive(proc):
                     left.append(f'{proc.pid} {" ".join(proc.cmdline()[:4])}')
                     proc.kill()
+        self._report_watchdog_dumps()
         if left and check:
             raise LaunchFailed(f'{self.file}: processes left behind after shutdown (killed now): '
                                + '; '.join(left) + '\noutput:\n' + self.output_text())
         return left
+
+    def _report_watchdog_dumps(self) -> None:
+        """A node that ended itself by a watchdog (hang or stuck teardown: mbrl_ros.ros.hang_watchdog) leaves
+        faulthandler's 'Timeout (h:mm:ss)!' and its stacks in the output: a pytest warning with them, so a test
+        that otherwise passes still shows it in the summary."""
+        with self._lock:
+            lines = list(self.output)
+        for i, line in enumerate(lines):
+            m = _WATCHDOG_DUMP.match(line)
+            if m:
+                stack = [x for x in lines[i + 1:i + 40] if x.startswith(f'[{m["name"]}] ')]
+                warnings.warn(f'{self.file}: {m["name"]} ended by its watchdog ({m["what"]}):\n' + '\n'.join(stack),
+                              stacklevel=2)
 
     def __enter__(self):
         return self.start()
