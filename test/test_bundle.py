@@ -248,7 +248,7 @@ def test_the_planners_mean_only_graphs_are_built_and_checked_at_load(bundle, rob
     assert b.ensemble.mean_session is not None and b.ensemble.partitioned_mean is not None
     # A mean-only graph that is not the bundle's (here: another model's) is refused, naming the check.
     other = write_bundle(tmp_path / 'other', robot, model=make_model(6, 3, seed=7))
-    monkeypatch.setattr(ens, 'mean_only_graph', lambda path: open(other / path.name, 'rb').read())
+    monkeypatch.setattr(ens, 'mean_only_graph', lambda path, **_: open(other / path.name, 'rb').read())
     with pytest.raises(BundleError) as e:
         load_bundle(bundle, robot)
     assert e.value.check == 'test_inference' and 'mean-only' in str(e.value)

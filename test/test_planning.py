@@ -285,6 +285,30 @@ def test_closed_loop_reaches_goal(robot, kind):
     assert final < tol, (d0, final)
 
 
+def test_the_executed_mean_is_rolled_out_only_when_its_path_is_asked_for(robot):
+    class Counting(DoubleIntegratorDynamics):
+        rows: list = []
+
+        def step(self, states, actions):
+            self.rows.append(states.shape[0])
+            return super().step(states, actions)
+
+    dyn = Counting.from_robot(robot)
+    dyn.rows = []
+    planner, _ = _planner(robot, dyn, num_samples=50, num_elites=5, horizon=8, num_iterations=2, execute='mean')
+    s = np.concatenate([robot.home_q, np.zeros(robot.dof)])
+    plan = planner.plan(s, _goal(robot))
+    assert len(dyn.rows) == 2 * 8 and min(dyn.rows) > 1        # the two populations only
+    ee = plan.ee_path                                           # now the mean's rollout: 8 steps of 1 row
+    assert dyn.rows[16:] == [1] * 8
+    plan.states, plan.ee_path, plan.disagreement                # once
+    assert len(dyn.rows) == 2 * 8 + 8
+    states, dis = planner._predict(plan.actions, s)
+    np.testing.assert_allclose(plan.states, states)
+    np.testing.assert_allclose(plan.disagreement, dis)
+    np.testing.assert_allclose(ee, robot.fk(states[:, :robot.dof]))
+
+
 def test_plan_outputs_shapes_bounds_and_ee_path(robot):
     planner, _ = _planner(robot, num_samples=50, num_elites=5, horizon=8)
     s = np.concatenate([robot.home_q, np.zeros(robot.dof)])

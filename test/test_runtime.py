@@ -148,12 +148,13 @@ def test_metrics_are_zero_on_data_the_model_generated(tmp_path):
     assert evaluate(rt_bad, ds, robot, horizon=15)['one_step_nrmse'] > 0.5
 
 
-@pytest.mark.parametrize('affine', ['action', 'rigid_body'])
+@pytest.mark.parametrize('affine', ['action', 'rigid_body', None])
 def test_mean_only_graphs_give_the_full_graphs_means_without_the_variance_head(tmp_path, affine):
     import onnx
 
-    from mbrl_ros.core.runtime.ensemble import mean_only_graph
-    rt = _runtime(tmp_path, make_model(S, A, E=E, affine_inputs=affine))
+    from mbrl_ros.core.runtime.ensemble import make_session, mean_only_graph
+    head = {'affine_inputs': affine} if affine else {'control_affine': False}
+    rt = _runtime(tmp_path, make_model(S, A, E=E, **head))
     cut = onnx.load_from_string(mean_only_graph(tmp_path / 'ensemble.onnx'))
     full = onnx.load(str(tmp_path / 'ensemble.onnx'))
     assert [o.name for o in cut.graph.output] == ['mean']
@@ -163,9 +164,17 @@ def test_mean_only_graphs_give_the_full_graphs_means_without_the_variance_head(t
     rng = np.random.default_rng(0)
     s, a = rng.normal(size=(33, S)).astype(np.float32), rng.normal(size=(33, A)).astype(np.float32)
     assert rt.mean_session is not None and rt.partitioned_mean is not None
-    np.testing.assert_array_equal(rt.predict_mean(s, a), rt.predict(s, a)[0])
     ps, pa = rng.normal(size=(E, 7, S)).astype(np.float32), rng.normal(size=(E, 7, A)).astype(np.float32)
-    np.testing.assert_array_equal(rt.predict_partitioned_mean(ps, pa), rt.predict_partitioned(ps, pa)[0])
+    # The plain cut computes exactly the full graph's nodes: the same bits.
+    plain = make_session(mean_only_graph(tmp_path / 'ensemble.onnx', fold=False))
+    np.testing.assert_array_equal(plain.run(['mean'], {'state': s, 'action': a})[0], rt.predict(s, a)[0])
+    # The folded head (what the runtime uses): no split, no log-variance columns; float32 rounding apart.
+    assert 'Split' not in {n.op_type for n in cut.graph.node}
+    w_out = {i.name: tuple(i.dims) for i in full.graph.initializer}['w_out']
+    assert {i.name: tuple(i.dims) for i in cut.graph.initializer}['w_mean'][-1] == w_out[-1] - S
+    np.testing.assert_allclose(rt.predict_mean(s, a), rt.predict(s, a)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rt.predict_partitioned_mean(ps, pa), rt.predict_partitioned(ps, pa)[0],
+                               rtol=1e-5, atol=1e-6)
     # The planner's paths take them (expectation and one member per sample) and agree with the full graphs.
     from mbrl_ros.core.planning.rollout import EnsembleDynamics
     lazy = EnsembleRuntime(tmp_path / 'ensemble.onnx', partitioned_path=tmp_path / 'ensemble_partitioned.onnx',
@@ -177,3 +186,22 @@ def test_mean_only_graphs_give_the_full_graphs_means_without_the_variance_head(t
         fast.begin_rollout(40, np.random.default_rng(3))
         slow.begin_rollout(40, np.random.default_rng(3))
         np.testing.assert_allclose(fast.step(x, u)[0], slow.step(x, u)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_a_fold_that_changes_the_numbers_falls_back_to_the_plain_cut(tmp_path, monkeypatch):
+    from onnx import numpy_helper
+
+    import mbrl_ros.core.runtime.ensemble as ens
+    fold = ens._fold_mean_head
+
+    def bad_fold(model):   # a fold that is off by 1 %: must not be served
+        done = fold(model)
+        for i in model.graph.initializer:
+            if i.name == 'w_mean':
+                i.CopyFrom(numpy_helper.from_array(1.01 * numpy_helper.to_array(i), 'w_mean'))
+        return done
+
+    monkeypatch.setattr(ens, '_fold_mean_head', bad_fold)
+    rt = _runtime(tmp_path, make_model(S, A, E=E))
+    s, a = np.random.default_rng(1).normal(size=(9, S)).astype(np.float32), np.zeros((9, A), np.float32)
+    np.testing.assert_array_equal(rt.predict_mean(s, a), rt.predict(s, a)[0])   # the plain cut's bits

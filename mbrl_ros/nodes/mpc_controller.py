@@ -306,7 +306,8 @@ class MpcControllerNode(LifecycleNode):
         self._last_cmd = (np.asarray(res.command, dtype=np.float64), self._now())
         self.counts['commands'] += 1
         self._count_missed_periods()
-        if res.plan.ee_path is not None and self.counts['plans'] % self.params['plan_publish_every'] == 0:
+        # The predicted path is rolled out only when asked for (Plan): after the command is out.
+        if self.counts['plans'] % self.params['plan_publish_every'] == 0 and res.plan.ee_path is not None:
             self._publish_plan(res.plan.ee_path, stamp)
 
     def _count_missed_periods(self) -> None:

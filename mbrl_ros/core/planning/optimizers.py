@@ -52,7 +52,6 @@ class PlanStats:
                 'budget_cut': self.budget_cut, 'population_capped': self.population_capped}
 
 
-@dataclass
 class Plan:
     """Result of one planning call.
 
@@ -62,14 +61,39 @@ class Plan:
     warm-started previous plan). ee_path: (H+1, 3) end-effector positions of `states`.
     disagreement: (H,) the model's disagreement along the plan (None with `states`);
     disagreement[0] is the uncertainty about `action`, what the safety filter checks.
+
+    With execute='mean' the executed sequence was never rolled out during the search: its states,
+    path and disagreement come from one more rollout, run when first asked for (`predict`), so a
+    caller that only sends the action does not pay for it (the node draws the path every
+    `plan_publish_every` plans, after the command is out).
     """
-    action: np.ndarray
-    actions: np.ndarray
-    states: Optional[np.ndarray]
-    cost: float
-    stats: PlanStats
-    ee_path: Optional[np.ndarray] = None
-    disagreement: Optional[np.ndarray] = None
+
+    def __init__(self, action, actions, cost: float, stats: 'PlanStats', states=None, disagreement=None,
+                 predict: Optional[Callable[[], tuple]] = None, fk: Optional[Callable] = None, fk_dof: int = 0):
+        self.action, self.actions, self.cost, self.stats = action, actions, cost, stats
+        self._states, self._disagreement = states, disagreement
+        self._predict, self._fk, self._fk_dof, self._ee = predict, fk, fk_dof, None
+
+    def _rolled_out(self) -> None:
+        if self._predict is not None:
+            self._states, self._disagreement = self._predict()
+            self._predict = None
+
+    @property
+    def states(self) -> Optional[np.ndarray]:
+        self._rolled_out()
+        return self._states
+
+    @property
+    def disagreement(self) -> Optional[np.ndarray]:
+        self._rolled_out()
+        return self._disagreement
+
+    @property
+    def ee_path(self) -> Optional[np.ndarray]:
+        if self._ee is None and self._fk is not None and self.states is not None:
+            self._ee = np.asarray(self._fk(self.states[:, :self._fk_dof]))
+        return self._ee
 
 
 class Planner:
@@ -98,7 +122,6 @@ class Planner:
         self._mean: Optional[np.ndarray] = None       # warm start (H, A)
         self._elites: Optional[np.ndarray] = None     # elites of the last iteration (K', H, A)
         self._speed = StepTimeModel()
-        self._final_rollout_s = 0.0                   # last execute='mean' tail [s] (budget reserve)
         self.configure(config)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -137,7 +160,6 @@ class Planner:
             raise ValueError(f'model action dim {dynamics.action_dim} != {self.low.shape[0]} action bounds')
         self.dynamics = dynamics
         self._speed = StepTimeModel()
-        self._final_rollout_s = 0.0
         self._mean = None
         self.configure(self.config)
         self._elites = None
@@ -176,11 +198,10 @@ class Planner:
         kept = self._shifted_elites(shift)
         best_actions, best_states, best_dis, best_cost = mean.copy(), None, None, INVALID_COST
 
-        deadline = self._iteration_deadline(t0, end)
         for i in range(c.num_iterations):
             last = i == c.num_iterations - 1
             extra = (0 if kept is None else kept.shape[0]) + (1 if last and c.planner == 'icem' else 0)
-            n = self._fit_population(c.population(i), extra, deadline, first=(i == 0))
+            n = self._fit_population(c.population(i), extra, end, first=(i == 0))
             if n == 0:
                 stats.budget_cut = True
                 break
@@ -188,7 +209,7 @@ class Planner:
             n += -(n + extra) % self._row_multiple
             t_iter = self.clock()
             samples = self._sample(mean, std, n, kept, last)
-            costs, steps = self._evaluate(samples, state, goal, deadline)
+            costs, steps = self._evaluate(samples, state, goal, end)
             self._learn_speed(self.clock() - t_iter, samples.shape[0] * self.dynamics.num_particles, steps)
             if costs is None:
                 stats.budget_cut = True
@@ -213,23 +234,22 @@ class Planner:
             if self._keep:
                 kept = elites[np.argsort(costs[elite_idx])[:self._keep]].copy()
 
-        t_tail = self.clock()
         self._mean = mean
         self._elites = kept if self._keep else None
         stats.best_cost = best_cost if best_states is not None else float('inf')
+        predict = None
         if c.execute == 'mean' and best_states is not None:
             actions = self._clip(mean.copy())
-            states, dis = self._predict(actions, state)
+            best_states = best_dis = None
+            dynamics, rng = self.dynamics, self.rng
+
+            def predict():
+                return self._predict(actions, state, dynamics, rng)
         else:
-            actions, states, dis = best_actions, best_states, best_dis
-        ee = None
-        if states is not None and self.cost.fk is not None:
-            ee = np.asarray(self.cost.fk(states[:, :self.cost.dof]))
-        if c.execute == 'mean' and best_states is not None:
-            self._final_rollout_s = self.clock() - t_tail
+            actions = best_actions
         stats.elapsed_ms = (self.clock() - t0) * 1e3
-        return Plan(action=actions[0].copy(), actions=actions, states=states,
-                    cost=stats.best_cost, stats=stats, ee_path=ee, disagreement=dis)
+        return Plan(action=actions[0].copy(), actions=actions, cost=stats.best_cost, stats=stats,
+                    states=best_states, disagreement=best_dis, predict=predict, fk=self.cost.fk, fk_dof=self.cost.dof)
 
     # ---- steps of the algorithm ---------------------------------------------------------------
     def _shifted(self, seq: np.ndarray, shift: int) -> np.ndarray:
@@ -281,15 +301,6 @@ class Planner:
     _SAFETY = 0.85
     _FIRST_SAFETY = 0.5
 
-    def _iteration_deadline(self, start: float, end: Optional[float]) -> Optional[float]:
-        """When the iterations must end: with execute='mean' the final mean is rolled out once more
-        after them, and that rollout's time must stay inside the budget."""
-        if end is None or self.config.execute != 'mean':
-            return end
-        # Measured, not taken from the speed model: an inflated speed estimate must not be able
-        # to eat the budget (through the stack that starved every plan: 5 commands/s).
-        return end - min(self._final_rollout_s, 0.25 * (end - start))
-
     def _learn_speed(self, seconds: float, rows: int, steps: int) -> None:
         self._speed.observe(rows, seconds / max(steps, 1))
 
@@ -314,10 +325,12 @@ class Planner:
     def _clip(self, actions):
         return np.clip(actions, self.low, self.high, out=actions)
 
-    def _predict(self, actions, state) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted states (H+1, S) (first particle) and disagreement (H,) of one sequence."""
-        buf = RolloutBuffers(self.dynamics.num_particles, actions.shape[0], self.dynamics.state_dim)
-        rollout(self.dynamics, state, actions[None], buf, self.rng)
+    def _predict(self, actions, state, dynamics=None, rng=None) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted states (H+1, S) (first particle) and disagreement (H,) of one sequence (by the
+        planner's model, or the one the plan was made with)."""
+        dynamics, rng = dynamics or self.dynamics, rng or self.rng
+        buf = RolloutBuffers(dynamics.num_particles, actions.shape[0], dynamics.state_dim)
+        rollout(dynamics, state, actions[None], buf, rng)
         return buf.states[0].copy(), buf.disagreement.mean(axis=0)
 
 
