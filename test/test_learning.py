@@ -94,6 +94,8 @@ def test_learn_command_refuses_bad_settings(capsys):
     assert main(['learn', '--out', '/tmp/never', '--robot', 'arm3', '--init', '30000']) == 2
     assert 'max_env_steps' in capsys.readouterr().err
     assert main(['learn', '--out', '/tmp/never', '--hidden', '16,x']) == 2
+    assert main(['learn', '--out', '/tmp/never', '--init-episode-len', '0']) == 2
+    assert 'episode_len must be >= 1, got 0' in capsys.readouterr().err
     assert main(['learn', '--out', '/tmp/never', '--eval-planner', 'horizon=0']) == 2
     assert 'eval_planner' in capsys.readouterr().err
     assert main(['learn', '--out', '/tmp/never', '--distill-rounds', '1', '--distill-expert-cost', 'joint_goal=-1']) == 2

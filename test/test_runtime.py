@@ -205,3 +205,13 @@ def test_a_fold_that_changes_the_numbers_falls_back_to_the_plain_cut(tmp_path, m
     rt = _runtime(tmp_path, make_model(S, A, E=E))
     s, a = np.random.default_rng(1).normal(size=(9, S)).astype(np.float32), np.zeros((9, A), np.float32)
     np.testing.assert_array_equal(rt.predict_mean(s, a), rt.predict(s, a)[0])   # the plain cut's bits
+
+
+def test_means_agree_up_to_rounding_in_units_of_the_delta_std():
+    from mbrl_ros.core.runtime.ensemble import means_agree
+    std = np.array([1e-3, 0.5], np.float32)
+    want = np.array([[[2e-3, 0.4]]], np.float32)
+    assert means_agree(want + np.float32(5e-7) * std, want, std)      # re-associated sums
+    assert not means_agree(want + np.float32(2e-3) * std, want, std)  # a different model
+    assert not means_agree(want[:, :0], want, std)                     # shapes
+    assert not means_agree(np.full_like(want, np.nan), want, std)
