@@ -121,6 +121,9 @@ def run(args) -> int:
     if cpu:
         print(f"stack CPU (cores busy during the goals): {sum(cpu.values()):.2f} = "
               + ', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    own = result.get('mpc_missed_periods_own')
+    print(f"mpc_controller's own count of periods without a command (its send times): "
+          f"{'n/a' if own is None else own}; 'missed mpc/out' above are the gaps at this process's receive times")
     fp = result['filter_periods']
     print(f"safety filter: {sum(fp.values())} periods, rate-limited {result['rate_limited_periods']}; "
           f"MPC {result['mpc_commands_per_s']:.1f} commands/s")
@@ -250,6 +253,7 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
         with rec.lock:
             rec.mpc.clear(), rec.out.clear(), rec.out_delay_ms.clear(), rec.reasons.clear()
         filter0 = _filter_periods(rec.diag.get('safety_filter', {}))
+        own0 = _int(rec.diag.get('mpc_controller', {}).get('missed_periods'))
         cpu_probe = _CpuProbe(stack.pid)
         for k, g in enumerate(goals):
             pub.publish(goal_msg(g))
@@ -273,6 +277,7 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
         time.sleep(1.2)  # one more /diagnostics of each node
         filter1 = _filter_periods(rec.diag.get('safety_filter', {}))
         mpc_diag = rec.diag.get('mpc_controller', {})
+        own1 = _int(mpc_diag.get('missed_periods'))
         with rec.lock:
             mpc_t = np.array([t for t, _ in rec.mpc if t_goals[0] <= t <= t_end])
             out_t = np.array([t for t in rec.out if t_goals[0] <= t <= t_end])
@@ -297,6 +302,9 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
         'rate_limited_periods': filter1.get('rate_limited', 0) - filter0.get('rate_limited', 0),
         'mpc_commands_per_s': len(mpc_t) / max(t_end - t_goals[0], 1e-9),
         'missed_mpc_periods': missed(mpc_t), 'missed_output_periods': missed(out_t),
+        # The MPC's own count, from its send times: the probe's receive delays (a normal-priority
+        # process beside five real-time ones) are not in it.
+        'mpc_missed_periods_own': None if own0 is None or own1 is None else own1 - own0,
         'state_to_output_ms': {'p50': float(np.percentile(delay, 50)) if len(delay) else float('nan'),
                                'p99': float(np.percentile(delay, 99)) if len(delay) else float('nan')},
         'reasons': reasons, 'cpu_probe': cpu_probe.result,
@@ -337,6 +345,13 @@ class _CpuProbe:
 
     def result(self) -> dict:
         return self.usage
+
+
+def _int(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _filter_periods(values: dict) -> dict:
