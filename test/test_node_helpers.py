@@ -293,3 +293,32 @@ print(got, sorted(set(pols.values())), late[0], os.SCHED_FIFO, os.SCHED_OTHER, p
         assert f'[{fifo}]' in out.stdout and int(words[-4]) == fifo   # every thread, and one started later
     else:
         assert out.stdout.startswith('normal (SCHED_FIFO 6 refused:') and f'[{other}]' in out.stdout
+
+
+# run_node in a process of its own: its executor's spin() replaced by one that fails the way rclpy does when a
+# signal's shutdown lands while the wait set is built (argv[1] == 'shutdown'), or with the context still valid.
+_SPIN_FAILS = """
+import sys
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from mbrl_ros.ros.node_main import run_node
+
+def spin(self):
+    if sys.argv[1] == 'shutdown':
+        rclpy.shutdown()
+    raise RuntimeError('failed to initialize wait set: the given context is not valid')
+
+SingleThreadedExecutor.spin = spin
+sys.exit(run_node(lambda: Node('spin_fails'), args=['x', '--ros-args']))
+"""
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize('case, rc', [('shutdown', 0), ('context_valid', 1)])
+def test_a_spin_error_after_shutdown_is_an_orderly_exit_and_before_it_is_not(case, rc):
+    import subprocess
+    p = subprocess.run([sys.executable, '-c', _SPIN_FAILS, case], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='OFF'))
+    assert p.returncode == rc, p.stderr[-2000:]
+    assert ('RuntimeError' in p.stderr) == (rc != 0), p.stderr[-2000:]

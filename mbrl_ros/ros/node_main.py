@@ -37,6 +37,12 @@ def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:
+            # A signal's shutdown that lands while the executor builds its wait set raises RCLError
+            # ("the given context is not valid") instead of ExternalShutdownException: an orderly
+            # exit all the same. With the context still valid it is a real error.
+            if rclpy.ok():
+                raise
         return 0
     finally:
         if node is not None:
