@@ -334,43 +334,45 @@ def test_a_stuck_safety_filter_is_ended_and_respawned_while_the_arm_holds(launch
         import re
         return len(re.findall(pattern, system.output_text()))
 
-    with launch_system('sim_arm.launch.yaml', args={'robot': 'arm3', 'respawn_delay': 1.0}, wait_topics=wait,
-                       timeout=120, env=env) as system:
-        probe = system.probe
-        cmds = probe.subscribe('/forward_effort_controller/commands', Float64MultiArray, 1000)
-        modes = probe.subscribe('/mbrl/safety/mode', String, LATCHED)
-        sender = GoalSender(probe, (0.3, 0.1, 0.35))
-        try:
-            assert probe.wait_until(lambda: any(m.data == 'mpc' for _, m in modes), 90), system.output_text()[-4000:]
-            old_pid = system.pid('safety_filter')
-            trips0 = count(r'\[sim_robot\].*watchdog commands zero')
-            t_trigger = time.time()
-            trigger.touch()
-            assert system.wait_for_output(r'\[safety_filter\].*blocking in publish with the GIL held', 10), \
-                system.output_text()[-4000:]
-            # the arm side holds: sim_robot zeroes the effort when the commands stop
-            assert probe.wait_until(lambda: count(r'\[sim_robot\].*watchdog commands zero') > trips0, 5), \
-                system.output_text()[-4000:]
-            # the hang watchdog ends the stuck filter and the launch respawns it
-            assert system.wait_for_output(r"'safety_filter' \(pid \d+\) exited with code 1; respawning", 30), \
-                system.output_text()[-4000:]
-            t_exit = time.time()
-            assert count(r'\[safety_filter\].*Timeout \(0:00:10\)!') == 1, system.output_text()[-4000:]
-            assert probe.wait_until(lambda: system.pids().get('safety_filter') not in (None, old_pid), 30)
-            k = len(modes)
-            assert probe.wait_until(lambda: any(m.data == 'mpc' for _, m in modes[k:]), 90), \
-                system.output_text()[-4000:]
-            n = len(cmds)
-            assert probe.wait_until(lambda: len(cmds) > n + 50, 30)   # the arm gets commands again
-        finally:
-            sender.close()
-        received = list(cmds)
-    assert system.returncode == 0, system.output_text()[-3000:]
-    times = np.array([t for t, _ in received])
-    during = times[(times > t_trigger + 0.5) & (times < t_exit)]
-    assert len(during) == 0, f'{len(during)} commands while the filter was stuck'   # nothing slipped through
-    for _, m in received:
-        u = np.array(m.data)
-        assert u.shape == (3,) and np.all(np.isfinite(u)) and np.all(np.abs(u) <= np.array(EFFORT_MAX_ARM3) + 1e-9), u
-    print(f'[hang] safety_filter stuck at +0.0 s, ended by its watchdog at +{t_exit - t_trigger:.1f} s; '
-          f'{len(received)} commands checked, all within limits')
+    # The fixture reports the watchdog's stack dump in the launch output as a warning: it must come.
+    with pytest.warns(UserWarning, match=r'safety_filter ended by its watchdog \(Timeout \(0:00:10\)!\)'):
+        with launch_system('sim_arm.launch.yaml', args={'robot': 'arm3', 'respawn_delay': 1.0}, wait_topics=wait,
+                           timeout=120, env=env) as system:
+            probe = system.probe
+            cmds = probe.subscribe('/forward_effort_controller/commands', Float64MultiArray, 1000)
+            modes = probe.subscribe('/mbrl/safety/mode', String, LATCHED)
+            sender = GoalSender(probe, (0.3, 0.1, 0.35))
+            try:
+                assert probe.wait_until(lambda: any(m.data == 'mpc' for _, m in modes), 90), system.output_text()[-4000:]
+                old_pid = system.pid('safety_filter')
+                trips0 = count(r'\[sim_robot\].*watchdog commands zero')
+                t_trigger = time.time()
+                trigger.touch()
+                assert system.wait_for_output(r'\[safety_filter\].*blocking in publish with the GIL held', 10), \
+                    system.output_text()[-4000:]
+                # the arm side holds: sim_robot zeroes the effort when the commands stop
+                assert probe.wait_until(lambda: count(r'\[sim_robot\].*watchdog commands zero') > trips0, 5), \
+                    system.output_text()[-4000:]
+                # the hang watchdog ends the stuck filter and the launch respawns it
+                assert system.wait_for_output(r"'safety_filter' \(pid \d+\) exited with code 1; respawning", 30), \
+                    system.output_text()[-4000:]
+                t_exit = time.time()
+                assert count(r'\[safety_filter\].*Timeout \(0:00:10\)!') == 1, system.output_text()[-4000:]
+                assert probe.wait_until(lambda: system.pids().get('safety_filter') not in (None, old_pid), 30)
+                k = len(modes)
+                assert probe.wait_until(lambda: any(m.data == 'mpc' for _, m in modes[k:]), 90), \
+                    system.output_text()[-4000:]
+                n = len(cmds)
+                assert probe.wait_until(lambda: len(cmds) > n + 50, 30)   # the arm gets commands again
+            finally:
+                sender.close()
+            received = list(cmds)
+        assert system.returncode == 0, system.output_text()[-3000:]
+        times = np.array([t for t, _ in received])
+        during = times[(times > t_trigger + 0.5) & (times < t_exit)]
+        assert len(during) == 0, f'{len(during)} commands while the filter was stuck'   # nothing slipped through
+        for _, m in received:
+            u = np.array(m.data)
+            assert u.shape == (3,) and np.all(np.isfinite(u)) and np.all(np.abs(u) <= np.array(EFFORT_MAX_ARM3) + 1e-9), u
+        print(f'[hang] safety_filter stuck at +0.0 s, ended by its watchdog at +{t_exit - t_trigger:.1f} s; '
+              f'{len(received)} commands checked, all within limits')
