@@ -83,7 +83,8 @@ def test_sim_robot_is_not_respawned_under_sim_time():
 
 # ---- the node processes ----------------------------------------------------------------------------
 
-# Runs node `argv[1]` as its main() would, reporting when its watchdog is armed; once the file argv[2]
+# Runs node `argv[1]` as its main() would, reporting when its watchdog is armed and when its executor
+# spins (the constructor is done: a signal no longer lands in it); once the file argv[2]
 # exists, the next publish() of any thread of the node blocks in a C call that holds the GIL; when
 # argv[2] + '.teardown' exists, destroy_node() does (a teardown stuck in DDS).
 _NODE = textwrap.dedent("""
@@ -112,6 +113,12 @@ _NODE = textwrap.dedent("""
             ctypes.PyDLL(None).sleep(60)
         return destroy(self)
     rclpy.node.Node.destroy_node = stuck_destroy
+    import rclpy.executors
+    spin = rclpy.executors.Executor.spin
+    def spinning(self):
+        print('spinning', flush=True)
+        return spin(self)
+    rclpy.executors.Executor.spin = spinning
     sys.argv = [sys.argv[0], '--ros-args', *sys.argv[3:]]
     mod.main()
 """)
@@ -154,12 +161,24 @@ def _start_all(trigger, tmp, discovery: str = 'OFF') -> dict:
 
 
 def _wait_armed(procs: dict, timeout: float) -> None:
-    """Every node printed 'armed 3.0': its watchdog is on, with the parameter's value."""
+    """Every node printed 'armed 3.0' (its watchdog is on, with the parameter's value) and then 'spinning'."""
     deadline = time.monotonic() + timeout
     for node in procs.values():
-        while 'armed' not in node.out() and node.proc.poll() is None and time.monotonic() < deadline:
+        while 'spinning' not in node.out() and node.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert f'armed {TIMEOUT_S}\n' in node.out(), node.detail()
+        assert f'armed {TIMEOUT_S}\n' in node.out() and 'spinning\n' in node.out(), node.detail()
+
+
+def _wait_exits(procs: dict, t0: float, within_s: float) -> dict:
+    """Seconds from t0 until each node process exited (or until `within_s` ran out, the process still there)."""
+    took = {}
+    for n, node in procs.items():
+        try:
+            node.proc.wait(timeout=max(1.0, t0 + within_s - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        took[n] = time.monotonic() - t0
+    return took
 
 
 def _kill_all(procs: dict) -> None:
@@ -179,13 +198,7 @@ def test_every_node_stuck_in_publish_with_the_gil_held_exits_by_its_watchdog(tmp
             assert node.proc.poll() is None, node.detail()
         t0 = time.monotonic()
         trigger.touch()
-        took = {}
-        for n, node in procs.items():
-            try:
-                node.proc.wait(timeout=max(1.0, t0 + 45 - time.monotonic()))   # the stuck sleep is 60 s
-            except subprocess.TimeoutExpired:
-                pass
-            took[n] = time.monotonic() - t0
+        took = _wait_exits(procs, t0, 45)   # the stuck sleep is 60 s
     finally:
         _kill_all(procs)
     for n, node in procs.items():
@@ -244,13 +257,7 @@ def test_every_node_stuck_in_its_teardown_ends_itself_before_the_launchers_sigte
         t0 = time.monotonic()
         for node in procs.values():
             node.proc.send_signal(signal.SIGINT)
-        took = {}
-        for n, node in procs.items():
-            try:
-                node.proc.wait(timeout=max(1.0, t0 + 30 - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            took[n] = time.monotonic() - t0
+        took = _wait_exits(procs, t0, 30)
     finally:
         _kill_all(procs)
     for n, node in procs.items():

@@ -358,10 +358,7 @@ def _filter_periods(values: dict) -> dict:
     out = {}
     for m, key in (('mpc', 'periods_mpc'), ('policy', 'periods_policy'), ('hold', 'periods_hold'),
                    ('rate_limited', 'rate_limited'), ('clamped', 'clamped')):
-        try:
-            out[m] = int(values[key])
-        except (KeyError, ValueError):
-            out[m] = 0
+        out[m] = _int(values.get(key)) or 0
     return out
 
 

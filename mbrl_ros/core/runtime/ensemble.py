@@ -137,7 +137,7 @@ def _fold_mean_head(model) -> bool:
                                  name='mean_terms'),
                 helper.make_node('ReduceSum', ['mean_terms', 'mean_terms_axis'], ['mean'], name='mean_sum',
                                  keepdims=0)]
-    head = [n for n in g.node if n.name != 'mean' and 'mean' not in n.output]
+    head = [n for n in g.node if 'mean' not in n.output]
     del g.node[:]
     g.node.extend(head + tail)   # the cut that follows drops the old tail
     g.initializer.extend(new_inits)
