@@ -91,14 +91,21 @@ _PEER = textwrap.dedent("""
     me = sys.argv[1]
     node = rclpy.create_node('isolation_peer_' + me)
     pub = node.create_publisher(String, '/isolation_check', 10)
-    heard = set()
-    node.create_subscription(String, '/isolation_check', lambda m: heard.add(m.data), 10)
+    heard, acked = set(), set()     # peers heard; peers that said they heard someone
+    def on(m):
+        name, ack = m.data.split(':')
+        heard.add(name)
+        if ack == '1':
+            acked.add(name)
+    node.create_subscription(String, '/isolation_check', on, 10)
     end = time.monotonic() + 30
-    while time.monotonic() < end and len(heard - {me}) < 1:
-        pub.publish(String(data=me))
+    # Until the other one says it heard us: matching can complete in one direction first, and a peer
+    # that left once it heard the other could leave before the other heard it.
+    while time.monotonic() < end and not acked - {me}:
+        pub.publish(String(data=f'{me}:{int(bool(heard - {me}))}'))
         rclpy.spin_once(node, timeout_sec=0.1)
-    for _ in range(10):   # let the other one hear us too
-        pub.publish(String(data=me))
+    for _ in range(10):   # our acknowledgement, for the other one
+        pub.publish(String(data=f'{me}:1'))
         rclpy.spin_once(node, timeout_sec=0.1)
     threads = sorted({open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')})
     socks = sorted({c.laddr.ip for c in psutil.Process().net_connections(kind='udp')})
