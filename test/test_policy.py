@@ -170,41 +170,6 @@ def test_limit_spring_pushes_out_of_the_band_at_a_limit_and_is_silent_elsewhere(
     assert export_policy(net.eval(), tmp_path / 'p.onnx', check_states=s, check_goals=goal) <= 1e-5
 
 
-def test_stiffness_floor_pulls_towards_the_goal_even_when_the_learned_gains_are_zero(tmp_path):
-    """The floor is a spring of at least kp N/m on J^T (goal - ee) (and kdx N s/m of task damping) under
-    whatever gains the MLP outputs: with the learned gains ~0 the effort is the floor's spring; at the goal
-    at rest the effort is still zero; the exported graph computes the same."""
-    arm7 = RobotModel.load('arm7')
-    rng = np.random.default_rng(3)
-    q = arm7.sample_configurations(rng, 32)
-    s = np.concatenate([q, np.zeros_like(q)], 1)
-    goal = arm7.fk(q) + rng.normal(scale=0.01, size=(32, 3))        # ~1 cm away: the tanh is near linear
-    efforts = {}
-    for floor in (None, [60.0, 6.0]):
-        torch.manual_seed(0)
-        net = PolicyNet(PolicyConfig(dof=7, effort_max=list(arm7.effort_max), hidden_sizes=[16], fk=fk_chain(arm7),
-                                     output='passive', stiffness_floor=floor))
-        net.set_normalisation(s, goal)
-        with torch.no_grad():
-            net.out.weight.zero_()
-            net.out.bias.fill_(-30.0)                                # softplus(-30) ~ 1e-13: no learned gain
-            st, gt = torch.tensor(s, dtype=torch.float32), torch.tensor(goal, dtype=torch.float32)
-            efforts[str(floor)] = net(st, gt).numpy()
-            at_rest = net(st, torch.tensor(arm7.fk(q), dtype=torch.float32)).numpy()
-        assert np.max(np.abs(at_rest) / arm7.effort_max) < 1e-4
-        assert export_policy(net.eval(), tmp_path / 'p.onnx', check_states=s, check_goals=goal) <= 1e-5
-    assert np.max(np.abs(efforts['None'])) < 1e-6
-    eps = 1e-6
-    want = np.stack([(((arm7.fk(qi[None] + eps * np.eye(7)) - arm7.fk(qi)[None]) / eps) @ (60.0 * (g - arm7.fk(qi))))
-                     for qi, g in zip(q, goal)])
-    np.testing.assert_allclose(efforts['[60.0, 6.0]'], want, rtol=0.02, atol=1e-3)
-    assert DistillConfig(stiffness_floor=[60.0]).errors()
-    assert DistillConfig(stiffness_floor=[60.0, -1.0]).errors()
-    assert DistillConfig(stiffness_floor=[60.0, float('nan')]).errors()
-    assert DistillConfig(stiffness_floor=[60.0, 6.0], output='direct').errors()
-    assert not DistillConfig(stiffness_floor=[60.0, 6.0]).errors()
-
-
 def test_constant_features_are_left_unscaled_and_export_stays_exact(arm3, tmp_path):
     """Tiny data where the arm never moved (qd == 0): the qd features are not divided by ~0, so
     moving states do not blow up float32 rounding (the export parity check used to fail here)."""
@@ -343,15 +308,12 @@ def test_distill_cli_writes_into_a_copy_and_leaves_the_source_alone(arm3, tmp_pa
     rc = main(['distill', '--bundle', str(src), '--out', str(tmp_path / 'dst'), '--rounds', '1',
                '--episodes-per-round', '1', '--episode-s', '0.2', '--epochs', '1', '--hidden', '16',
                '--eval-goals', '1', '--val-goals', '1', '--expert-horizon', '3', '--expert-samples', '8', '--expert-iterations', '1',
-               '--expert-elites', '2', '--stiffness-floor', '30,3', '--no-progress'])
+               '--expert-elites', '2', '--no-progress'])
     assert rc == 0, capsys.readouterr()
     assert (src / 'bundle.yaml').read_text() == before and not (src / 'policy.onnx').exists()
     b = load_bundle(tmp_path / 'dst', arm3)
     assert b.policy_path is not None and b.meta['policy']['distillation']['rounds'] == 1
-    assert 'stiffness at least 30 N/m' in b.meta['policy']['architecture']['output']
     assert 'wrote' in capsys.readouterr().out
-    assert main(['distill', '--bundle', str(src), '--stiffness-floor', '30']) == 2
-    assert '--stiffness-floor expects two numbers' in capsys.readouterr().err
     assert main(['distill', '--bundle', str(tmp_path / 'nope')]) == 2
     assert main(['distill', '--bundle', str(src), '--expert-cost', 'joint_goal']) == 2
     assert main(['distill', '--bundle', str(src), '--expert-cost', 'nonsense=1']) == 2

@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mbrl_ros.commands.options import number_pairs, stiffness_floor
+from mbrl_ros.commands.options import number_pairs
 
 
 def add_arguments(p):
@@ -39,9 +39,6 @@ def add_arguments(p):
                         "(zero effort at the goal at rest by construction)")
     p.add_argument('--limit-spring', action='store_true',
                    help='passive head: also a learned spring pushing joints out of a band at their limits')
-    p.add_argument('--stiffness-floor', metavar='KP,KDX',
-                   help='passive head: a fixed floor under the learned task-space stiffness [N/m] and damping '
-                        '[N s/m], e.g. 60,6 (default: none)')
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--eval-goals', type=int, default=100, help='test benchmark goals for the kept policy (seed 1000)')
     p.add_argument('--val-goals', type=int, default=50,
@@ -91,8 +88,7 @@ def run(args) -> int:
                                          **number_pairs(','.join(args.expert_cost), '--expert-cost')},
                             expert_warm_start=args.expert_warm_start,
                             jacobian_features=not args.no_jacobian, output=args.output,
-                            limit_spring=args.limit_spring,
-                            stiffness_floor=stiffness_floor(args.stiffness_floor, '--stiffness-floor'))
+                            limit_spring=args.limit_spring)
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from mbrl_ros.commands.options import number_pairs, stiffness_floor
+from mbrl_ros.commands.options import number_pairs
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -92,9 +92,6 @@ def add_arguments(p):
                    help='validation goals per DAgger round (the best round is kept)')
     g.add_argument('--distill-output', choices=('passive', 'direct'), default=d.distill_output,
                    help='policy head (mbrl-ros distill --output)')
-    g.add_argument('--distill-stiffness-floor', metavar='KP,KDX',
-                   help='passive head: a fixed floor under the learned stiffness [N/m] and task damping [N s/m] '
-                        '(mbrl-ros distill --stiffness-floor)')
     g.add_argument('--distill-expert', default='', metavar='K=V,...',
                    help=f'planner overrides for the distillation expert on top of {d.distill_expert}, '
                         'e.g. horizon=12')
@@ -126,8 +123,6 @@ def run(args) -> int:
                           eval_planner=_settings(args.eval_planner),
                           distill_rounds=args.distill_rounds, distill_episodes_per_round=args.distill_episodes,
                           distill_label_every=args.distill_label_every, distill_output=args.distill_output,
-                          distill_stiffness_floor=stiffness_floor(args.distill_stiffness_floor,
-                                                                  '--distill-stiffness-floor'),
                           distill_eval_goals=args.distill_eval_goals, distill_val_goals=args.distill_val_goals,
                           distill_expert={**LearnConfig().distill_expert, **_settings(args.distill_expert)},
                           distill_expert_cost={**LearnConfig().distill_expert_cost,

@@ -106,7 +106,6 @@ class LearnConfig:
     distill_hidden: list = field(default_factory=lambda: [256, 256])
     distill_label_every: int = 2
     distill_output: str = 'passive'       # PolicyConfig.output
-    distill_stiffness_floor: Optional[list] = None   # PolicyConfig.stiffness_floor: [N/m, N s/m]
     # The expert: `planner` with these overrides (DistillConfig's defaults: a larger planner, cold-started
     # labels, no IK pull; see core/policy/distill.py for why)
     distill_expert: dict = field(default_factory=lambda: _distill_defaults()[0])
@@ -369,7 +368,6 @@ def _distill_config(cfg: LearnConfig):
                          val_goals=cfg.distill_val_goals,
                          epochs_per_round=cfg.distill_epochs, hidden_sizes=list(cfg.distill_hidden),
                          threads=cfg.threads, label_every=cfg.distill_label_every, output=cfg.distill_output,
-                         stiffness_floor=cfg.distill_stiffness_floor,
                          expert={**cfg.planner, **cfg.distill_expert, 'time_budget_ms': 0.0},
                          expert_cost=dict(cfg.distill_expert_cost))
 

@@ -63,7 +63,6 @@ class DistillConfig:
     jacobian_features: bool = True     # with fk_features: J^T (goal - ee) and J^T ee velocity as inputs
     output: str = 'passive'            # network head (PolicyConfig.output): 'passive' or 'direct' effort
     limit_spring: bool = False         # passive: a learned joint-limit spring too (PolicyConfig.joint_limits)
-    stiffness_floor: Optional[list] = None   # passive: [N/m, N s/m] under the learned spring (PolicyConfig)
     holdout_every: int = 8             # every 8th episode: held-out labels for the action error
     # False: the expert plans every label from scratch (no warm start). Its warm start is the plan it
     # made for its own previous action; once the student acts, that plan belongs to another trajectory:
@@ -98,12 +97,6 @@ class DistillConfig:
                 errs.append(f'{k} must be >= 1, got {getattr(self, k)}')
         if self.output not in OUTPUTS:
             errs.append(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
-        if self.stiffness_floor is not None:
-            f = self.stiffness_floor
-            if (self.output != 'passive' or len(f) != 2
-                    or not all(isinstance(v, (int, float)) and np.isfinite(v) and v >= 0 for v in f)):
-                errs.append(f'stiffness_floor must be two finite numbers >= 0 (N/m, N s/m) with the passive '
-                            f'output, got {f!r} with output {self.output!r}')
         if not 0.0 <= self.beta_decay <= 1.0:
             errs.append(f'beta_decay must be in [0, 1], got {self.beta_decay}')
         if not self.episode_s > 0 or not self.lr > 0:
@@ -289,8 +282,7 @@ def distill(bundle, robot, config: Optional[DistillConfig] = None, progress: boo
                                  fk=fk_chain(robot) if cfg.fk_features else None,
                                  jacobian=cfg.jacobian_features, output=cfg.output,
                                  joint_limits=[[float(v) for v in robot.q_min], [float(v) for v in robot.q_max]]
-                                 if cfg.limit_spring and cfg.output == 'passive' else None,
-                                 stiffness_floor=list(cfg.stiffness_floor) if cfg.stiffness_floor else None))
+                                 if cfg.limit_spring and cfg.output == 'passive' else None))
     net.eval()
     workdir = tempfile.TemporaryDirectory(prefix='distill_')
     student = _Student(net, robot, workdir.name)
@@ -516,9 +508,7 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
                                         cfg.jacobian_features else '')
                                      + ' (computed and standardised inside the graph)',
                          'output': 'effort_max * tanh' + (' of a task-space spring-damper whose per-joint gains '
-                                                          '(>= 0) the MLP outputs' if cfg.output == 'passive' else '')
-                                   + (f' (stiffness at least {cfg.stiffness_floor[0]:g} N/m, task damping at least '
-                                      f'{cfg.stiffness_floor[1]:g} N s/m)' if cfg.stiffness_floor else ''),
+                                                          '(>= 0) the MLP outputs' if cfg.output == 'passive' else ''),
                          'parameters': int(sum(p.numel() for p in result.net.parameters()))},
         'distillation': {'method': 'DAgger', 'rounds': len(result.rounds), 'rounds_planned': cfg.rounds,
                          'episodes_per_round': cfg.episodes_per_round, 'label_every': cfg.label_every,

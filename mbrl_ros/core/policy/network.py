@@ -44,9 +44,6 @@ class PolicyConfig:
     # passive only: [q_min, q_max]; adds a joint-limit spring G4 >= 0 pushing out of a LIMIT_MARGIN band
     # at each limit (zero outside it, so the goal stays an equilibrium unless it lies in the band)
     joint_limits: Optional[list] = None
-    # passive only: [stiffness N/m, task damping N s/m] added to the learned G1 and G3, so the spring
-    # near the goal is never softer than this (see STIFFNESS_FLOOR_WHY); None: no floor
-    stiffness_floor: Optional[list] = None
 
     @property
     def state_dim(self) -> int:
@@ -99,12 +96,6 @@ PASSIVE_BIAS = -2.97
 # Why >= 0: with signed gains (tried) the DAgger rounds degraded fast (87 % -> 33 % of goals by round
 # 7); a signed residual scaled by |goal - ee| (tried, to push out of joint limits) learned slower.
 GAIN_SCALES = (300.0, 0.03, 30.0)
-
-# STIFFNESS_FLOOR_WHY: near the goal the expert's labels are mostly sampling noise, so the learned spring
-# ends up soft there: 2-4 cm short at 3 s with the arm at rest was a third of the shipped arm7 policy's
-# misses. A fixed floor under G1 (and G3, to keep it damped) keeps the goal an equilibrium (zero effort
-# at the goal at rest) and keeps pulling; added to the shipped policy at evaluation only, 60 N/m and
-# 6 N s/m raised three other 100-goal sets from 84 % to 88 % (docs/policy.md).
 
 # p -> (y, x, 0): with it a rotation about z is p*(c,c,1) + swap(p)*(-s,s,0), one form for torch and ONNX.
 _SWAP = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32)
@@ -185,7 +176,6 @@ class PolicyNet(nn.Module):
         self.register_buffer('in_mean', torch.zeros(config.feature_dim))
         self.register_buffer('in_std', torch.ones(config.feature_dim))
         self.register_buffer('effort_max', torch.as_tensor(config.effort_max, dtype=torch.float32))
-        self.register_buffer('gain_floor', torch.as_tensor(_gain_floor(config), dtype=torch.float32))
         if config.joint_limits:   # the joint-limit spring's band edges
             lo, hi = (torch.as_tensor(v, dtype=torch.float32) for v in config.joint_limits)
             self.register_buffer('band_lo', lo + LIMIT_MARGIN)
@@ -219,7 +209,7 @@ class PolicyNet(nn.Module):
         z = self.out(h)
         if self.config.output == 'passive':
             d = self.config.dof
-            g = torch.nn.functional.softplus(z) + self.gain_floor
+            g = torch.nn.functional.softplus(z)
             kp, kd, kdx = GAIN_SCALES
             # f's layout (features()): [q, qd, ...,  J^T(goal - ee), J^T ee velocity]
             qd, jte, jtv = f[..., d:2 * d], f[..., -2 * d:-d], f[..., -d:]
@@ -233,17 +223,6 @@ class PolicyNet(nn.Module):
 
     def forward(self, state: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         return self.normalised(state, goal) * self.effort_max
-
-
-def _gain_floor(config: PolicyConfig) -> np.ndarray:
-    """(out_dim,) added to the passive head's softplus gains: the stiffness floor in the gains' units."""
-    floor = np.zeros(config.out_dim if config.output == 'passive' else 0)
-    if config.output == 'passive' and config.stiffness_floor:
-        kp_floor, kdx_floor = (float(v) for v in config.stiffness_floor)
-        d = config.dof
-        floor[:d] = kp_floor / GAIN_SCALES[0]
-        floor[2 * d:3 * d] = kdx_floor / GAIN_SCALES[2]
-    return floor
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -298,8 +277,6 @@ def build_graph(net: PolicyNet, metadata: dict | None = None) -> onnx.ModelProto
     if cfg.output == 'passive':
         kp, kd, kdx = GAIN_SCALES
         gains = node('Softplus', [z], 'gains')
-        if cfg.stiffness_floor:
-            gains = node('Add', [gains, const('gain_floor', _np(net.gain_floor))], 'gains_floored')
         g = [node('Slice', [gains, const(f'g{i}_lo', [i * A], np.int64), const(f'g{i}_hi', [(i + 1) * A], np.int64),
                             const('q_axis', [-1], np.int64)], f'gain{i}') for i in range(cfg.out_dim // A)]
         inv_em = 1.0 / _np(net.effort_max)
