@@ -1,4 +1,7 @@
-"""Eval-only: the shipped policy plus a fixed extra task-space spring kp_extra * J^T (goal - ee) [and damping]."""
+"""Evaluation only: the shipped arm7 policy plus a fixed task-space spring kp * J^T (goal - ee) - kdx * J^T J qd.
+
+    python docs/results/policy_floor/eval_time_floor.py 0:0 60:6   # kp:kdx pairs; prints success per goal set
+"""
 import sys
 import numpy as np
 from mbrl_ros.core.robot import RobotModel
