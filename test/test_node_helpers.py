@@ -160,16 +160,17 @@ def test_background_follower_loads_off_thread_and_keeps_the_newest(tmp_path, arm
     b = write_bundle(tmp_path / 'b', arm3).resolve()
     loaded, refused = [], []
     f = BackgroundBundleFollower(arm3, loaded.append, lambda text, why: refused.append(why))
+    id_a, id_b = load_bundle(a).identity, load_bundle(b).identity   # (hashing the files: not timed)
     t0 = time.perf_counter()
-    f.submit(load_bundle(a).identity)
+    f.submit(id_a)
     f.submit(f'{tmp_path}/none {"0" * 64}')
-    f.submit(load_bundle(b).identity)          # the newest announcement wins
+    f.submit(id_b)                              # the newest announcement wins
     assert time.perf_counter() - t0 < 0.05      # submit never waits for a load
     deadline = time.monotonic() + 20
     while not f.idle() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert f.idle()
-    assert loaded[-1].identity == load_bundle(b).identity == f.current.identity
+    assert loaded[-1].identity == id_b == f.current.identity
     assert len(loaded) + len(refused) <= 3
 
 
@@ -267,6 +268,42 @@ def test_control_loop_priority_is_granted_to_its_thread_only_or_refused_with_the
     assert plain.scheduling == 'normal'
 
 
+def _sched():
+    return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='SCHED_FIFO is Linux')
+@pytest.mark.parametrize('priority, demoted', [(7, (os.SCHED_FIFO, 6)), (1, (os.SCHED_OTHER, 0))])
+def test_a_cycle_running_past_demote_after_drops_below_its_priority_until_it_ends(priority, demoted):
+    """50 Hz, demote_after 2 periods: the second cycle spins 150 ms; 40 ms into it the guard drops the
+    loop thread one step (priority 1: to the normal scheduler), and the next cycle runs at `priority`
+    again. Short cycles are never demoted."""
+    seen = []
+
+    def step():
+        n = len(seen)
+        start = _sched()
+        if n == 1:
+            t_end = time.monotonic() + 0.15
+            while time.monotonic() < t_end:
+                pass
+        seen.append((start, _sched()))
+    loop = ControlLoop(step, 50.0, priority=priority, demote_after=2.0)
+    loop.start()
+    try:
+        assert RosProbe.wait_until(lambda: len(seen) >= 6, 3.0, period=0.005)
+    finally:
+        loop.stop()
+    if not loop.scheduling.startswith('SCHED_FIFO'):
+        pytest.skip(f'no real-time priority here: {loop.scheduling}')   # no guard without it
+    full = (os.SCHED_FIFO, priority)
+    assert seen[0] == (full, full)
+    assert seen[1] == (full, demoted), seen[:3]     # demoted while it ran
+    assert all(s == (full, full) for s in seen[2:6]), seen[:6]   # restored, and short cycles left alone
+    assert loop.demotions == 1
+    assert loop._guard is None    # stopped with the loop
+
+
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='SCHED_FIFO is Linux')
 def test_prioritise_process_reaches_every_thread_and_the_ones_started_later():
@@ -281,7 +318,12 @@ t = threading.Thread(target=ev.wait, daemon=True); t.start()
 got = prioritise_process(6)
 late = []
 t2 = threading.Thread(target=lambda: late.append(os.sched_getscheduler(0))); t2.start(); t2.join()
-pols = {int(tid): os.sched_getscheduler(int(tid)) for tid in os.listdir('/proc/self/task')}
+pols = {}
+for tid in os.listdir('/proc/self/task'):
+    try:
+        pols[int(tid)] = os.sched_getscheduler(int(tid))
+    except ProcessLookupError:   # a thread that ended meanwhile
+        pass
 print(got, sorted(set(pols.values())), late[0], os.SCHED_FIFO, os.SCHED_OTHER, prioritise_process(0))
 '''
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)

@@ -35,6 +35,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.testing.filter_log import mode_switches
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
@@ -152,20 +153,8 @@ def _relax_for_untrained(probe, bundle):
         assert ok, (name, why)
 
 
-_SWITCH = re.compile(r'^\[safety_filter\] \[\w+\] \[(?P<t>[\d.]+)\] \[safety_filter\]: mode (?P<old>\w+) -> '
-                     r'(?P<new>\w+)(?: \((?P<why>.*)\))?$')
-
-
 def _switches(system, after: float):
-    """(wall time, old, new, reasons) of the filter's mode changes logged after `after` (its log
-    carries its own clock and the age of the command that went stale: what the timing is judged on,
-    free of the delivery delays a loaded machine adds to a test-side subscriber)."""
-    out = []
-    for line in system.output_text().splitlines():
-        m = _SWITCH.match(line)
-        if m and float(m['t']) > after:
-            out.append((float(m['t']), m['old'], m['new'], m['why'] or ''))
-    return out
+    return mode_switches(system.output_text(), after)
 
 
 def _stale_age_ms(why: str, source: str) -> float:
@@ -174,20 +163,25 @@ def _stale_age_ms(why: str, source: str) -> float:
     return float(m.group(1))
 
 
-def _periods(probe, diag):
-    """The filter's cumulative periods per mode, from a /diagnostics message newer than now."""
+def _node_status(probe, diag, node: str) -> dict:
+    """`node`'s key/values from a /diagnostics message newer than now."""
     n = len(diag)
 
     def find():
         for _, d in diag[n:]:
             for st in d.status:
-                if st.name.endswith('safety_filter'):
-                    v = {kv.key: kv.value for kv in st.values}
-                    return {m: int(v[f'periods_{m}']) for m in ('mpc', 'policy', 'hold')}
+                if st.name.endswith(node):
+                    return {kv.key: kv.value for kv in st.values}
         return None
     got = probe.wait_until(find, 5.0)
-    assert got is not None, 'no safety_filter diagnostics'
+    assert got is not None, f'no {node} diagnostics'
     return got
+
+
+def _periods(probe, diag):
+    """The filter's cumulative periods per mode."""
+    v = _node_status(probe, diag, 'safety_filter')
+    return {m: int(v[f'periods_{m}']) for m in ('mpc', 'policy', 'hold')}
 
 
 def test_mpc_killed_policy_takes_over_then_hold_then_mpc_again(launch_system, bundle):
@@ -275,6 +269,11 @@ def test_mpc_overrunning_its_period_is_covered_by_the_policy(launch_system, bund
             print(f'[overrun] {len(mpc_cmds)} MPC commands in 4 s, {len(outs)} actuator commands, '
                   f'filter periods {d}')
             assert len(mpc_cmds) < 4.0 / PERIOD / 3, 'the MPC did not overrun: test premise broken'
+            # Real-time (root here): the runaway plan dropped below the nodes that cover for it.
+            mpc = _node_status(probe, diag, 'mpc_controller')
+            print(f"[overrun] mpc_controller: {mpc['control_thread']}, {mpc['loop_demotions']} demoted cycles")
+            if mpc['control_thread'].startswith('SCHED_FIFO'):
+                assert int(mpc['loop_demotions']) > 0, mpc
             assert d['policy'] > 0 and d['hold'] <= 0.1 * sum(d.values()), d   # the policy covered
             assert len(outs) > 0.6 * 4.0 / PERIOD      # one command per period goes on
             _within_limits(outs)

@@ -48,6 +48,8 @@ _PLANNER_FIELDS = ('planner', 'horizon', 'num_samples', 'num_iterations', 'num_e
                    'alpha', 'init_std', 'min_std', 'noise_beta', 'population_decay', 'keep_elites_fraction',
                    'execute', 'shift_fill')
 _RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_penalty
+# A cycle still planning after this many periods has run away: it drops below the nodes that cover for it.
+OVERRUN_DEMOTE_PERIODS = 2.0
 
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
@@ -110,8 +112,10 @@ class MpcControllerNode(LifecycleNode):
         self._param_changes: dict = {}   # accepted changes waiting for the loop
         self._param_lock = threading.Lock()
         self._active = False
+        # demote_after: a plan running away (num_samples set huge) must not starve, at its own
+        # priority, the state path and the policy that covers for it (control_loop.py).
         self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='mpc',
-                                priority=self.params['control_thread_priority'])
+                                priority=self.params['control_thread_priority'], demote_after=OVERRUN_DEMOTE_PERIODS)
         self._subs: list = []
         self._pub_cmd = self._pub_plan = None
         self._plan_ms: deque = deque(maxlen=self.params['stats_window'])
@@ -149,10 +153,11 @@ class MpcControllerNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
+        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
+        # (Before the loop starts: its overrun guard runs one step above the rest.)
+        prioritise_process(self.params['control_thread_priority'])
         self.loop.start()
         report_scheduling(self.loop, self.get_logger())
-        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
-        prioritise_process(self.params['control_thread_priority'])
         self.get_logger().info(f"active: planning at {self.params['control_rate_hz']:g} Hz")
         return super().on_activate(state)
 
@@ -397,6 +402,7 @@ class MpcControllerNode(LifecycleNode):
             'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
             'control_thread': self.loop.scheduling,
             'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs,
+            'loop_demotions': self.loop.demotions,
             **self.counts,
         }
         if self.counts['internal_errors']:

@@ -21,6 +21,14 @@ busy machine the other processes then cannot preempt a cycle. It needs CAP_SYS_N
 rtprio limit (`ulimit -r`, /etc/security/limits.conf); without them the loop says so in
 `scheduling` and runs under the normal scheduler. The kernel's RT throttling
 (sched_rt_runtime_us, 95 % by default) still leaves the core to others if a cycle never ended.
+
+`demote_after` (periods, 0 = off) drops the loop thread one priority step below `priority` (to the
+normal scheduler from priority 1) while a cycle runs longer than that, and restores it when the
+cycle ends. For the MPC: at the priority of the state path, the policy and the safety filter, a plan
+that ran for seconds (a huge num_samples set live) starved them on 2 cores, and the filter held
+where the policy should have covered (41 of 200 periods); running the MPC one below all the time
+instead cost it 356 against 26 missed periods in normal running, where its plans fit their period.
+A guard thread, one step above the loop, watches the cycle's length and does the demoting.
 """
 from __future__ import annotations
 
@@ -42,13 +50,25 @@ def control_priority_param(what: str = 'the control loop thread') -> Param:
 
 
 def set_fifo(priority: int, tid: int = 0) -> str:
-    """SCHED_FIFO at `priority` for thread `tid` (0: the calling thread); returns what it got."""
+    """SCHED_FIFO at `priority` for thread `tid` (0: the calling thread); returns what it got
+    ('gone' when the thread ended meanwhile)."""
     try:  # on Linux the sched_* calls act on a thread id (0: the caller)
         os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
         return f'SCHED_FIFO {priority}'
+    except ProcessLookupError:
+        return 'gone'
     except (OSError, AttributeError) as exc:
         return (f'normal (SCHED_FIFO {priority} refused: {exc}; needs CAP_SYS_NICE or an rtprio limit, '
                 '`ulimit -r`)')
+
+
+def set_normal(tid: int = 0) -> str:
+    """The normal scheduler (SCHED_OTHER) for thread `tid`; returns what it got."""
+    try:
+        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        return 'normal'
+    except (OSError, AttributeError) as exc:
+        return f'unchanged (SCHED_OTHER refused: {exc})'
 
 
 def prioritise_process(priority: int) -> str:
@@ -57,7 +77,8 @@ def prioritise_process(priority: int) -> str:
     controller downstream plan from an old one. Threads started later inherit it."""
     if priority <= 0:
         return 'normal'
-    got = [set_fifo(priority, int(tid)) for tid in os.listdir('/proc/self/task')] or [set_fifo(priority)]
+    got = [g for g in (set_fifo(priority, int(tid)) for tid in os.listdir('/proc/self/task'))
+           if g != 'gone'] or [set_fifo(priority)]   # 'gone': a thread that ended meanwhile
     refused = [g for g in got if not g.startswith('SCHED_FIFO')]
     return refused[0] if refused else f'SCHED_FIFO {priority} ({len(got)} threads)'
 
@@ -77,9 +98,10 @@ def report_scheduling(loop: 'ControlLoop', logger) -> None:
 class ControlLoop:
     def __init__(self, step: Callable[[], None], rate_hz: float, name: str = 'control',
                  resync_after_s: float = 0.1, wake_grace: float = 0.25, min_interval: float = 0.5,
-                 priority: int = 0):
+                 priority: int = 0, demote_after: float = 0.0):
         """`wake_grace`, `min_interval`: fractions of the period; `priority`: SCHED_FIFO priority of the
-        loop thread, 0 = the normal scheduler (see the module docstring)."""
+        loop thread, 0 = the normal scheduler; `demote_after`: periods a cycle may run before the
+        loop thread drops below `priority` until it ends, 0 = never (see the module docstring)."""
         self._step = step
         self._name = name
         self._resync_after = resync_after_s
@@ -98,6 +120,15 @@ class ControlLoop:
         self.priority = int(priority)
         self.scheduling = 'normal'   # what the loop thread got (set when it starts)
         self._scheduled = threading.Event()
+        self.demote_after = float(demote_after)
+        self.demotions = 0           # cycles that ran past demote_after periods (and were demoted)
+        self._tid = 0                # the loop thread's native id, for the guard
+        self._cycle_begun = threading.Event()
+        self._cycle_over = threading.Event()
+        self._demoted = False
+        self._demote_lock = threading.Lock()   # a demotion and the cycle's end never interleave
+        self._cycle_id = 0
+        self._guard: Optional[threading.Thread] = None
 
     @property
     def running(self) -> bool:
@@ -136,13 +167,22 @@ class ControlLoop:
         self._stop.set()
         self._wake.set()
         self._cycle_done.set()   # (releases a wait_between_cycles)
+        self._cycle_begun.set()  # (releases the guard)
+        self._cycle_over.set()
         t, self._thread = self._thread, None
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+        g, self._guard = self._guard, None
+        if g is not None:
+            g.join(timeout)
 
     def _set_scheduling(self) -> None:
         if self.priority > 0:
             self.scheduling = set_fifo(self.priority)
+        self._tid = threading.get_native_id()
+        if self.demote_after > 0 and self.scheduling.startswith('SCHED_FIFO'):
+            self._guard = threading.Thread(target=self._watch_cycles, name=f'{self._name}-guard', daemon=True)
+            self._guard.start()
         self._scheduled.set()
 
     def _run(self) -> None:
@@ -153,11 +193,39 @@ class ControlLoop:
                 self._rate, self._new_rate = self._new_rate, None
                 pacer = self._pacer()
             self._last_start = time.monotonic()
+            self._cycle_id += 1
+            self._cycle_over.clear()
+            self._cycle_begun.set()
             self._step()  # the step catches its own errors: the loop must not die
+            with self._demote_lock:
+                self._cycle_over.set()
+                if self._demoted:
+                    self._demoted = False
+                    set_fifo(self.priority)
             self.cycles += 1
             self._cycle_done.set()
             if pacer.wait() is not None:
                 self.resyncs += 1
+
+    def _watch_cycles(self) -> None:
+        """The guard: demote the loop thread while a cycle runs past `demote_after` periods."""
+        set_fifo(min(self.priority + 1, 98))   # it must get the CPU the loop thread is hogging
+        while not self._stop.is_set():
+            self._cycle_begun.wait()
+            self._cycle_begun.clear()
+            cycle, limit = self._cycle_id, self._last_start + self.demote_after / self._rate - time.monotonic()
+            if self._stop.is_set() or self._cycle_over.wait(max(limit, 0.0)):
+                continue
+            with self._demote_lock:
+                if self._cycle_over.is_set() or cycle != self._cycle_id:
+                    continue   # it ended meanwhile
+                if self.priority > 1:
+                    set_fifo(self.priority - 1, self._tid)
+                else:
+                    set_normal(self._tid)
+                self._demoted = True
+                self.demotions += 1
+            self._cycle_over.wait()
 
     def _pacer(self) -> Pacer:
         pacer = Pacer(1.0 / self._rate, self._resync_after, sleep=lambda s: self._sleep(pacer, s))
