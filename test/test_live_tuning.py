@@ -3,10 +3,13 @@
 an untrained test bundle (the wiring is under test, not reaching).
 
 A change takes effect at the next plan: with `plan_publish_every` 1 every plan is published on
-/mbrl/mpc/plan (horizon + 1 poses), so "next plan" is checked by counting the plans received after
-the set-parameters reply that still have the old length (the plan in flight, and one published
-before the reply but delivered after it). Counting plans, not milliseconds, keeps the check
-honest on a loaded machine where the loop itself may run slower than 50 Hz.
+/mbrl/mpc/plan (horizon + 1 poses), stamped with the state it was planned from. "Next plan" is
+checked on those stamps: no plan of the old length may come from a state stamped after the
+set-parameters reply (a plan that started after the change was stored has the new length; allowed:
+1, a state arriving in the microseconds between the two). The plans merely received after the reply
+are printed, not judged: a descheduled test process receives a backlog of older plans at once (33
+seen on a loaded machine). Counting plans, not milliseconds, keeps the check honest where the loop
+itself may run slower than 50 Hz.
 """
 import time
 
@@ -25,7 +28,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.system]
 
 MPC = '/mpc_controller'
 GOAL = (0.3, 0.1, 0.35)
-MAX_OLD_PLANS_AFTER_REPLY = 2
+MAX_OLD_PLANS_AFTER_REPLY = 1   # of the old length, planned from a state stamped after the reply
 WAIT = ['/mbrl/state', '/mbrl/mpc/command', '/forward_effort_controller/commands', '/mbrl/world_model/active_model']
 
 
@@ -64,8 +67,14 @@ def _mpc_values(diags, since: float) -> dict | None:
     return None
 
 
+def _stamp(msg) -> float:
+    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+
+
 def _set_and_watch_plans(system, plans, horizon: int, timeout: float = 10.0):
-    """Set `horizon`; (old-length plans after the reply, seconds to the first new-length one)."""
+    """Set `horizon`; (old-length plans planned from a state stamped after the reply, old-length
+    plans received after it, seconds from the reply to receiving the first new-length one, seconds
+    the set call took)."""
     probe = system.probe
     t_set = time.time()
     ok, why = probe.set_param(MPC, 'horizon', horizon)
@@ -80,8 +89,9 @@ def _set_and_watch_plans(system, plans, horizon: int, timeout: float = 10.0):
     time.sleep(0.3)  # a few more plans: none may go back to the old length
     after = [len(m.poses) for _, m in list(plans)[first:]]
     assert after and all(n == horizon + 1 for n in after), after
-    old = sum(1 for _, m in list(plans)[n_reply:first] if len(m.poses) != horizon + 1)
-    return old, plans[first][0] - t_reply, t_reply - t_set
+    received_old = [m for _, m in list(plans)[n_reply:first] if len(m.poses) != horizon + 1]
+    planned_after = sum(1 for m in received_old if _stamp(m) > t_reply)
+    return planned_after, len(received_old), plans[first][0] - t_reply, t_reply - t_set
 
 
 def test_horizon_takes_effect_at_the_next_plan(stack):
@@ -90,10 +100,11 @@ def test_horizon_takes_effect_at_the_next_plan(stack):
     assert system.probe.get_param(MPC, 'horizon') == default
     assert probe_len(plans) == default + 1
     for horizon in (5, 20, default):
-        old, dt_first, dt_call = _set_and_watch_plans(system, plans, horizon)
-        print(f'horizon -> {horizon}: {old} old-length plans after the reply, first new plan '
-              f'{1e3 * dt_first:.0f} ms after it (set call {1e3 * dt_call:.0f} ms)')
-        assert old <= MAX_OLD_PLANS_AFTER_REPLY, old
+        old, received_old, dt_first, dt_call = _set_and_watch_plans(system, plans, horizon)
+        print(f'horizon -> {horizon}: {old} old-length plans from states after the reply ({received_old} '
+              f'received after it), first new plan received {1e3 * dt_first:.0f} ms after it (set call '
+              f'{1e3 * dt_call:.0f} ms)')
+        assert old <= MAX_OLD_PLANS_AFTER_REPLY, (old, received_old)
         assert system.probe.get_param(MPC, 'horizon') == horizon
     t = time.time()
     vals = system.probe.wait_until(lambda: _mpc_values(diags, t), 5.0)
