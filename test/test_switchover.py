@@ -178,6 +178,13 @@ def _node_status(probe, diag, node: str) -> dict:
     return got
 
 
+def _filter_heard_policy(diag) -> bool:
+    """A safety_filter status received so far counts policy commands."""
+    return any(st.name.endswith('safety_filter') and
+               any(kv.key == 'policy_commands' and int(kv.value) > 0 for kv in st.values)
+               for _, d in list(diag) for st in d.status)
+
+
 def _periods(probe, diag):
     """The filter's cumulative periods per mode."""
     v = _node_status(probe, diag, 'safety_filter')
@@ -191,9 +198,15 @@ def test_mpc_killed_policy_takes_over_then_hold_then_mpc_again(launch_system, bu
         _relax_for_untrained(system.probe, bundle)
         rec = Recorder(system.probe)
         try:
+            diag = system.probe.subscribe('/diagnostics', DiagnosticArray, 100)
             assert rec.wait_mode('mpc', 40.0), 'never reached mode mpc:\n' + system.output_text()[-4000:]
             time.sleep(0.4)                                   # mid-reach
-            diag = system.probe.subscribe('/diagnostics', DiagnosticArray, 100)
+            # The premise: the filter is receiving the policy's commands (on a loaded machine its
+            # subscription once matched the policy's publisher only after the kill: 'policy: no command
+            # received', and the filter held). Usually already in a status received; else wait for it.
+            assert system.probe.wait_until(lambda: _filter_heard_policy(diag), 10.0), \
+                'the filter receives no policy commands:\n' + system.output_text()[-3000:]
+            print(f'[switchover] EE {100 * rec.distance():.1f} cm from the goal at the kill')
             wall_kill = time.time()
             system.kill('mpc_controller', signal.SIGKILL)
             t_kill = time.monotonic()
