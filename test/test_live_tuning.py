@@ -21,6 +21,7 @@ from sensor_msgs.msg import JointState
 from _model_helpers import write_bundle
 from mbrl_ros.core.planning.config import PlannerConfig
 from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.ros.conversions import stamp_to_sec
 from mbrl_ros.testing.goals import GoalSender
 from mbrl_ros.testing.pytest_plugin import LaunchedSystem
 
@@ -67,10 +68,6 @@ def _mpc_values(diags, since: float) -> dict | None:
     return None
 
 
-def _stamp(msg) -> float:
-    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
-
-
 def _set_and_watch_plans(system, plans, horizon: int, timeout: float = 10.0):
     """Set `horizon`; (old-length plans planned from a state stamped after the reply, old-length
     plans received after it, seconds from the reply to receiving the first new-length one, seconds
@@ -90,7 +87,7 @@ def _set_and_watch_plans(system, plans, horizon: int, timeout: float = 10.0):
     after = [len(m.poses) for _, m in list(plans)[first:]]
     assert after and all(n == horizon + 1 for n in after), after
     received_old = [m for _, m in list(plans)[n_reply:first] if len(m.poses) != horizon + 1]
-    planned_after = sum(1 for m in received_old if _stamp(m) > t_reply)
+    planned_after = sum(1 for m in received_old if stamp_to_sec(m.header.stamp) > t_reply)
     return planned_after, len(received_old), plans[first][0] - t_reply, t_reply - t_set
 
 

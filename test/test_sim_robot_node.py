@@ -14,6 +14,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.ros.conversions import stamp_to_sec
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros
@@ -70,7 +71,7 @@ class Robot:
         def find():
             first = None
             for _, m in reversed(list(self.states)):   # back to the earliest one after t
-                if m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec <= t:
+                if stamp_to_sec(m.header.stamp) <= t:
                     break
                 first = m
             return None if first is None else np.array(first.position)

@@ -35,8 +35,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.testing.filter_log import mode_switches
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
+from mbrl_ros.testing.filter_log import mode_switches
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 

@@ -50,9 +50,12 @@ def control_priority_param(what: str = 'the control loop thread') -> Param:
 
 
 def set_fifo(priority: int, tid: int = 0) -> str:
-    """SCHED_FIFO at `priority` for thread `tid` (0: the calling thread); returns what it got
-    ('gone' when the thread ended meanwhile)."""
+    """SCHED_FIFO at `priority` for thread `tid` (0: the calling thread), the normal scheduler for
+    priority 0; returns what it got ('gone' when the thread ended meanwhile)."""
     try:  # on Linux the sched_* calls act on a thread id (0: the caller)
+        if priority <= 0:
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            return 'normal'
         os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
         return f'SCHED_FIFO {priority}'
     except ProcessLookupError:
@@ -60,15 +63,6 @@ def set_fifo(priority: int, tid: int = 0) -> str:
     except (OSError, AttributeError) as exc:
         return (f'normal (SCHED_FIFO {priority} refused: {exc}; needs CAP_SYS_NICE or an rtprio limit, '
                 '`ulimit -r`)')
-
-
-def set_normal(tid: int = 0) -> str:
-    """The normal scheduler (SCHED_OTHER) for thread `tid`; returns what it got."""
-    try:
-        os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-        return 'normal'
-    except (OSError, AttributeError) as exc:
-        return f'unchanged (SCHED_OTHER refused: {exc})'
 
 
 def prioritise_process(priority: int) -> str:
@@ -187,21 +181,24 @@ class ControlLoop:
 
     def _run(self) -> None:
         self._set_scheduling()
+        guarded = self._guard is not None   # (no guard: no bookkeeping for it in the cycle)
         pacer = self._pacer()
         while not self._stop.is_set():
             if self._new_rate is not None:
                 self._rate, self._new_rate = self._new_rate, None
                 pacer = self._pacer()
             self._last_start = time.monotonic()
-            self._cycle_id += 1
-            self._cycle_over.clear()
-            self._cycle_begun.set()
+            if guarded:
+                self._cycle_id += 1
+                self._cycle_over.clear()
+                self._cycle_begun.set()
             self._step()  # the step catches its own errors: the loop must not die
-            with self._demote_lock:
-                self._cycle_over.set()
-                if self._demoted:
-                    self._demoted = False
-                    set_fifo(self.priority)
+            if guarded:
+                with self._demote_lock:
+                    self._cycle_over.set()
+                    if self._demoted:
+                        self._demoted = False
+                        set_fifo(self.priority)
             self.cycles += 1
             self._cycle_done.set()
             if pacer.wait() is not None:
@@ -219,10 +216,7 @@ class ControlLoop:
             with self._demote_lock:
                 if self._cycle_over.is_set() or cycle != self._cycle_id:
                     continue   # it ended meanwhile
-                if self.priority > 1:
-                    set_fifo(self.priority - 1, self._tid)
-                else:
-                    set_normal(self._tid)
+                set_fifo(self.priority - 1, self._tid)   # (from 1: the normal scheduler)
                 self._demoted = True
                 self.demotions += 1
             self._cycle_over.wait()
