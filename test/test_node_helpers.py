@@ -294,14 +294,36 @@ def test_a_cycle_running_past_demote_after_drops_below_its_priority_until_it_end
         assert RosProbe.wait_until(lambda: len(seen) >= 6, 3.0, period=0.005)
     finally:
         loop.stop()
-    if not loop.scheduling.startswith('SCHED_FIFO'):
-        pytest.skip(f'no real-time priority here: {loop.scheduling}')   # no guard without it
+    if not loop.scheduling.startswith('SCHED_FIFO'):   # no CAP_SYS_NICE: nothing to demote, no guard
+        assert loop.demotions == 0 and all(s == ((os.SCHED_OTHER, 0),) * 2 for s in seen), seen
+        return
     full = (os.SCHED_FIFO, priority)
     assert seen[0] == (full, full)
     assert seen[1] == (full, demoted), seen[:3]     # demoted while it ran
     assert all(s == (full, full) for s in seen[2:6]), seen[:6]   # restored, and short cycles left alone
     assert loop.demotions == 1
     assert loop._guard is None    # stopped with the loop
+
+
+def test_no_guard_and_no_demotion_where_the_priority_is_refused(monkeypatch):
+    """Without CAP_SYS_NICE the loop runs on the normal scheduler: a long cycle has nothing to drop."""
+    def refuse(*_):
+        raise PermissionError(1, 'Operation not permitted')
+    monkeypatch.setattr(os, 'sched_setscheduler', refuse)
+    seen = []
+
+    def step():
+        if len(seen) == 1:
+            time.sleep(0.1)
+        seen.append(1)
+    loop = ControlLoop(step, 50.0, priority=7, demote_after=2.0)
+    loop.start()
+    try:
+        assert loop._guard is None and 'refused' in loop.scheduling
+        assert RosProbe.wait_until(lambda: len(seen) >= 3, 3.0, period=0.005)
+    finally:
+        loop.stop()
+    assert loop.demotions == 0
 
 
 
