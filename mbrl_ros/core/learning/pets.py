@@ -216,8 +216,9 @@ def run_mpc_episodes(robot, bundle, planner: PlannerConfig, weights: CostWeights
     from mbrl_ros.core.evaluation.reaching import evaluate_reaching
     agent = MpcAgent(robot, bundle, planner, weights, propagation=propagation, dt=bundle.dt, seed=seed)
     records = []
+    # Data episodes start from random configurations (coverage), not chained like the evaluations.
     res = evaluate_reaching(agent, robot, n_goals=n, seed=seed, settle_s=episode_s, dt=bundle.dt,
-                            progress=progress,
+                            progress=progress, start='random', goal_s=episode_s,
                             on_step=lambda ep, q, qd, goal, u: records.append((ep, q.copy(), qd.copy(), u.copy())))
     meta = {'source': 'mpc', 'goal_seed': int(seed), 'planner': json.dumps(dataclasses.asdict(planner))}
     data = _episodes_to_dataset(records, robot, bundle.dt, meta)
