@@ -1,5 +1,7 @@
 """Robot description: joint names, limits and a fast vectorised forward kinematics, all read
 from an MJCF file so that another serial arm written to the same conventions works unchanged.
+A URDF is converted to such an MJCF first (core/urdf.py: chain base_link -> tip_link, limits from
+<limit> and <safety_controller>).
 
 MJCF conventions (see mbrl_ros/robots/arm7.xml):
   * a serial chain of hinge (or slide) joints from the world to the end-effector site;
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
+
+from mbrl_ros.core.urdf import URDFError, is_urdf_text, urdf_to_mjcf
 
 ROBOTS_DIR = Path(__file__).resolve().parent.parent / 'robots'
 BUILTIN = ('arm7', 'arm3')
@@ -65,19 +69,60 @@ class _Rigid:
 
 
 class RobotModel:
-    """A serial arm described by an MJCF file. Use `RobotModel.load(name_or_path)`."""
+    """A serial arm described by an MJCF or a URDF file (or URDF/MJCF text, as the
+    robot_description parameter carries it). Use `RobotModel.load(name_or_path)`.
 
-    def __init__(self, mjcf_path: str | os.PathLike, name: str | None = None,
-                 ee_site: str = 'ee_site'):
-        self.mjcf_path = str(Path(mjcf_path).resolve())
-        text = Path(self.mjcf_path).read_text()
-        self.description_hash = hashlib.sha256(text.encode()).hexdigest()
+    URDF: the chain from `base_link` to `tip_link` (defaults: the root, mounted links skipped, and
+    the last link of the single serial chain) is converted by core/urdf.py; the end effector is the
+    tip link frame plus `ee_offset` (m, in that frame). `package_paths` ({package: directory})
+    loads the meshes as visual geoms; without it none are read. `notes` says what was dropped or
+    assumed (for one log line at start).
+    """
+
+    def __init__(self, mjcf_path: str | os.PathLike | None, name: str | None = None,
+                 ee_site: str = 'ee_site', *, base_link: str | None = None, tip_link: str | None = None,
+                 ee_offset=None, package_paths: dict | None = None, xml: str | None = None):
+        if xml is None:
+            self.mjcf_path = str(Path(mjcf_path).resolve())
+            try:
+                text = Path(self.mjcf_path).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise RobotDescriptionError(f'cannot read robot description {self.mjcf_path}: {exc}') from exc
+        else:
+            self.mjcf_path, text = '<robot_description>', str(xml)
+        self.notes: list[str] = []
+        self.format = 'urdf' if is_urdf_text(text) else 'mjcf'
+        fingerprint = text
+        if self.format == 'urdf':
+            try:
+                u = urdf_to_mjcf(text, self.mjcf_path, base_link=base_link, tip_link=tip_link,
+                                 ee_offset=ee_offset, package_paths=package_paths)
+            except URDFError as exc:
+                raise RobotDescriptionError(str(exc)) from None
+            self._xml, self._file = u.mjcf, None
+            self.notes += u.notes
+            ee_site = 'ee_site'
+            # the chain and tool point are part of the model a bundle was trained on
+            fingerprint += f'\n{u.base_link}\n{u.tip_link}\n{ee_offset}'
+            name = name or u.name
+        else:
+            for what, v in (('base_link', base_link), ('tip_link', tip_link), ('ee_offset', ee_offset)):
+                if v is not None:
+                    raise RobotDescriptionError(
+                        f'{self.mjcf_path}: {what} applies to a URDF; in an MJCF the end effector is a '
+                        f'<site> (ee_site:=<name>)')
+            self._xml, self._file = (text, None) if xml is not None else (None, self.mjcf_path)
+        self.description_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
         try:
-            self.model = mujoco.MjModel.from_xml_path(self.mjcf_path)
+            spec = self.make_spec()
+            self.model = spec.compile()
+        except RobotDescriptionError:
+            raise
         except Exception as exc:  # mujoco raises ValueError with the parser's message
-            raise RobotDescriptionError(f'cannot load MJCF {self.mjcf_path}: {exc}') from exc
+            raise RobotDescriptionError(f'cannot load {self.format.upper()} {self.mjcf_path}: {exc}') from exc
         m = self.model
-        self.name = name or mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_MODEL, 0) or Path(mjcf_path).stem
+        self.timestep, self.integrator = float(spec.option.timestep), mujoco.mjtIntegrator(spec.option.integrator).name
+        self.name = name or mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_MODEL, 0) or Path(self.mjcf_path).stem
         self.ee_site = self._find_site(ee_site)
         self.ee_site_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, self.ee_site)
         self.chain_bodies = self._chain(m.site_bodyid[self.ee_site_id])
@@ -89,18 +134,57 @@ class RobotModel:
         self._read_limits()
         self._build_fk()
 
+    def make_spec(self) -> mujoco.MjSpec:
+        """A fresh MjSpec of the description (the simulator edits it before compiling), with every
+        body, joint and actuator named: MJCF from elsewhere often leaves them unnamed, and the
+        sim, /joint_states and bundles address them by name."""
+        spec = mujoco.MjSpec.from_file(self._file) if self._file else mujoco.MjSpec.from_string(self._xml)
+        named = []
+        for kind, elems, stem in (('body', spec.bodies, 'body'), ('joint', spec.joints, 'joint'),
+                                  ('actuator', spec.actuators, 'actuator')):
+            taken = {e.name for e in elems if e.name}
+            for i, e in enumerate(elems):
+                if e.name:
+                    continue
+                base = f'{e.parent.name}_joint' if kind == 'joint' and e.parent.name else (
+                    f'{e.target}_motor' if kind == 'actuator' and e.target else f'{stem}{i}')
+                n, k = base, 1
+                while n in taken:
+                    n, k = f'{base}_{k}', k + 1
+                e.name = n
+                taken.add(n)
+                if kind != 'body':
+                    named.append(n)
+        if named and not getattr(self, '_named_noted', False):
+            self.notes.append(f'unnamed MJCF elements named: {", ".join(named)}')
+            self._named_noted = True
+        return spec
+
+    def describe(self) -> str:
+        """One line: what the model is and what was dropped or assumed while loading it."""
+        extra = f'; {"; ".join(self.notes)}' if self.notes else ''
+        return (f'robot {self.name!r} ({self.format.upper()} {self.mjcf_path}): {self.dof} joints '
+                f'{", ".join(self.joint_names)}, end effector {self.ee_site!r}{extra}')
+
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike = 'arm7', ee_site: str = 'ee_site') -> 'RobotModel':
-        """A built-in robot ('arm7', 'arm3') or an MJCF file path."""
+    def load(cls, name_or_path: str | os.PathLike = 'arm7', ee_site: str = 'ee_site', *,
+             base_link: str | None = None, tip_link: str | None = None, ee_offset=None,
+             package_paths: dict | None = None) -> 'RobotModel':
+        """A built-in robot ('arm7', 'arm3'), an MJCF or URDF file path, or the description's XML
+        text itself (what a robot_description parameter holds)."""
         s = str(name_or_path)
+        kw = dict(ee_site=ee_site, base_link=base_link, tip_link=tip_link, ee_offset=ee_offset,
+                  package_paths=package_paths)
         if s in BUILTIN:
-            return cls(builtin_path(s), name=s, ee_site=ee_site)
+            return cls(builtin_path(s), name=s, **kw)
+        if s.lstrip().startswith('<'):
+            return cls(None, xml=s, **kw)
         p = Path(s).expanduser()
         if not p.is_file():
             raise RobotDescriptionError(
-                f'unknown robot {s!r}: not a built-in ({", ".join(BUILTIN)}) and no such MJCF file')
-        return cls(p, ee_site=ee_site)
+                f'unknown robot {s!r}: not a built-in ({", ".join(BUILTIN)}) and no such MJCF or URDF file')
+        return cls(p, **kw)
 
     def _find_site(self, wanted: str) -> str:
         m = self.model
@@ -296,4 +380,4 @@ class RobotModel:
         return bool(np.all(q >= self.q_min - tol) and np.all(q <= self.q_max + tol))
 
     def __repr__(self) -> str:
-        return f'RobotModel({self.name!r}, dof={self.dof}, mjcf={self.mjcf_path!r})'
+        return f'RobotModel({self.name!r}, dof={self.dof}, {self.format}={self.mjcf_path!r})'

@@ -70,7 +70,7 @@ class SimArm:
     def _compile(self) -> mujoco.MjModel:
         """The robot's MJCF with the sim's options applied (MjSpec: gravcomp must exist at compile time)."""
         r = self.robot
-        spec = mujoco.MjSpec.from_file(r.mjcf_path)
+        spec = r.make_spec()  # names every element: foreign MJCF leaves actuators unnamed
         spec.option.timestep = 1.0 / self.physics_rate_hz
         spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
         for b in r.chain_bodies:
