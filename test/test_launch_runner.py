@@ -121,6 +121,18 @@ def test_respawn_gives_up_after_max_retries(launch_system):
     assert 'respawned 2 times already (respawn_max_retries 2): shutting down the other processes' in out
 
 
+def test_configuration_error_exit_is_not_respawned(launch_system):
+    # Exit 78 (EX_CONFIG): the node cannot start with its configuration; a restart every
+    # respawn_delay would fail the same way, so the runner gives up at once and says why.
+    args = procs_args(b_opts='--text beta --exit-after 0.1 --code 78', b_respawn='true')
+    with launch_system(PROCS, args, **FAST) as s:
+        assert s.wait_exit(30) == 1
+    out = s.output_text()
+    assert out.count("started process 'b'") == 1
+    assert 'exited with code 78 (configuration error; its log says what to fix): not respawning it' in out
+    assert 'respawning in' not in out
+
+
 def test_processes_ignoring_sigint_and_sigterm_get_sigkill(launch_system):
     args = procs_args(b_opts='--ignore-sigint --ignore-sigterm')
     with launch_system(PROCS, args, sigint_timeout=0.5, sigterm_timeout=0.5) as s:

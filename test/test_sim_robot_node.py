@@ -287,7 +287,7 @@ def test_sim_time_clock_and_sigint(probe):
     assert time.monotonic() - t0 < 5.0
 
 
-def test_bad_start_parameters_exit_2():
+def test_bad_start_parameters_exit_78():
     for params, needle in [({'robot': 'no_such_arm'}, 'no_such_arm'),
                            ({'robot': 'arm3', 'initial_positions': '[0.0, 0.0]'}, 'initial_positions'),
                            ({'robot': 'arm3', 'command_interface': 'position'}, 'command_interface')]:
@@ -298,5 +298,5 @@ def test_bad_start_parameters_exit_2():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == 2, out
+        assert proc.returncode == 78, out  # EX_CONFIG: the launch runner does not respawn it
         assert needle in out

@@ -294,7 +294,7 @@ def _exit_code_and_log(*params):
 
 def test_start_fails_clearly_without_a_bundle(tmp_path):
     rc, text = _exit_code_and_log('robot:=arm3', f'model_dir:={tmp_path / "nothing_here"}')
-    assert rc == 2, text
+    assert rc == 78, text
     assert 'cannot load the model bundle' in text and '[missing_file]' in text
 
 
@@ -303,5 +303,5 @@ def test_start_fails_clearly_when_the_robot_has_no_shipped_bundle(tmp_path):
     mjcf = tmp_path / 'zz_unshipped_arm.xml'
     shutil.copy(RobotModel.load('arm3').mjcf_path, mjcf)
     rc, text = _exit_code_and_log(f'robot:={mjcf}')
-    assert rc == 2, text
+    assert rc == 78, text
     assert 'no shipped bundle' in text and 'mbrl-ros train' in text

@@ -197,8 +197,8 @@ class _Converter:
                 names = ', '.join(f'{j.child} (via {j.name})' for j in moving)
                 raise URDFError(
                     f'{self.source}: the chain branches at link {link!r} into {names}; say which link is '
-                    f'the end effector: tip_link:={link} (or one below it), e.g. '
-                    f'`mbrl-ros ... robot:={self.source} tip_link:={link}`')
+                    f'the end effector with tip_link, e.g. tip_link:={link} (a launch argument or node '
+                    f'parameter; RobotModel.load(..., tip_link={link!r}))')
             if len(moving) == 1:
                 link = moving[0].child
             elif len(kids) == 1:

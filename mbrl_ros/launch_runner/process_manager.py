@@ -8,6 +8,8 @@
   `sigint_timeout`, then SIGTERM, wait `sigterm_timeout`, then SIGKILL. A second Ctrl-C skips ahead.
 - A node that exits on its own: respawned after `respawn_delay` if `respawn`; otherwise a non-zero
   exit or a signal shuts the rest down and the runner exits 1; a clean exit (0) leaves the rest running.
+  Exit status EX_CONFIG (78) means "cannot start with this configuration": it would fail the same
+  way every `respawn_delay`, so it is never respawned; it ends the launch like any failure.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Callable, TextIO
 from mbrl_ros.launch_runner.description import ProcessDescription
 
 _PR_SET_PDEATHSIG = 1
+EX_CONFIG = 78  # sysexits.h: a configuration error (nodes: mbrl_ros.ros.node_main)
 
 
 def _pdeathsig_fn() -> Callable[[], None] | None:
@@ -231,7 +234,13 @@ class ProcessManager:
         code = self._reap(p)
         d = p.desc
         msg = f'{d.kind} {d.name!r} (pid {p.popen.pid}) {describe_exit(code)}'
-        if d.respawn and 0 <= d.respawn_max_retries < p.starts:
+        if code == EX_CONFIG:
+            self.failed.append(d.name)
+            why = ': not respawning it (a restart would fail the same way)' if d.respawn else ''
+            self.info(f'{msg} (configuration error; its log says what to fix){why}; '
+                      'shutting down the other processes')
+            self._stop.set()
+        elif d.respawn and 0 <= d.respawn_max_retries < p.starts:
             self.failed.append(d.name)
             self.info(f'{msg}; respawned {p.starts - 1} times already (respawn_max_retries '
                       f'{d.respawn_max_retries}): shutting down the other processes')

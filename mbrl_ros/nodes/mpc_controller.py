@@ -42,6 +42,7 @@ from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param
+from mbrl_ros.ros.robot_param import load_robot, robot_params
 from mbrl_ros.ros.settings_params import params_from_settings
 
 _PLANNER_FIELDS = ('planner', 'horizon', 'num_samples', 'num_iterations', 'num_elites', 'time_budget_ms',
@@ -52,7 +53,8 @@ _RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_pena
 OVERRUN_DEMOTE_PERIODS = 2.0
 
 SPECS = [
-    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
+    *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF or URDF path', dynamic=False),
     *follower_params(),
     Param('autostart', True, 'configure and activate at start (else wait for ~/change_state)', dynamic=False),
     Param('control_rate_hz', 50.0, 'plans (and commands) per second', range=(1.0, 500.0)),
@@ -92,8 +94,7 @@ class MpcControllerNode(LifecycleNode):
         if errs:
             raise StartupError('invalid planner parameters: ' + '; '.join(errs))
         try:
-            from mbrl_ros.core.robot import RobotModel
-            self.robot = RobotModel.load(self.params['robot'])
+            self.robot = load_robot(self.params)
         except Exception as exc:
             raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
         from mbrl_ros.core.workspace import Workspace

@@ -32,10 +32,12 @@ from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
+from mbrl_ros.ros.robot_param import load_robot, robot_params
 
 
 SPECS = [
-    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
+    *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF or URDF path', dynamic=False),
     *follower_params(),
     Param('control_rate_hz', 50.0, 'commands per second (one per period, from the latest state)',
           range=(1.0, 1000.0)),
@@ -52,8 +54,7 @@ class PolicyNode(Node):
         super().__init__('policy')
         self.params = ParameterHandler(self, SPECS, on_applied=self._applied)
         try:
-            from mbrl_ros.core.robot import RobotModel
-            self.robot = RobotModel.load(self.params['robot'])
+            self.robot = load_robot(self.params)
         except Exception as exc:
             raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
         from mbrl_ros.core.workspace import Workspace

@@ -37,12 +37,14 @@ from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
+from mbrl_ros.ros.robot_param import load_robot, robot_params
 from mbrl_ros.ros.settings_params import params_from_settings
 
 SOURCES = {'mpc': '/mbrl/mpc/command', 'policy': '/mbrl/policy/command'}
 
 SPECS = [
-    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path: joint order and limits',
+    *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF or URDF path: joint order and limits',
           dynamic=False),
     *follower_params(),
     Param('control_rate_hz', 50.0, 'commands sent per second (one per period, whatever arrives)',
@@ -64,8 +66,7 @@ class SafetyFilterNode(Node):
         super().__init__('safety_filter')
         self.params = ParameterHandler(self, SPECS, on_validate=self._validate, on_applied=self._applied)
         try:
-            from mbrl_ros.core.robot import RobotModel
-            self.robot = RobotModel.load(self.params['robot'])
+            self.robot = load_robot(self.params)
         except Exception as exc:
             raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
         settings, why = self._settings(self.params.values)

@@ -28,7 +28,6 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mbrl_ros.core.commands import CommandWatchdog, check_command
-from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.sim import INTERFACES, Pacer, SimArm, SimError
 from mbrl_ros.ros.control_loop import control_priority_param, prioritise_process, report_priority
 from mbrl_ros.ros.conversions import SENSOR, sec_to_stamp
@@ -36,9 +35,11 @@ from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
+from mbrl_ros.ros.robot_param import load_robot, robot_params, robot_source
 
 SPECS = [
-    Param('robot', 'arm7', 'built-in robot (arm7, arm3) or MJCF path', dynamic=False),
+    *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
+    Param('robot', 'arm7', 'built-in robot (arm7, arm3) or MJCF or URDF path', dynamic=False),
     Param('physics_rate_hz', 500.0, 'physics steps per second (MuJoCo timestep = 1/rate)',
           range=(10.0, 5000.0), dynamic=False),
     Param('publish_rate_hz', 250.0,
@@ -74,13 +75,13 @@ class SimRobotNode(Node):
                                        on_applied=self._on_params)
         p = self.params
         try:
-            self.robot = RobotModel.load(p['robot'])
+            self.robot = load_robot(p)
             self.sim = SimArm(self.robot, physics_rate_hz=p['physics_rate_hz'],
                               command_interface=p['command_interface'],
                               gravity_compensation=p['gravity_compensation'],
                               state_noise_std=p['state_noise_std'], seed=p['seed'])
-        except Exception as exc:  # unknown robot, bad MJCF: one clear line, exit 2
-            raise StartupError(f"cannot load robot {p['robot']!r}: {exc}") from exc
+        except Exception as exc:  # unknown robot, bad MJCF/URDF: one clear line, exit 78 (EX_CONFIG)
+            raise StartupError(f"cannot load robot {robot_source(p)}: {exc}") from exc
         self.start_q = self._start_pose(p['initial_positions'])
         self.sim.reset(self.start_q)
         if p['publish_rate_hz'] > p['physics_rate_hz']:
@@ -127,6 +128,11 @@ class SimRobotNode(Node):
             f"simulating {self.robot.name} ({self.robot.dof} joints, {self.interface} interface) at "
             f"{p['physics_rate_hz']:g} Hz, publishing /joint_states at {p['publish_rate_hz']:g} Hz"
             + (', sim time on /clock' if self.pub_clock else ''))
+        # Once, what the description gave and what the sim made of it (dropped meshes, named
+        # elements, the file's own timestep/integrator versus the one that runs).
+        self.get_logger().info(
+            f'{self.robot.describe()}; physics: {1.0 / self.sim.dt:g} Hz implicitfast (the file says '
+            f'{self.robot.timestep:g} s {self.robot.integrator.removeprefix("mjINT_").lower()})')
 
     # ---- configuration ----------------------------------------------------------------------
     def _start_pose(self, values) -> np.ndarray:

@@ -21,11 +21,13 @@ from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
+from mbrl_ros.ros.robot_param import load_robot, robot_params, robot_source
 
 FILTER_PARAMS = ('process_noise', 'position_noise_std', 'velocity_noise_std', 'gap_timeout_s')
 
 SPECS = [
-    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path; gives the joint order',
+    *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF or URDF path; gives the joint order',
           dynamic=False),
     Param('joint_names', None, 'joint order of /mbrl/state; overrides the robot model when set',
           dynamic=False, type_hint='string_array'),
@@ -94,10 +96,9 @@ class StateEstimatorNode(Node):
         if override:
             return [str(n) for n in override]
         try:
-            from mbrl_ros.core.robot import RobotModel
-            return list(RobotModel.load(self.params['robot']).joint_names)
+            return list(load_robot(self.params).joint_names)
         except Exception as exc:  # unknown name, unreadable MJCF: say which
-            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+            raise StartupError(f"cannot load robot {robot_source(self.params)}: {exc}") from exc
 
     def _filter_config(self) -> FilterConfig:
         return FilterConfig(**{k: float(self.params[k]) for k in FILTER_PARAMS})

@@ -31,6 +31,7 @@ from mbrl_ros.ros.model_source import (configured_roots, default_model_roots, mo
                                         resolve_model_dir)
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
+from mbrl_ros.ros.robot_param import load_robot, robot_params, robot_source
 from mbrl_ros.ros.respawn_memory import RespawnMemory
 
 # The roots' default and spec are shared with the followers (mbrl_ros.ros.model_source);
@@ -39,7 +40,8 @@ _default_roots = default_model_roots
 
 
 SPECS = [
-    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path; bundles are checked against it',
+    *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
+    Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF or URDF path; bundles are checked against it',
           dynamic=False),
     Param('model_dir', '', "model bundle directory (or a name under the package models/); '' = the "
           'shipped bundle for the robot. Changing it validates the new bundle and swaps it in, or refuses it'),
@@ -62,10 +64,9 @@ class WorldModelNode(Node):
         super().__init__('world_model')
         self.params = ParameterHandler(self, SPECS, on_validate=self._validate, on_applied=self._applied)
         try:
-            from mbrl_ros.core.robot import RobotModel
-            self.robot = RobotModel.load(self.params['robot'])
+            self.robot = load_robot(self.params)
         except Exception as exc:
-            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+            raise StartupError(f"cannot load robot {robot_source(self.params)}: {exc}") from exc
         self.roots = self._roots()
         self.names = list(self.robot.joint_names)
         self.dof = self.robot.dof
@@ -129,9 +130,12 @@ class WorldModelNode(Node):
             return self._load(self.params['model_dir'])
         except BundleError as exc:
             hint = ''
-            if exc.check == 'missing_file' and not self.params['model_dir']:
-                hint = (f'; no shipped bundle for {self.robot.name!r}: train one with `mbrl-ros train '
-                        f'--robot {self.robot.name} --out models/{self.robot.name}` or set model_dir')
+            if exc.check == 'missing_file':
+                src = '<your description file>' if self.params['robot_description'] else self.params['robot']
+                shipped = 'no shipped bundle' if not self.params['model_dir'] else 'no bundle there'
+                hint = (f'; {shipped} for {self.robot.name!r}: train one with `mbrl-ros train '
+                        f'--robot {src} --out models/{self.robot.name}` (or `mbrl-ros learn ...`) and set '
+                        'model_dir, or launch with world_model:=false to run without a model')
             raise StartupError(f'cannot load the model bundle {path}: {exc}{hint}') from exc
 
     def _resume(self):

@@ -1,7 +1,8 @@
 """Runs a node process: init, build, spin, and an orderly exit on SIGINT/SIGTERM.
 
-A node that cannot start (bad parameter, missing file) logs one clear line and exits with
-status 2 instead of a traceback. A teardown stuck for longer than TEARDOWN_TIMEOUT_S prints the
+A node that cannot start (bad parameter, missing file, unusable robot description) logs one
+clear line and exits with status EX_CONFIG (78) instead of a traceback; the launch runner does
+not respawn a node that exits so (it would fail the same way again). A teardown stuck for longer than TEARDOWN_TIMEOUT_S prints the
 stacks and exits 1; `kill -USR1 <pid>` prints the stacks of a running node (mbrl_ros.ros.hang_watchdog).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from mbrl_ros.launch_runner.process_manager import EX_CONFIG
 from mbrl_ros.ros.hang_watchdog import arm_teardown_deadline, disarm_teardown_deadline, enable_stack_dump_signal
 from mbrl_ros.ros.parameters import ParameterError
 
@@ -30,7 +32,7 @@ def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
             node = factory()
         except (ParameterError, StartupError, FileNotFoundError, ValueError) as exc:
             print(f'[FATAL] cannot start: {exc}', file=sys.stderr, flush=True)
-            return 2
+            return EX_CONFIG
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         try:
