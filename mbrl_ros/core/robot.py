@@ -194,7 +194,9 @@ class RobotModel:
         if len(names) == 1 and names[0]:
             return names[0]
         raise RobotDescriptionError(
-            f'{self.mjcf_path}: no end-effector site {wanted!r} (sites: {names or "none"})')
+            f'{self.mjcf_path}: no end-effector site {wanted!r} (sites: {names or "none"}): '
+            + (f'set ee_site to one of them (ee_site:={names[0]})' if names else
+               'add <site name="ee_site" pos="0 0 0"/> to the end-effector body (pos: the tool point)'))
 
     def _chain(self, tip_body: int) -> list[int]:
         """Bodies from the first below the world down to `tip_body`."""
@@ -213,7 +215,8 @@ class RobotModel:
         if off:
             raise RobotDescriptionError(
                 f'{self.mjcf_path}: not a serial chain to site {self.ee_site!r}: joints {off} are on '
-                'other branches of the kinematic tree')
+                'other branches of the kinematic tree; remove them (or weld them: delete the <joint>), or '
+                'choose another ee_site')
         joints = []
         for b in self.chain_bodies:
             start, n = m.body_jntadr[b], m.body_jntnum[b]
@@ -223,10 +226,12 @@ class RobotModel:
                     name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j)
                     raise RobotDescriptionError(
                         f'{self.mjcf_path}: joint {name!r} is a {mujoco.mjtJoint(jt).name} joint; '
-                        'only hinge and slide joints are supported')
+                        'only hinge and slide joints are supported (a free joint: mount the arm on the world '
+                        'instead; a ball joint: split it into three hinges)')
                 joints.append(j)
         if not joints:
-            raise RobotDescriptionError(f'{self.mjcf_path}: no joints between the world and {self.ee_site!r}')
+            raise RobotDescriptionError(f'{self.mjcf_path}: no joints between the world and {self.ee_site!r}; '
+                                        'the end-effector site must be on the last link of the arm')
         if m.nq != len(joints):
             raise RobotDescriptionError(f'{self.mjcf_path}: model has nq={m.nq} but the chain has {len(joints)} joints')
         return joints
@@ -248,7 +253,8 @@ class RobotModel:
             elif int(m.jnt_type[j]) == _HINGE:
                 lo, hi = -np.pi, np.pi  # a continuous joint: one turn is the meaningful range
             else:
-                raise RobotDescriptionError(f'{self.mjcf_path}: slide joint {name!r} needs a range')
+                raise RobotDescriptionError(f'{self.mjcf_path}: slide joint {name!r} needs a range: add '
+                                            'range="<lower m> <upper m>" to the <joint>')
             q_min.append(lo)
             q_max.append(hi)
             v = self._numeric(f'qd_max_{name}')
@@ -293,7 +299,9 @@ class RobotModel:
             acts = self._actuators_for(j)
             if len(acts) != 1:
                 raise RobotDescriptionError(
-                    f'{self.mjcf_path}: joint {name!r} needs exactly one actuator, found {len(acts)}')
+                    f'{self.mjcf_path}: joint {name!r} needs exactly one actuator, found {len(acts)}'
+                    + (f'; add <motor joint="{name}" ctrlrange="-<max Nm> <max Nm>"/> to <actuator>' if not acts
+                       else '; keep one'))
             ids.append(acts[0])
         return np.array(ids)
 

@@ -176,7 +176,8 @@ class _Converter:
         if base_link is None:
             # the root, or below a world link fixed to it (world -> base_link, as many descriptions mount)
             b = self.root
-            while len(self.children[b]) == 1 and self.children[b][0].type == 'fixed':
+            while (len(self.children[b]) == 1 and self.children[b][0].type == 'fixed'
+                   and self._movable_below(self.children[b][0].child)):
                 b = self.children[b][0].child
             return b
         if base_link not in self.links:
