@@ -282,3 +282,31 @@ def test_calibration_on_a_part_of_the_holdout_hits_the_coverage_there():
     on_part = coverage_on_clean(train_ensemble(train, hold, cfg, tc, progress=False, calibration=clean).model)
     assert on_all > 0.975, on_all
     assert abs(on_part - 0.954) < 0.01, on_part
+
+
+def _rescaled(seed, out_std, out_mean):
+    m = make_model(4, 2, seed=seed)
+    m.out_std = torch.tensor(out_std, dtype=torch.float32)
+    m.out_mean = torch.tensor(out_mean, dtype=torch.float32)
+    return m
+
+
+# Issue 18: a differently scaled arm. Output 0 moves by ~1e-4 (a slow joint), output 1 sits at
+# ~1e3 with unit spread, outputs 2-3 are ordinary.
+SCALES = dict(out_std=[1e-4, 1.0, 0.3, 2.0], out_mean=[0.0, 1e3, 0.1, -0.5])
+
+
+def test_parity_is_relative_to_each_outputs_scale(tmp_path):
+    m = _rescaled(0, **SCALES)
+    files = export_ensemble(m, tmp_path, partitioned=True)   # float32 rounding at 1e3 is no failure
+    assert all(v['parity_max_error'] <= 1e-5 for v in files.values())
+
+
+def test_parity_catches_an_error_small_in_absolute_terms_on_a_small_output(tmp_path):
+    import onnx
+    # The graph's output 0 is 1 % off: ~1e-6 absolute, which an absolute 1e-5 tolerance passed.
+    m = _rescaled(0, **SCALES)
+    wrong = _rescaled(0, out_std=[1.01e-4] + SCALES['out_std'][1:], out_mean=SCALES['out_mean'])
+    onnx.save_model(build_graph(wrong), str(tmp_path / 'x.onnx'))
+    with pytest.raises(ExportError, match=r"parity failed for mean: .* of the output's scale \(output 0"):
+        verify_parity(m, tmp_path / 'x.onnx')
