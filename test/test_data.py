@@ -196,3 +196,23 @@ def test_summary_is_plain_yaml():
     assert s['num_transitions'] == 50 and s['num_episodes'] == 5 and s['dt'] == 0.02
     assert len(s['state']['mean']) == 4 and len(s['action']['std']) == 2
     assert yaml.safe_load(yaml.safe_dump(s)) == s
+
+
+def test_exploration_amplitude_is_calibrated_on_the_arms_dynamics():
+    # Issue 18: a fixed 0.1 x effort_max suits arm7; an arm with a tenth of arm3's effort limits needs
+    # ~10x the fraction to move alike. Calibrated per joint so random commands reach 0.6 x qd_max
+    # (95th percentile of |qd|).
+    from mbrl_ros.core.data.exploration import VELOCITY_FRACTION, calibrate_amplitude
+    from mbrl_ros.core.robot import RobotModel
+    strong = RobotModel.load('arm3')
+    c = calibrate_amplitude(strong, transitions=1000)
+    assert np.all(np.abs(np.log(np.array(c['reached_fraction']) / VELOCITY_FRACTION)) < np.log(1.15)), c
+    assert all(0.02 < a < 0.5 for a in c['amplitude']), c
+    weak = RobotModel(None, xml=open(strong.mjcf_path).read().replace('ctrlrange="-20 20"', 'ctrlrange="-2 2"')
+                      .replace('ctrlrange="-10 10"', 'ctrlrange="-1 1"'))
+    assert np.allclose(weak.effort_max, 0.1 * strong.effort_max)
+    w = calibrate_amplitude(weak, transitions=1000)
+    ratio = np.array(w['amplitude']) / np.array(c['amplitude'])
+    assert np.all(ratio > 3), (w, c)   # the light arm gets a much larger fraction of its limit
+    for a, r in zip(w['amplitude'], w['reached_fraction']):   # reached, or at the full limit and saying so
+        assert abs(np.log(r / VELOCITY_FRACTION)) < np.log(1.15) or (a == 1.0 and r < VELOCITY_FRACTION), w

@@ -39,7 +39,7 @@ def run(args) -> int:
             # Same exploration as the training data by default: held out, not out of distribution.
             prov = ((bundle.meta.get('training') or {}).get('data') or {}).get('provenance') or {}
             kind = args.exploration or prov.get('exploration', 'colored')
-            amp = args.amplitude if args.amplitude is not None else float(prov.get('amplitude', 0.1))
+            amp = args.amplitude if args.amplitude is not None else prov.get('amplitude', 0.1)  # one, or per joint
             ep_len = args.episode_len or int(prov.get('episode_len', 200))
             print(f'collecting {args.transitions} fresh transitions: {kind} exploration, amplitude {amp}, '
                   f'episodes of {ep_len}, seed {args.seed}', file=sys.stderr)

@@ -95,7 +95,9 @@ def collect_sim(robot='arm7', n_transitions: int = 20000, exploration: str = 'co
     finally:
         if bar is not None:
             bar.close()
-    meta = {'source': 'sim', 'exploration': exploration, 'amplitude': float(amplitude), 'beta': float(beta),
+    amp = np.asarray(amplitude, dtype=np.float64)
+    meta = {'source': 'sim', 'exploration': exploration,
+            'amplitude': float(amp) if amp.ndim == 0 else [float(a) for a in amp], 'beta': float(beta),
             'seed': int(seed), 'episode_len': int(episode_len), 'physics_rate_hz': float(physics_rate_hz),
             'state_noise_std': float(state_noise_std),
             'description_hash': str(getattr(robot, 'description_hash', ''))}

@@ -69,13 +69,17 @@ class Exploration:
                  limit_gain: float = 1.0, rng: np.random.Generator | None = None):
         if kind not in KINDS:
             raise ValueError(f'exploration must be one of {list(KINDS)}, got {kind!r}')
-        if not 0.0 < amplitude <= 1.0:
-            raise ValueError(f'amplitude is a fraction of the effort limit in (0, 1], got {amplitude}')
+        amp = np.asarray(amplitude, dtype=np.float64)  # one fraction, or one per joint (calibrated)
+        if amp.ndim > 1 or (amp.ndim == 1 and amp.shape != (len(robot.effort_max),)) or \
+                not np.all((amp > 0.0) & (amp <= 1.0)):
+            raise ValueError(f'amplitude is a fraction of the effort limit in (0, 1] (one, or one per '
+                             f'joint), got {amplitude}')
         if not 0.0 <= beta <= 4.0:
             raise ValueError(f'beta must be in [0, 4], got {beta}')
         if not 0.0 <= limit_margin < 0.5:
             raise ValueError(f'limit_margin is a fraction of the joint range in [0, 0.5), got {limit_margin}')
-        self.kind, self.amplitude, self.beta = kind, float(amplitude), float(beta)
+        self.kind, self.beta = kind, float(beta)
+        self.amplitude = float(amp) if amp.ndim == 0 else amp.copy()
         self.limit_margin, self.limit_gain = float(limit_margin), float(limit_gain)
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.effort_max = np.asarray(robot.effort_max, dtype=np.float64)
@@ -131,3 +135,52 @@ class Exploration:
         a = base + self.limit_push(np.asarray(q, np.float64), np.asarray(qd, np.float64))
         # Final clamp: whatever the terms add up to, never outside the actuator limits.
         return np.clip(a, -self.effort_max, self.effort_max)
+
+
+VELOCITY_FRACTION = 0.6    # calibration target: random commands reach this fraction of qd_max ...
+VELOCITY_PERCENTILE = 95   # ... at this percentile of |qd| (arm7 at the old fixed 0.1: 0.5-0.9)
+
+
+def calibrate_amplitude(robot, fraction: float = VELOCITY_FRACTION, percentile: float = VELOCITY_PERCENTILE,
+                        seed: int = 0, transitions: int = 2000, iterations: int = 14, log=None,
+                        **collect_kw) -> dict:
+    """Per-joint exploration amplitudes (fractions of effort_max) from the arm's own dynamics.
+
+    A fixed fraction of the effort limit means different motion on different arms: 0.1 x 87 Nm
+    moves arm7 through its range, 0.1 x 2 Nm barely moves a light arm, 0.1 x 300 Nm (pybullet's
+    iiwa lists 300 Nm on every joint) spins its 0.3 kg wrist until the simulation diverges. So
+    short exploration runs in the simulator are scaled, joint by joint, until each joint's
+    `percentile` of |qd| reaches `fraction` of its velocity limit (multiplicative steps,
+    damped: the response is not linear once joints hit their limits). A joint that cannot get
+    there at the full effort limit stays at 1.0 and its reached fraction says so.
+    Returns {'amplitude': [...], 'reached_fraction': [...], 'target': ..., ...} (for bundle.yaml).
+    """
+    from mbrl_ros.core.data.collect import collect_sim
+    from mbrl_ros.core.sim import SimError
+    dof = len(robot.effort_max)
+    amp = np.full(dof, 0.02)  # start low: a high start can make light links diverge at once
+    reached = np.zeros(dof)
+    best = (np.inf, amp, reached)  # coupled arms need not converge: keep the closest run
+    for it in range(int(iterations)):
+        try:
+            # the same seed every run: the change in motion is the amplitude's, not the noise draw's
+            ds = collect_sim(robot, transitions, amplitude=amp, seed=seed, progress=False, **collect_kw)
+        except SimError:
+            amp = np.maximum(amp / 4.0, 1e-4)  # too violent for the integrator: back off
+            continue
+        qd = np.abs(ds.states[:, dof:]) / np.asarray(robot.qd_max, dtype=np.float64)
+        reached = np.percentile(qd, percentile, axis=0)
+        ratio = fraction / np.maximum(reached, 1e-6)
+        if log is not None:
+            log(f'  amplitude calibration {it}: reached {np.round(reached, 2).tolist()} of qd_max')
+        done = (np.abs(np.log(ratio)) < np.log(1.15)) | ((ratio > 1.0) & (amp >= 1.0))  # within 15 %, or at the limit
+        miss = float(np.max(np.where(done, 0.0, np.abs(np.log(ratio)))))
+        if miss < best[0]:
+            best = (miss, amp.copy(), reached.copy())
+        if np.all(done):
+            break
+        amp = np.clip(amp * np.clip(ratio, 0.25, 4.0) ** 0.8, 1e-4, 1.0)
+    _, amp, reached = best
+    return {'amplitude': [float(f'{a:.4g}') for a in amp], 'reached_fraction': [round(float(r), 3) for r in reached],
+            'target': f'{percentile}th percentile of |qd| = {fraction} x qd_max per joint (random colored exploration)',
+            'effort_nm': [float(f'{a * e:.4g}') for a, e in zip(amp, robot.effort_max)]}

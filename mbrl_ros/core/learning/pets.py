@@ -58,7 +58,10 @@ class LearnConfig:
     # Data
     init_transitions: int = 6000          # random exploration before the first model
     exploration: str = 'colored'
-    amplitude: float = 0.1                # fraction of effort_max (as `mbrl-ros train`)
+    # Fraction of effort_max: None = calibrated per joint on the arm's own dynamics so random commands
+    # reach a stated fraction of the velocity limits (core/data/exploration.calibrate_amplitude; arm7:
+    # 0.06-0.12, the old fixed 0.1); the derived values go to bundle.yaml (learning.derived).
+    amplitude: Optional[float] = None
     episode_len: int = 200                # exploration episode length (steps)
     iterations: int = 3                   # K: model -> MPC episodes -> more data
     episodes_per_iteration: int = 20      # N MPC episodes per iteration
@@ -259,13 +262,21 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
 
     log(f'learn {robot.name}: {cfg.init_transitions} random + {cfg.iterations} x {cfg.episodes_per_iteration} MPC '
         f'episodes ({cfg.planned_env_steps()} environment steps), ensemble {cfg.ensemble_size} x {cfg.hidden_sizes}')
+    derived = {}
+    amplitude = cfg.amplitude
+    if amplitude is None:
+        from mbrl_ros.core.data.exploration import calibrate_amplitude
+        derived['exploration_amplitude'] = calibrate_amplitude(robot, seed=cfg.seed)
+        amplitude = derived['exploration_amplitude']['amplitude']
+        log(f'exploration amplitude from {robot.name}\'s dynamics: {amplitude} x effort_max '
+            f'({derived["exploration_amplitude"]["target"]}; reached {derived["exploration_amplitude"]["reached_fraction"]})')
     random_data = collect_sim(robot, cfg.init_transitions, exploration=cfg.exploration, seed=cfg.seed,
-                              episode_len=cfg.episode_len, amplitude=cfg.amplitude, progress=progress)
+                              episode_len=cfg.episode_len, amplitude=amplitude, progress=progress)
     on_policy: list = []
     env_steps = {'random': int(cfg.init_transitions), 'mpc': 0}
     stats: list[IterationStats] = []
     source_random = (f'collect_sim(robot={robot.name}, n={cfg.init_transitions}, exploration={cfg.exploration}, '
-                     f'amplitude={cfg.amplitude}, episode_len={cfg.episode_len}, seed={cfg.seed})')
+                     f'amplitude={amplitude}, episode_len={cfg.episode_len}, seed={cfg.seed})')
     bundle = None
     for k in range(cfg.iterations + 1):
         final = k == cfg.iterations
@@ -326,6 +337,7 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
         'closed_loop': evaluation,
         'distillation': distillation,
         'wall_time_s': round(time.perf_counter() - t_start, 1),
+        'derived': derived,   # settings derived from the arm rather than given
     }
     _write_learning_section(out_dir, report, write_yaml)
     write_yaml(out_dir / REPORT_YAML, _plain(report))
@@ -392,7 +404,7 @@ def _write_learning_section(out_dir: Path, report: dict, write_yaml) -> None:
     meta['seed'] = report['seed']
     meta['learning'] = _plain({k: report[k] for k in ('retraining', 'environment_steps', 'data_size_by_source',
                                                      'training_wall_time_s', 'iterations', 'closed_loop',
-                                                     'distillation')})
+                                                     'distillation', 'derived')})
     write_yaml(path, meta)
 
 
