@@ -200,3 +200,12 @@ def test_foreign_mjcf_without_velocity_limits_says_the_xml_to_add(tmp_path):
     with pytest.raises(RobotDescriptionError, match=r"no velocity limit for 'body1_joint'; add "
                                                     r'<custom><numeric name="qd_max_body1_joint" data="..."/></custom>'):
         RobotModel.load(f, ee_site='tool')
+
+
+def test_learn_refuses_an_unusable_description_with_its_message_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, '-m', 'mbrl_ros.cli', 'learn', '--robot', ZOO['panda'][0],
+                        '--out', str(tmp_path / 'x')], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert 'the chain branches at link' in r.stderr and 'tip_link' in r.stderr

@@ -130,6 +130,8 @@ def run(args) -> int:
                           distill_expert={**LearnConfig().distill_expert, **_settings(args.distill_expert)},
                           distill_expert_cost={**LearnConfig().distill_expert_cost,
                                                **number_pairs(args.distill_expert_cost, '--distill-expert-cost')})
+        from mbrl_ros.core.robot import RobotModel
+        RobotModel.load(cfg.robot)  # an unusable description: its message (with the fix), not a traceback
         errs = cfg.errors()
         if errs:
             raise ValueError('; '.join(errs))
