@@ -74,6 +74,7 @@ def test_sim_robot_takes_the_description_from_the_robot_description_parameter(tm
             lines.append(line)
             if "robot 'xarm6' (URDF <robot_description>)" in line:
                 break
+        time.sleep(3.0)  # past construction: a SIGINT inside it is another matter than this test's
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     finally:
