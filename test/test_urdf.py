@@ -120,6 +120,9 @@ def test_a_small_urdf_works():
     (urdf(rev('j1', 'base', 'l1') + rev('j2', 'l1', 'l2'),
           extra_links='') .replace('<axis xyz="0 1 0"/>', '<axis xyz="0 0 0"/>', 1),
      ["<axis xyz> is zero", '<axis xyz="0 0 1"/>']),
+    (urdf(rev('j1', 'base', 'l1', limit='<limit lower="-1" upper="1" effort="10" velocity="2"/>'
+              '<dynamics damping="0.5Nms"/>') + rev('j2', 'l1', 'l2')),
+     ["joint 'j1' <dynamics>: damping=\"0.5Nms\" is not a number"]),
 ])
 def test_description_problems_say_what_and_how_to_fix(text, needles):
     if needles is None:

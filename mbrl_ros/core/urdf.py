@@ -66,6 +66,17 @@ def _floats(text: str | None, n: int, default: float, where: str) -> np.ndarray:
     return v
 
 
+def _attr(elem: ET.Element, key: str, default, where: str):
+    """A number attribute, or `default` when absent; a clear error when it is not a number."""
+    t = elem.get(key)
+    if t is None:
+        return default
+    try:
+        return float(t)
+    except ValueError:
+        raise URDFError(f'{where}: {key}="{t}" is not a number') from None
+
+
 def _origin(elem: ET.Element | None, where: str) -> tuple[np.ndarray, np.ndarray]:
     o = None if elem is None else elem.find('origin')
     if o is None:
@@ -250,9 +261,8 @@ class _Converter:
                             f'upper={le.get("upper")!r}): write {_limit_fix(j)}')
         sc = j.elem.find('safety_controller')
         if sc is not None:  # ros2_control's soft limits: the range the controller may use
-            slo, shi = sc.get('soft_lower_limit'), sc.get('soft_upper_limit')
-            nlo = max(lo, float(slo)) if slo is not None else lo
-            nhi = min(hi, float(shi)) if shi is not None else hi
+            nlo = max(lo, _attr(sc, 'soft_lower_limit', lo, where + ' <safety_controller>'))
+            nhi = min(hi, _attr(sc, 'soft_upper_limit', hi, where + ' <safety_controller>'))
             if nhi > nlo:
                 lo, hi = nlo, nhi
         return lo, hi, vals['velocity'], vals['effort']
@@ -357,8 +367,9 @@ class _Converter:
                 kind = 'slide' if j.type == 'prismatic' else 'hinge'
                 rng = '' if lo is None else f' range="{lo:.12g} {hi:.12g}"'
                 de = j.elem.find('dynamics')
-                damping = float(de.get('damping', 0.0)) if de is not None else 0.0
-                friction = float(de.get('friction', 0.0)) if de is not None else 0.0
+                dw = f'{self.source}: joint {j.name!r} <dynamics>'
+                damping = _attr(de, 'damping', 0.0, dw) if de is not None else 0.0
+                friction = _attr(de, 'friction', 0.0, dw) if de is not None else 0.0
                 lines.append(f'{inner}<joint name="{j.name}" type="{kind}" axis="{_fmt(j.axis)}"{rng} '
                              f'damping="{damping:.12g}" frictionloss="{friction:.12g}"/>')
                 custom.append(f'<numeric name="qd_max_{j.name}" data="{vel:.12g}"/>')
