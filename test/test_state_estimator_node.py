@@ -217,7 +217,7 @@ def test_joint_names_override_and_bad_robot_fails_clearly(probe):
         assert list(m.name) == ['b', 'a']
         np.testing.assert_allclose(m.position, [2.0, 1.0])
     with estimator_process('robot:=no_such_arm') as proc:
-        assert proc.wait(timeout=30) == 2
+        assert proc.wait(timeout=30) == 78  # EX_CONFIG
         assert 'no_such_arm' in proc.log_text()
 
 
