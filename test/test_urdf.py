@@ -212,3 +212,16 @@ def test_learn_refuses_an_unusable_description_with_its_message_not_a_traceback(
                         '--out', str(tmp_path / 'x')], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
     assert 'the chain branches at link' in r.stderr and 'tip_link' in r.stderr
+
+
+def test_a_robot_yaml_carries_the_chain_options_where_only_a_path_fits(tmp_path):
+    # CLI --robot and LearnConfig.robot take one string: a robot YAML names the file and its options.
+    (tmp_path / 'panda.yaml').write_text(f'description: {ZOO["panda"][0]}\ntip_link: panda_hand\n'
+                                         'ee_offset: [0, 0, 0.1034]\n')
+    r = RobotModel.load(str(tmp_path / 'panda.yaml'))
+    direct = RobotModel.load(ZOO['panda'][0], tip_link='panda_hand', ee_offset=[0, 0, 0.1034])
+    assert r.joint_names == direct.joint_names and r.description_hash == direct.description_hash
+    np.testing.assert_allclose(r.fk(r.home_q), direct.fk(direct.home_q))
+    (tmp_path / 'bad.yaml').write_text(f'description: {ZOO["panda"][0]}\ntip: panda_hand\n')
+    with pytest.raises(RobotDescriptionError, match=r"unknown: \['tip'\]"):
+        RobotModel.load(str(tmp_path / 'bad.yaml'))

@@ -103,7 +103,8 @@ class RobotModel:
             self.notes += u.notes
             ee_site = 'ee_site'
             # the chain and tool point are part of the model a bundle was trained on
-            fingerprint += f'\n{u.base_link}\n{u.tip_link}\n{ee_offset}'
+            off = 'none' if ee_offset is None else ' '.join(f'{float(x):.9g}' for x in np.ravel(ee_offset))
+            fingerprint += f'\n{u.base_link}\n{u.tip_link}\n{off}'
             name = name or u.name
         else:
             for what, v in (('base_link', base_link), ('tip_link', tip_link), ('ee_offset', ee_offset)):
@@ -183,8 +184,42 @@ class RobotModel:
         p = Path(s).expanduser()
         if not p.is_file():
             raise RobotDescriptionError(
-                f'unknown robot {s!r}: not a built-in ({", ".join(BUILTIN)}) and no such MJCF or URDF file')
+                f'unknown robot {s!r}: not a built-in ({", ".join(BUILTIN)}) and no such MJCF, URDF or '
+                'robot YAML file')
+        if p.suffix.lower() in ('.yaml', '.yml'):
+            return cls._from_yaml(p, kw)
         return cls(p, **kw)
+
+    ROBOT_YAML_KEYS = ('description', 'base_link', 'tip_link', 'ee_offset', 'ee_site', 'package_paths')
+
+    @classmethod
+    def _from_yaml(cls, path: Path, kw: dict) -> 'RobotModel':
+        """A robot YAML: the description file plus the options a CLI `--robot` cannot carry, e.g.
+            description: franka_panda/panda.urdf   # relative to this file
+            tip_link: panda_hand
+            ee_offset: [0, 0, 0.1034]
+        Explicit arguments win over the file's values."""
+        import yaml
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise RobotDescriptionError(f'cannot read robot YAML {path}: {exc}') from exc
+        bad = sorted(set(d) - set(cls.ROBOT_YAML_KEYS)) if isinstance(d, dict) else ['(not a mapping)']
+        if bad or 'description' not in d:
+            raise RobotDescriptionError(
+                f'{path}: a robot YAML maps {", ".join(cls.ROBOT_YAML_KEYS)} (description required: the '
+                f'URDF or MJCF file, relative to the YAML); ' + (f'unknown: {bad}' if bad else 'no description'))
+        desc = Path(str(d['description'])).expanduser()
+        desc = desc if desc.is_absolute() else path.parent / desc
+        pkgs = d.get('package_paths')
+        if isinstance(pkgs, dict):
+            pkgs = {k: str(v if Path(str(v)).is_absolute() else path.parent / str(v)) for k, v in pkgs.items()}
+        merged = {k: d.get(k) for k in ('base_link', 'tip_link', 'ee_offset')}
+        merged.update({'ee_site': d.get('ee_site') or 'ee_site', 'package_paths': pkgs})
+        merged.update({k: v for k, v in kw.items() if v is not None and not (k == 'ee_site' and v == 'ee_site')})
+        if not desc.is_file():
+            raise RobotDescriptionError(f'{path}: description {str(d["description"])!r} -> {desc}: no such file')
+        return cls(desc, **merged)
 
     def _find_site(self, wanted: str) -> str:
         m = self.model
