@@ -75,7 +75,11 @@ def test_learn_end_to_end_on_arm3(tmp_path, arm3):
     assert meta['learning']['data_size_by_source'] == {'random_exploration': 400, 'on_policy_mpc': 76}
     assert meta['training']['data']['transitions'] == 476 and 'on-policy' in meta['training']['data']['source']
     assert len(meta['learning']['iterations']) == 3
-    assert (out / 'learn_report.png').stat().st_size > 1000
+    # Issue 18: the exploration amplitude is derived from the arm (TINY gives none) and recorded
+    derived = meta['learning']['derived']['exploration_amplitude']
+    assert len(derived['amplitude']) == 3 and all(0 < a <= 1 for a in derived['amplitude'])
+    assert '0.6 x qd_max' in derived['target'] and len(derived['reached_fraction']) == 3
+    assert yaml.safe_load(meta['training']['data']['provenance']['amplitude']) == derived['amplitude']
     assert yaml.safe_load((out / 'learn_report.yaml').read_text())['environment_steps']['training_data_total'] == 480
     assert bundle.ensemble.ensemble_size == 2
 

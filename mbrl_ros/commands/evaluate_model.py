@@ -35,11 +35,14 @@ def run(args) -> int:
             from mbrl_ros.core.dynamics.pipeline import load_dataset
             data = load_dataset(args.data, robot, bundle.dt)
         else:
+            import yaml
+
             from mbrl_ros.core.data.collect import collect_sim
             # Same exploration as the training data by default: held out, not out of distribution.
             prov = ((bundle.meta.get('training') or {}).get('data') or {}).get('provenance') or {}
             kind = args.exploration or prov.get('exploration', 'colored')
-            amp = args.amplitude if args.amplitude is not None else prov.get('amplitude', 0.1)  # one, or per joint
+            # provenance values are strings: '0.1', or '[0.11, 0.25, ...]' for a calibrated per-joint one
+            amp = args.amplitude if args.amplitude is not None else yaml.safe_load(str(prov.get('amplitude', 0.1)))
             ep_len = args.episode_len or int(prov.get('episode_len', 200))
             print(f'collecting {args.transitions} fresh transitions: {kind} exploration, amplitude {amp}, '
                   f'episodes of {ep_len}, seed {args.seed}', file=sys.stderr)
