@@ -130,9 +130,9 @@ class SimRobotNode(Node):
             + (', sim time on /clock' if self.pub_clock else ''))
         # Once, what the description gave and what the sim made of it (dropped meshes, named
         # elements, the file's own timestep/integrator versus the one that runs).
-        self.get_logger().info(
-            f'{self.robot.describe()}; physics: {1.0 / self.sim.dt:g} Hz implicitfast (the file says '
-            f'{self.robot.timestep:g} s {self.robot.integrator.removeprefix("mjINT_").lower()})')
+        own = (f' (the file says {self.robot.timestep:g} s {self.robot.integrator.removeprefix("mjINT_").lower()})'
+               if self.robot.format == 'mjcf' else '')  # a URDF has no physics options
+        self.get_logger().info(f'{self.robot.describe()}; physics: {1.0 / self.sim.dt:g} Hz implicitfast{own}')
 
     # ---- configuration ----------------------------------------------------------------------
     def _start_pose(self, values) -> np.ndarray:
