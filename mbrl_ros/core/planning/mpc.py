@@ -45,6 +45,8 @@ class MpcController:
         self._ik: Optional[IkSolver] = None
         self._ik_released = False         # the pull ended for this goal (the arm got there)
         self._ik_rng = np.random.default_rng(self.config.seed)
+        self._bias = np.zeros(2 * robot.dof)          # offset-free MPC: the model's bias per step
+        self._previous: Optional[tuple] = None        # (state, command) of the last plan
 
     @property
     def config(self) -> PlannerConfig:
@@ -60,6 +62,7 @@ class MpcController:
             self._set_joint_goal(None)    # solved from the arm's configuration at the next plan
             self._ik = None
             self._ik_released = False
+            self.planner.widen()
         self.goal = g
         return None
 
@@ -108,6 +111,7 @@ class MpcController:
                              f'robot {self.robot.name} needs {2 * self.robot.dof}/{self.robot.dof}')
         self.planner.set_dynamics(dynamics)
         self._last_time = None
+        self._forget_bias()
 
     def reset(self) -> None:
         self.planner.reset()
@@ -115,6 +119,30 @@ class MpcController:
         self._ik = None               # the arm may be anywhere now: solve again from there
         self._ik_released = False
         self._set_joint_goal(None)
+        self._forget_bias()
+
+    # ---- offset-free MPC ------------------------------------------------------------------------
+    @property
+    def model_bias(self) -> np.ndarray:
+        """The estimated model bias per control step (S,), added to every predicted step."""
+        return self._bias.copy()
+
+    def _forget_bias(self) -> None:
+        self._bias[:] = 0.0
+        self._previous = None
+        self.planner.model_offset = None
+
+    def _update_bias(self, state: np.ndarray, shift: int) -> None:
+        """Fold the residual of the last command's prediction (made one period ago) into the bias."""
+        gain = self.config.bias_gain
+        if gain <= 0.0:
+            self.planner.model_offset = None
+            return
+        if self._previous is not None and shift == 1:
+            residual = state - self.planner.predict_step(*self._previous)
+            if np.all(np.isfinite(residual)):
+                self._bias += gain * (residual - self._bias)
+        self.planner.model_offset = self._bias
 
     def check_parameters(self, values: Mapping[str, Any]) -> tuple[Optional[str], PlannerConfig, CostWeights]:
         """(reason or None, new config, new weights) for a batch of parameter changes."""
@@ -151,15 +179,19 @@ class MpcController:
         if now is not None and self._last_time is not None:
             shift = int(np.clip(round((now - self._last_time) / self.dt), 1, self.config.horizon))
         t0 = time.perf_counter()
+        state = np.concatenate([qv, qdv])
         self._advance_ik(qv)
+        self._update_bias(state, shift if now is not None else 1)
         spent_ms += 1e3 * (time.perf_counter() - t0)
-        plan = self.planner.plan(np.concatenate([qv, qdv]), self.goal, shift=shift,
+        plan = self.planner.plan(state, self.goal, shift=shift,
                                  budget_ms=self.config.time_budget_ms - spent_ms)
         if now is not None:
             self._last_time = float(now)
         if plan.stats.iterations == 0:
             # Nothing was evaluated: sending the blind warm start would be a guess.
+            self._previous = None
             return MpcResult(None, plan, 'time budget too small for a single planner iteration')
+        self._previous = (state, plan.action.copy())
         return MpcResult(plan.action, plan)
 
 

@@ -121,7 +121,10 @@ class Planner:
         self.config: Optional[PlannerConfig] = None
         self._mean: Optional[np.ndarray] = None       # warm start (H, A)
         self._elites: Optional[np.ndarray] = None     # elites of the last iteration (K', H, A)
+        self._std: Optional[np.ndarray] = None        # final sampling std of the last plan (H, A)
         self._speed = StepTimeModel()
+        # Offset-free MPC: the model's bias per step (S,), added to every predicted step (None: off).
+        self.model_offset: Optional[np.ndarray] = None
         self.configure(config)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -148,6 +151,7 @@ class Planner:
             m[:k] = self._mean[:k]
             self._mean = m
             self._elites = None
+        self._std = None
         if self._mean is None:
             self._mean = np.broadcast_to(self._mid, (h, a)).copy()
         if self._elites is not None:
@@ -164,10 +168,15 @@ class Planner:
         self.configure(self.config)
         self._elites = None
 
+    def widen(self) -> None:
+        """The next plan searches from init_std again (e.g. a new goal moved the optimum)."""
+        self._std = None
+
     def reset(self) -> None:
         """Forget the warm start (e.g. after the robot was reset or a new model was loaded)."""
         self._mean = np.broadcast_to(self._mid, (self.config.horizon, self.dynamics.action_dim)).copy()
         self._elites = None
+        self._std = None
 
     @property
     def warm_start(self) -> np.ndarray:
@@ -193,8 +202,12 @@ class Planner:
         stats = PlanStats()
 
         mean = self._shifted(self._mean, shift)
-        std = np.broadcast_to(c.init_std * self._half, mean.shape).copy()
         min_std = c.min_std * self._half
+        std = np.broadcast_to(c.init_std * self._half, mean.shape).copy()
+        if c.std_carry > 0 and self._std is not None:
+            # Start from the last plan's (shifted) spread, widened by std_carry: near a converged
+            # plan the search stays narrow, so the executed mean is not re-randomised every period.
+            std = np.clip(c.std_carry * self._shifted_std(self._std, shift), min_std, std)
         kept = self._shifted_elites(shift)
         best_actions, best_states, best_dis, best_cost = mean.copy(), None, None, INVALID_COST
 
@@ -235,16 +248,17 @@ class Planner:
                 kept = elites[np.argsort(costs[elite_idx])[:self._keep]].copy()
 
         self._mean = mean
+        self._std = std
         self._elites = kept if self._keep else None
         stats.best_cost = best_cost if best_states is not None else float('inf')
         predict = None
         if c.execute == 'mean' and best_states is not None:
             actions = self._clip(mean.copy())
             best_states = best_dis = None
-            dynamics, rng = self.dynamics, self.rng
+            dynamics, rng, offset = self.dynamics, self.rng, self.model_offset
 
             def predict():
-                return self._predict(actions, state, dynamics, rng)
+                return self._predict(actions, state, dynamics, rng, offset)
         else:
             actions = best_actions
         stats.elapsed_ms = (self.clock() - t0) * 1e3
@@ -260,6 +274,15 @@ class Planner:
         out[:h - s] = seq[s:]
         fill = seq[-1] if self.config.shift_fill == 'last' else np.clip(0.0, self.low, self.high)
         out[h - s:] = fill
+        return out
+
+    def _shifted_std(self, std: np.ndarray, shift: int) -> np.ndarray:
+        """std advanced by `shift` steps; the freed tail starts wide (init_std)."""
+        h = std.shape[0]
+        s = max(0, min(int(shift), h))
+        out = np.empty_like(std)
+        out[:h - s] = std[s:]
+        out[h - s:] = self.config.init_std * self._half
         return out
 
     def _shifted_elites(self, shift: int) -> Optional[np.ndarray]:
@@ -286,7 +309,8 @@ class Planner:
     def _evaluate(self, samples, state, goal, deadline):
         """(costs (N,), steps rolled out); costs is None when the deadline passed mid-rollout."""
         n, h, _ = samples.shape
-        steps = rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline, self.clock)
+        steps = rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline, self.clock,
+                        offset=self.model_offset)
         if steps < h:
             return None, steps
         p = self.dynamics.num_particles
@@ -325,13 +349,20 @@ class Planner:
     def _clip(self, actions):
         return np.clip(actions, self.low, self.high, out=actions)
 
-    def _predict(self, actions, state, dynamics=None, rng=None) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, actions, state, dynamics=None, rng=None, offset=None) -> tuple[np.ndarray, np.ndarray]:
         """Predicted states (H+1, S) (first particle) and disagreement (H,) of one sequence (by the
         planner's model, or the one the plan was made with)."""
         dynamics, rng = dynamics or self.dynamics, rng or self.rng
         buf = RolloutBuffers(dynamics.num_particles, actions.shape[0], dynamics.state_dim)
-        rollout(dynamics, state, actions[None], buf, rng)
+        rollout(dynamics, state, actions[None], buf, rng, offset=offset)
         return buf.states[0].copy(), buf.disagreement.mean(axis=0)
+
+    def predict_step(self, state, action) -> np.ndarray:
+        """The model's next state (S,) after `action` from `state`, without the offset (mean over particles)."""
+        p = self.dynamics.num_particles
+        buf = RolloutBuffers(p, 1, self.dynamics.state_dim)
+        rollout(self.dynamics, np.asarray(state, float), np.asarray(action, float).reshape(1, 1, -1), buf, self.rng)
+        return buf.states[:p, 1].mean(axis=0)
 
 
 class StepTimeModel:
