@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from mbrl_ros.commands.options import HelpFormatter
+
 BENCHES = {
     'sim': ('mbrl_ros.bench.sim', 'sim_robot + state_estimator: real-time factor, '
                                   '/joint_states rate and jitter, /mbrl/state latency'),
@@ -25,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest='bench', metavar='BENCH')
     sub.required = True
     for name, (module, help_) in BENCHES.items():
-        bp = sub.add_parser(name, help=help_, description=help_)
+        bp = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:  # e.g. a training-only dependency missing on a robot

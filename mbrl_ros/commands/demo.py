@@ -40,18 +40,19 @@ LATCHED_TOPICS = ('/mbrl/safety/mode', '/mbrl/world_model/active_model')
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--robot', default='arm7', help='built-in robot (arm7, arm3) or MJCF path (default arm7)')
+    p.add_argument('--robot', default='arm7', help='built-in robot (arm7, arm3) or MJCF path')
     p.add_argument('--model-dir', default=None,
                    help='model bundle directory (default: the shipped models/<robot>)')
-    p.add_argument('--goals', type=int, default=5, metavar='N', help='number of random goals (default 5)')
+    p.add_argument('--goals', type=int, default=5, metavar='N', help='number of random goals')
     p.add_argument('--goal-period', type=float, default=3.0, metavar='S',
-                   help='seconds per goal (default 3; success is judged 3 s after a goal)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the goal sequence (default 0)')
+                   help='seconds per goal (success is judged 3 s after a goal)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the goal sequence')
     p.add_argument('--out', default=None, metavar='DIR',
-                   help='report folder (default runs/demo_<date>_<time>)')
-    p.add_argument('--launch-file', default='sim_arm.launch.yaml')
+                   help='report folder (default: runs/demo_<date>_<time>)')
+    p.add_argument('--launch-file', default='sim_arm.launch.yaml',
+                   help='launch file: a path, or a name under the package launch/')
     p.add_argument('--startup-timeout', type=float, default=120.0, metavar='S',
-                   help='seconds to wait for the stack to be ready (default 120)')
+                   help='seconds to wait for the stack to be ready')
 
 
 def fail(msg: str, code: int = 1) -> int:
