@@ -103,7 +103,8 @@ class CostWeights:
     # 1, not 0: at 0 the planner picks actions the safety filter's disagreement gate then refuses
     # (mode flicker mpc/hold on the ROS stack), although the ROS-free loop succeeds more often.
     uncertainty: float = setting(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
-    # 0.3: 30/30 goals vs 29/30 without (shipped arm7, β = 0, no budget; docs/results §5).
+    # 0.3: 30/30 goals vs 29/30 without (shipped arm7, β = 0, no budget;
+    # docs/results/pets_learning_planning.md, "Why goals failed").
     joint_goal: float = setting(0.3, 0.0, 1e6, 'running squared joint distance [rad^2] to an IK solution of the goal '
                                 '(guides the short horizon out of local minima; 0 = no IK)')
     # A 7-DOF arm reaches the goal in many configurations: once the end effector is there, pulling

@@ -20,7 +20,7 @@ from .costs import make_task_cost
 from .ik import IkSolver
 from .optimizers import Plan, Planner
 
-# Parameter names of the node (DESIGN.md) that differ from the settings' field names.
+# Parameter names of the node (docs/architecture.md) that differ from the settings' field names.
 ALIASES = {'uncertainty_penalty': 'uncertainty'}
 
 
