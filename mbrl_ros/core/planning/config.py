@@ -54,8 +54,11 @@ class PlannerConfig:
     # (arm7, 100 goals: p99 14.46 ms, 95 %; at 15.0: p99 15.02-15.26 ms)
     time_budget_ms: float = setting(14.5, 0.0, 10000.0, 'anytime budget per plan; 0 = no limit')
     seed: int = setting(0, 0, 2 ** 31 - 1, 'random seed of the sampler')
-    std_carry: float = setting(0.0, 0.0, 10.0, 'each plan starts from the last plan\'s final sampling std times this '
-                               '(capped at init_std; 0 = always from init_std)')
+    std_carry: float = setting(0.0, 0.0, 10.0, 'near the goal, each plan starts from the last plan\'s final sampling '
+                               'std times this (capped at init_std; 0 = always from init_std)')
+    # Only near the goal: far from it a narrowed search loses the way (stalled goals when carried everywhere).
+    std_carry_radius: float = setting(0.05, 0.0, 10.0, 'std_carry applies while the end effector is within this '
+                                      'distance of the goal [m]')
     # Offset-free MPC: the model's one-step residual at the current state, low-pass filtered, is
     # added to every predicted step, so a biased model does not leave a steady-state error.
     bias_gain: float = setting(0.0, 0.0, 1.0, 'offset-free MPC: weight of the newest one-step model residual in the '

@@ -82,12 +82,12 @@ class MpcController:
         if term is not None:
             term.target = None if q is None else np.asarray(q, float)
 
-    def _advance_ik(self, q) -> None:
+    def _advance_ik(self, q, ee_distance: float) -> None:
         term = self.cost.term('joint_goal')
         if self.goal is None or term is None or not term.enabled or self._ik_released:
             return
         release = self.weights.joint_goal_release
-        if release > 0 and np.linalg.norm(self.robot.fk(q) - self.goal) < release:
+        if release > 0 and ee_distance < release:
             self._ik_released = True
             self._ik = None
             self._set_joint_goal(None)
@@ -180,8 +180,11 @@ class MpcController:
             shift = int(np.clip(round((now - self._last_time) / self.dt), 1, self.config.horizon))
         t0 = time.perf_counter()
         state = np.concatenate([qv, qdv])
-        self._advance_ik(qv)
+        ee_distance = np.inf if self.goal is None else float(np.linalg.norm(self.robot.fk(qv) - self.goal))
+        self._advance_ik(qv, ee_distance)
         self._update_bias(state, shift if now is not None else 1)
+        if ee_distance > self.config.std_carry_radius:
+            self.planner.widen()
         spent_ms += 1e3 * (time.perf_counter() - t0)
         plan = self.planner.plan(state, self.goal, shift=shift,
                                  budget_ms=self.config.time_budget_ms - spent_ms)
