@@ -46,7 +46,7 @@ from mbrl_ros.ros.settings_params import params_from_settings
 
 _PLANNER_FIELDS = ('planner', 'horizon', 'num_samples', 'num_iterations', 'num_elites', 'time_budget_ms',
                    'alpha', 'init_std', 'min_std', 'noise_beta', 'population_decay', 'keep_elites_fraction',
-                   'execute', 'shift_fill')
+                   'execute', 'shift_fill', 'std_carry', 'std_carry_radius', 'bias_gain')
 _RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_penalty
 # A cycle still planning after this many periods has run away: it drops below the nodes that cover for it.
 OVERRUN_DEMOTE_PERIODS = 2.0
