@@ -155,7 +155,7 @@ _HEADER = """\
 # Tuned once per built-in arm by `mbrl-ros bench osc-tune --robot <arm> --write` (a coarse grid on
 # chained goals of the reaching benchmark, nominal sim, a seed off the benchmark seeds); `sweep`
 # records the grid. An arm not listed here (or whose dof differs) gets baseline.default_gains(robot).
-# The mpc_controller node's osc_kp/osc_kd/osc_kq parameters default to these values (0 = from here).
+# The mpc_controller node's osc_kp/osc_kd/osc_kq parameters default to these values (-1 = from here).
 """
 
 
