@@ -17,7 +17,8 @@ BENCHES = {
     'planner': ('mbrl_ros.bench.planner', 'CEM/iCEM time per plan and the planner overhead (trivial or ONNX model)'),
     'policy': ('mbrl_ros.bench.policy', 'distilled policy per-call latency (onnxruntime), optionally vs the MPC'),
     'plan-latency': ('mbrl_ros.bench.plan_latency', 'plan p50/p99 over horizon x samples on a bundle; throughput vs a matmul-only roofline'),
-    'closed-loop': ('mbrl_ros.bench.closed_loop', 'MPC reaching success and final distance against the per-plan time budget'),
+    'closed-loop': ('mbrl_ros.bench.closed_loop', 'reaching on chained goals: mpc, osc_pd, policy side by side on the same goals (payload, friction)'),
+    'osc-tune': ('mbrl_ros.bench.osc_tune', 'coarse gain sweep of the operational-space PD baseline on chained goals (config/osc_pd.yaml)'),
     'ros-closed-loop': ('mbrl_ros.bench.ros_closed_loop', 'reaching success through the whole ROS stack (launch file, headless) on the closed-loop goals'),
     'mppi-compare': ('mbrl_ros.bench.mppi_compare', 'our CEM/iCEM vs pytorch-mppi on the same ensemble: per-plan time and success'),
 }

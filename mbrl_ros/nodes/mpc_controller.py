@@ -51,6 +51,13 @@ _RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_pena
 # A cycle still planning after this many periods has run away: it drops below the nodes that cover for it.
 OVERRUN_DEMOTE_PERIODS = 2.0
 
+CONTROLLERS = ('mpc', 'osc_pd')
+
+
+def _gain_ok(v: float):
+    return None if v == -1.0 or v >= 0.0 else 'must be >= 0 (or -1: the shipped value)'
+
+
 SPECS = [
     Param('robot', 'arm7', 'built-in robot name (arm7, arm3) or MJCF path', dynamic=False),
     *follower_params(),
@@ -71,6 +78,13 @@ SPECS = [
           dynamic=False),
     *params_from_settings(PlannerConfig, include=_PLANNER_FIELDS),
     *params_from_settings(CostWeights, rename=_RENAME),
+    # The classical baseline through the identical stack (estimator, delay compensation, filter).
+    Param('controller', 'mpc', 'mpc: plan with the ensemble; osc_pd: the operational-space PD baseline '
+          '(mbrl_ros.core.baseline) on the same state, goal and delay compensation', choices=CONTROLLERS),
+    *(Param(f'osc_{k}', -1.0, f'osc_pd {what}; -1 = the value for this robot in config/osc_pd.yaml '
+            '(else the rule of baseline.default_gains), resolved at start', range=(-1.0, 1e5),
+            validator=_gain_ok) for k, what in (('kp', 'task stiffness [N/m]'), ('kd', 'task damping [N s/m]'),
+                                                ('kq', 'joint damping [N m s/rad]'))),
     hang_timeout_param(),
     control_priority_param(),
 ]
@@ -129,6 +143,7 @@ class MpcControllerNode(LifecycleNode):
         self._last = {'iterations': 0, 'samples': 0, 'goal_distance': float('nan'), 'no_command': 'none',
                       'compensated_ms': 0.0,
                       'bad_input': 'none', 'error': 'none'}
+        self.osc = self._make_osc()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.get_logger().info(f'model roots: {", ".join(self.roots)}')
         if self.params['autostart']:
@@ -247,6 +262,8 @@ class MpcControllerNode(LifecycleNode):
             changes, self._param_changes = self._param_changes, {}
         if bundle is not None:
             self._swap_model(bundle)
+        if changes.get('controller') == 'mpc' and self.mpc is not None:
+            self.mpc.reset()   # back from osc_pd: the warm start is from another time
         if changes and self.mpc is not None:
             planner = {k: v for k, v in changes.items() if ALIASES.get(k, k) in _SETTINGS_FIELDS}
             reason = self.mpc.apply_parameters(planner) if planner else None
@@ -287,6 +304,8 @@ class MpcControllerNode(LifecycleNode):
             if self.mpc is None or self._goal is None:
                 self._sent_mono = None   # idle, not missing periods
             return self._no_command(why)
+        if self.params['controller'] == 'osc_pd':
+            return self._osc_once()
         sample, stamp = self._state
         t0 = time.perf_counter()
         q, qd = self._state_at_actuation(sample)
@@ -314,6 +333,47 @@ class MpcControllerNode(LifecycleNode):
         # The predicted path is rolled out only when asked for (Plan): after the command is out.
         if self.counts['plans'] % self.params['plan_publish_every'] == 0 and res.plan.ee_path is not None:
             self._publish_plan(res.plan.ee_path, stamp)
+
+    # ---- the osc_pd baseline (the law is in mbrl_ros.core.baseline) -------------------------
+    def _make_osc(self):
+        """OscPd with the gain parameters; -1 ones resolved to the shipped values and set on the node
+        (so `ros2 param get` shows what runs)."""
+        from rclpy.parameter import Parameter
+
+        from mbrl_ros.core.baseline import OscPd, shipped_gains
+        self._osc_shipped = shipped_gains(self.robot)
+        resolved = [Parameter(f'osc_{k}', Parameter.Type.DOUBLE, float(getattr(self._osc_shipped, k)))
+                    for k in ('kp', 'kd', 'kq') if self.params[f'osc_{k}'] == -1.0]
+        if resolved:
+            self.set_parameters(resolved)
+        return OscPd(self.robot, self._osc_gains())
+
+    def _osc_gains(self):
+        from mbrl_ros.core.baseline import OscGains
+        return OscGains(*(getattr(self._osc_shipped, k) if self.params[f'osc_{k}'] == -1.0 else self.params[f'osc_{k}']
+                          for k in ('kp', 'kd', 'kq')))
+
+    def _osc_once(self) -> None:
+        """One osc_pd command from the same (delay-compensated) state the MPC would plan from.
+        The safety filter judges it as an MPC command (its own ensemble disagreement at the state)."""
+        gains = self._osc_gains()
+        if gains != self.osc.gains:
+            self.osc.set_gains(gains)
+        sample, stamp = self._state
+        t0 = time.perf_counter()
+        q, qd = self._state_at_actuation(sample)
+        u = self.osc(q, qd, self._goal)
+        ms = 1e3 * (time.perf_counter() - t0)
+        self._plan_ms.append(ms)
+        self._recent_plan_s.append(ms * 1e-3)
+        self.counts['plans'] += 1
+        self._last['goal_distance'] = float(np.linalg.norm(self.robot.fk(sample.q) - self._goal))
+        out = JointState(name=self.robot.joint_names, effort=[float(v) for v in u])
+        out.header.stamp = stamp
+        self._pub_cmd.publish(out)
+        self._last_cmd = (u, self._now())
+        self.counts['commands'] += 1
+        self._count_missed_periods()
 
     def _count_missed_periods(self) -> None:
         """Periods without a command, from this node's own send times (what a subscriber's receive
@@ -388,7 +448,7 @@ class MpcControllerNode(LifecycleNode):
             'lifecycle': 'active' if self._active else ('inactive' if self._subs else 'unconfigured'),
             # The model the planner uses now; a validated one waits for the next loop iteration.
             'model': self._model_in_use or 'none', 'robot': self.robot.name,
-            'horizon': cfg.horizon, 'num_samples': cfg.num_samples, 'planner': cfg.planner,
+            'controller': self.params['controller'], 'horizon': cfg.horizon, 'num_samples': cfg.num_samples, 'planner': cfg.planner,
             'time_budget_ms': cfg.time_budget_ms, 'control_rate_hz': self.params['control_rate_hz'],
             'plan_ms_p50': float(np.percentile(times, 50)) if times is not None else 'n/a',
             'plan_ms_p99': float(np.percentile(times, 99)) if times is not None else 'n/a',
