@@ -221,6 +221,7 @@ def run_ros(robot, model_dir: Path, chains: list, metrics, from_home: bool, sets
 
     isolate_ros_session()
     log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix='ros_closed_loop_')) / 'launch.log'
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, '-m', 'mbrl_ros.cli', 'launch', launch_file, f'robot:={robot.name}',
            f'model_dir:={model_dir.resolve()}', *launch_args, '--log-dir', str(log_path.parent / 'logs')]
     procs, logs = [], []
@@ -590,12 +591,16 @@ def _print(args, robot, model_dir, seeds, rows) -> None:
 # ---- the ROS-free reference on the same goals -----------------------------------------------------
 class _FilteredMpc:
     """The MPC as the stack runs it, without ROS: planning within the filter's limits, rate-limited from
-    the command sent, its output clamped and rate-limited as the safety filter does (not: the filter's
-    joint-limit refusals, its fallbacks, delays)."""
+    the command sent, its output clamped and rate-limited as the safety filter does; a plan without a
+    command (budget too small) repeats the last one for the filter's command timeout (5 periods), then
+    the filter's hold (-2·qd). Not modelled: the policy fallback, joint-limit refusals, delays."""
+    TIMEOUT_PERIODS = 5
+    HOLD_DAMPING = 2.0
 
     def __init__(self, agent, limits):
         self.agent, self.limits = agent, limits
         self.sent = None
+        self.missing = 0
         if limits is not None:
             agent.mpc.set_command_limits(limits)
 
@@ -603,6 +608,7 @@ class _FilteredMpc:
         import numpy as np
         self.agent.reset()
         self.sent = np.zeros(self.agent.robot.dof)
+        self.missing = 0
 
     def __call__(self, q, qd, goal):
         import numpy as np
@@ -615,6 +621,11 @@ class _FilteredMpc:
             a._goal = goal.copy()
         res = a.mpc.compute(q, qd, now=a._now, last_action=self.sent)
         a._now += a.dt
+        self.missing = self.missing + 1 if res.command is None else 0
+        if self.missing > self.TIMEOUT_PERIODS:   # hold: dissipative, not rate-limited (as the filter)
+            hold = -self.HOLD_DAMPING * np.asarray(qd, float)
+            self.sent = hold if self.limits is None else np.clip(hold, -self.limits.effort, self.limits.effort)
+            return self.sent.copy()
         u = self.sent if res.command is None else res.command
         self.sent = u if self.limits is None else self.limits.bound(u, self.sent)
         return self.sent.copy()
