@@ -44,7 +44,8 @@ class LimitsFollower:
             self.refused += 1
             self.last_refusal = why
             kept = self.limits.describe() if self.limits is not None else "the robot's full limits"
-            self.node.get_logger().error(f'ignoring malformed {SAFETY_LIMITS_TOPIC}: {why}; keeping {kept}')
+            self.node.get_logger().error(f'ignoring malformed {SAFETY_LIMITS_TOPIC}: {why}; keeping {kept}',
+                                         throttle_duration_sec=1.0)   # a flood must not flood the log
             return
         if limits.same_as(self.limits):
             return
