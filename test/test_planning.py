@@ -929,3 +929,66 @@ def test_carrying_the_sampling_std_across_plans_stops_the_hover_at_the_goal(arm3
     # A new goal widens the search again.
     mpc.set_goal(goal + 0.05)
     assert mpc.planner._std is None
+# ---- planning within what the safety filter sends -------------------------------------------------
+def _rate_ok(seq, last, step):
+    prev = np.vstack([last[None], seq[:-1]])
+    return np.all(np.abs(seq - prev) <= step + 1e-12)
+
+
+@pytest.mark.parametrize('execute', ['mean', 'best'])
+def test_planner_plans_within_scaled_bounds_and_the_rate_limit(arm3, execute):
+    planner, _ = _planner(arm3, execute=execute, num_samples=80, num_elites=8, horizon=8)
+    hi, step = 0.3 * arm3.effort_max, 0.1 * arm3.effort_max
+    planner.set_action_bounds(-hi, hi, step)
+    last = np.array([hi[0], -hi[1], 0.0])  # the filter last sent the extremes: a plan must ramp from there
+    state = np.concatenate([arm3.home_q, np.zeros(3)])
+    for k in range(3):
+        plan = planner.plan(state, _goal(arm3), last_action=last)
+        assert np.all(np.abs(plan.actions) <= hi + 1e-12)
+        assert _rate_ok(plan.actions, last, step), (plan.actions, last)
+        # Every sample rolled out was one the filter would pass unchanged, not only the executed one.
+        assert _rate_ok(planner._samples[0], last, step)
+        last = plan.action
+    # Without a last action only the bounds hold (e.g. nothing was sent yet).
+    plan = planner.plan(state, _goal(arm3))
+    assert np.all(np.abs(plan.actions) <= hi + 1e-12)
+
+
+def test_planner_refuses_bad_bounds_and_steps(arm3):
+    planner, _ = _planner(arm3)
+    e = arm3.effort_max
+    for low, high, step in ((-e, -e, None), (-e[:2], e[:2], None), (-e, e, np.zeros(3)), (-e, e, [1.0, 1.0])):
+        with pytest.raises(ValueError):
+            planner.set_action_bounds(low, high, step)
+    assert np.array_equal(planner.high, e)  # unchanged after refusals
+
+
+def test_mpc_controller_follows_command_limits_and_margin(arm3):
+    from mbrl_ros.core.planning import MpcController
+    from mbrl_ros.core.safety import CommandLimits
+    mpc = MpcController(arm3, DoubleIntegratorDynamics.from_robot(arm3),
+                        PlannerConfig(num_samples=60, num_elites=6, horizon=8, time_budget_ms=0.0),
+                        CostWeights(joint_limit_margin=0.1))
+    mpc.set_goal(_goal(arm3))
+    limits = CommandLimits(0.3 * arm3.effort_max, 0.1 * arm3.effort_max, np.full(3, 0.25))
+    mpc.set_command_limits(limits)
+    assert mpc.joint_limit_margin == 0.25 and mpc.cost.term('joint_limit').margin == 0.25
+    last = np.zeros(3)
+    for k in range(5):
+        res = mpc.compute(arm3.home_q, np.zeros(3), now=float(k) * 0.02, last_action=last)
+        assert np.all(np.abs(res.command) <= limits.effort + 1e-12)
+        assert np.all(np.abs(res.command - last) <= limits.step + 1e-12)
+        # What the filter would send is exactly the plan: nothing to clamp, nothing to rate-limit.
+        assert np.allclose(limits.bound(res.command, last), res.command)
+        last = res.command
+    # A live change of the planner's own margin keeps the filter's floor; lifting the limits restores it.
+    assert mpc.apply_parameters({'joint_limit_margin': 0.05}) is None
+    assert mpc.cost.term('joint_limit').margin == 0.25
+    mpc.set_command_limits(None)
+    assert mpc.cost.term('joint_limit').margin == 0.05 and np.array_equal(mpc.planner.high, arm3.effort_max)
+    # effort_limit_scale 0: a box of zero width in effect, no error.
+    mpc.set_command_limits(CommandLimits(np.zeros(3), 0.1 * arm3.effort_max, np.zeros(3)))
+    res = mpc.compute(arm3.home_q, np.zeros(3), last_action=last)
+    assert np.all(np.abs(res.command) <= 1e-8 * arm3.effort_max)
+    with pytest.raises(ValueError):
+        mpc.set_command_limits(CommandLimits(np.ones(2), np.ones(2), np.zeros(2)))

@@ -33,6 +33,7 @@ from mbrl_ros.core.estimation import DelayCompensator
 from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
 from mbrl_ros.core.planning.mpc import ALIASES
 from mbrl_ros.reliability.analysis import missed_in_gap
+from mbrl_ros.ros.command_limits import LimitsFollower
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -136,6 +137,8 @@ class MpcControllerNode(LifecycleNode):
         self._recent_plan_s: deque = deque(maxlen=20)   # the expected plan time (delay compensation)
         self._predictor = None           # DelayCompensator of the model in use
         self._last_cmd = None            # (effort, ROS time published) of the last command
+        self._limits = None              # LimitsFollower (the safety filter's limits), while configured
+        self._limits_applied = None      # the CommandLimits the planner plans within now
         self.counts = {'plans': 0, 'commands': 0, 'overruns': 0, 'no_command': 0, 'bad_states': 0,
                        'stale_states': 0, 'bad_goals': 0, 'model_swaps': 0, 'refused_models': 0,
                        'internal_errors': 0, 'missed_periods': 0}
@@ -162,6 +165,7 @@ class MpcControllerNode(LifecycleNode):
             self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10),
             self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED),
         ]
+        self._limits = LimitsFollower(self, self.robot.joint_names)
         self.get_logger().info(f'configured for {self.robot.name} (reach {self.workspace.reach:.3f} m); '
                                'waiting for /mbrl/world_model/active_model' if self.mpc is None else 'configured')
         return TransitionCallbackReturn.SUCCESS
@@ -197,6 +201,9 @@ class MpcControllerNode(LifecycleNode):
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
+        if self._limits is not None:
+            self._limits.destroy()
+        self._limits, self._limits_applied = None, None
         for p in (self._pub_cmd, self._pub_plan):
             if p is not None:
                 self.destroy_lifecycle_publisher(p)
@@ -269,6 +276,13 @@ class MpcControllerNode(LifecycleNode):
             reason = self.mpc.apply_parameters(planner) if planner else None
             if reason:  # validated already; this would be a bug, so say so loudly
                 self._error(f'accepted parameters could not be applied: {reason}')
+        limits = self._limits.limits if self._limits is not None else None
+        if self.mpc is not None and limits is not self._limits_applied:
+            try:
+                self.mpc.set_command_limits(limits)
+            except ValueError as exc:   # checked against the joint names already; say so if not
+                self._error(f'cannot plan within the safety filter\'s limits: {exc}')
+            self._limits_applied = limits
         if self._goal is not None and self._goal is not self._goal_applied and self.mpc is not None:
             self.mpc.set_goal(self._goal)
             self._goal_applied = self._goal
@@ -280,6 +294,7 @@ class MpcControllerNode(LifecycleNode):
         if self.mpc is None:
             _, cfg, w = settings_from(self.params.values)
             self.mpc = MpcController(self.robot, dyn, cfg, w, dt=bundle.dt)
+            self._limits_applied = None   # a new planner plans within the robot's limits until told
         else:
             self.mpc.set_dynamics(dyn)
             self.mpc.dt = bundle.dt
@@ -310,7 +325,8 @@ class MpcControllerNode(LifecycleNode):
         t0 = time.perf_counter()
         q, qd = self._state_at_actuation(sample)
         # the prediction's time comes out of the plan's budget
-        res = self.mpc.compute(q, qd, now=sample.stamp, spent_ms=1e3 * (time.perf_counter() - t0))
+        res = self.mpc.compute(q, qd, now=sample.stamp, spent_ms=1e3 * (time.perf_counter() - t0),
+                               last_action=self._command_in_force())
         ms = 1e3 * (time.perf_counter() - t0)
         self._plan_ms.append(ms)
         self._recent_plan_s.append(ms * 1e-3)
@@ -374,6 +390,14 @@ class MpcControllerNode(LifecycleNode):
         self._last_cmd = (u, self._now())
         self.counts['commands'] += 1
         self._count_missed_periods()
+    def _command_in_force(self) -> Optional[np.ndarray]:
+        """The start of the rate limit: what the safety filter last sent the robot (it rate-limits from
+        that), else this node's last command if recent, else None (unknown: only the bounds apply)."""
+        timeout = self.params['state_timeout_s']
+        sent = self._limits.last_sent(timeout) if self._limits is not None else None
+        if sent is None and self._last_cmd is not None and 0.0 <= self._now() - self._last_cmd[1] <= timeout:
+            sent = self._last_cmd[0]
+        return sent
 
     def _count_missed_periods(self) -> None:
         """Periods without a command, from this node's own send times (what a subscriber's receive
@@ -454,6 +478,11 @@ class MpcControllerNode(LifecycleNode):
             'plan_ms_p99': float(np.percentile(times, 99)) if times is not None else 'n/a',
             'iterations_last': self._last['iterations'], 'samples_last': self._last['samples'],
             'compensated_delay_ms_last': self._last['compensated_ms'],
+            'command_limits': (self._limits_applied.describe() if self._limits_applied is not None
+                               else "the robot's full limits (none from the safety filter)"),
+            'limits_updates': self._limits.updates if self._limits is not None else 0,
+            'refused_limits': self._limits.refused if self._limits is not None else 0,
+            'last_refused_limits': self._limits.last_refusal if self._limits is not None else 'none',
             'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
             'goal_distance_m': self._last['goal_distance'],
             'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],

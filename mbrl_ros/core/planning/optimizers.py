@@ -117,6 +117,8 @@ class Planner:
             raise ValueError('every action upper bound must exceed its lower bound')
         self._mid = 0.5 * (self.low + self.high)
         self._half = 0.5 * (self.high - self.low)
+        self.max_step: Optional[np.ndarray] = None    # (A,) largest change between consecutive actions
+        self._last_action: Optional[np.ndarray] = None  # the action in force before this plan's first
         self.clock = clock
         self.config: Optional[PlannerConfig] = None
         self._mean: Optional[np.ndarray] = None       # warm start (H, A)
@@ -171,6 +173,37 @@ class Planner:
     def widen(self) -> None:
         """The next plan searches from init_std again (e.g. a new goal moved the optimum)."""
         self._std = None
+    def set_action_bounds(self, action_low, action_high, max_step=None) -> None:
+        """New bounds of every action (e.g. the scaled limits a safety filter enforces downstream) and,
+        with `max_step` (A,), the largest change between consecutive actions (its rate limit; the first
+        action is limited from `plan(last_action=...)`). The sampling spread (init_std, min_std are
+        fractions of the half range) follows the bounds; the warm start is clipped into them."""
+        low = np.asarray(action_low, float).reshape(-1)
+        high = np.asarray(action_high, float).reshape(-1)
+        if low.shape != self.low.shape or high.shape != self.high.shape or not np.all(high > low):
+            raise ValueError(f'action bounds must be {self.low.shape[0]} pairs with high > low')
+        step = None if max_step is None else np.asarray(max_step, float).reshape(-1)
+        if step is not None and (step.shape != self.low.shape or not np.all(step > 0)):
+            raise ValueError(f'max_step must be {self.low.shape[0]} positive numbers')
+        self.low, self.high, self.max_step = low, high, step
+        self._mid = 0.5 * (low + high)
+        self._half = 0.5 * (high - low)
+        if self._mean is not None:
+            self._mean = np.clip(self._mean, low, high)
+        if self._elites is not None:
+            self._elites = np.clip(self._elites, low, high)
+
+    def _rate_limit(self, seqs: np.ndarray) -> np.ndarray:
+        """Each sequence (..., H, A) cut, step by step, to at most max_step from the action before it
+        (the first from the last action in force), in place: what a rate-limiting filter would send."""
+        if self.max_step is None:
+            return seqs
+        prev = self._last_action
+        for t in range(seqs.shape[-2]):
+            if prev is not None:
+                np.clip(seqs[..., t, :], prev - self.max_step, prev + self.max_step, out=seqs[..., t, :])
+            prev = seqs[..., t, :]
+        return seqs
 
     def reset(self) -> None:
         """Forget the warm start (e.g. after the robot was reset or a new model was loaded)."""
@@ -184,14 +217,19 @@ class Planner:
         return self._mean.copy()
 
     # ---- the algorithm ------------------------------------------------------------------------
-    def plan(self, state, goal=None, shift: int = 1, budget_ms: Optional[float] = None) -> Plan:
+    def plan(self, state, goal=None, shift: int = 1, budget_ms: Optional[float] = None,
+             last_action=None) -> Plan:
         """Optimise an action sequence from `state` (S,) towards `goal` (3,) within the budget.
 
         shift: control steps elapsed since the previous plan (the warm start moves by this).
         budget_ms: this plan's budget when the caller already spent part of the configured one
         (None: `time_budget_ms`; ignored when that is 0 = no limit).
+        last_action: (A,) the action in force now; with `max_step` set, every sampled sequence starts
+        within max_step of it (None: the first action is not rate-limited).
         """
         c = self.config
+        self._last_action = None if last_action is None else np.clip(
+            np.asarray(last_action, float).reshape(self.low.shape), self.low, self.high)
         t0 = self.clock()
         budget = c.time_budget_ms if budget_ms is None or c.time_budget_ms <= 0 else max(float(budget_ms), 0.0)
         end = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
@@ -304,7 +342,7 @@ class Planner:
             rows += 1
         samples = out[:rows]
         np.clip(samples, self.low, self.high, out=samples)
-        return samples
+        return self._rate_limit(samples)
 
     def _evaluate(self, samples, state, goal, deadline):
         """(costs (N,), steps rolled out); costs is None when the deadline passed mid-rollout."""
@@ -347,7 +385,7 @@ class Planner:
         return floor if first else 0
 
     def _clip(self, actions):
-        return np.clip(actions, self.low, self.high, out=actions)
+        return self._rate_limit(np.clip(actions, self.low, self.high, out=actions))
 
     def _predict(self, actions, state, dynamics=None, rng=None, offset=None) -> tuple[np.ndarray, np.ndarray]:
         """Predicted states (H+1, S) (first particle) and disagreement (H,) of one sequence (by the
