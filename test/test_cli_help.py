@@ -10,9 +10,6 @@ import pytest
 from mbrl_ros import cli
 from mbrl_ros.commands.options import HelpFormatter, shows_default
 
-# Parsers checked for the formatter only, not for their help texts:
-# owned by the bench change; included after merge.
-EXCLUDED = {'mbrl-ros bench closed-loop', 'mbrl-ros bench ros-closed-loop'}
 
 
 def _subparsers(parser):
@@ -47,7 +44,6 @@ def test_every_command_is_walked():
     progs = {prog for prog, _ in PARSERS}
     assert {f'mbrl-ros {name}' for name in cli.COMMANDS} <= progs
     assert 'mbrl-ros bench sim' in progs and 'mbrl-ros bench policy' in progs
-    assert EXCLUDED <= progs  # the exclusion names parsers that exist
 
 
 def test_top_level_parser_shows_defaults():
@@ -67,8 +63,7 @@ def test_formatter_shows_defaults(prog, parser):
     parser.format_help()  # every '%(default)s' expands
 
 
-@pytest.mark.parametrize('prog, parser', [(p, x) for p, x in PARSERS if p not in EXCLUDED],
-                         ids=[p for p, _ in PARSERS if p not in EXCLUDED])
+@pytest.mark.parametrize('prog, parser', PARSERS, ids=[prog for prog, _ in PARSERS])
 def test_every_option_has_help(prog, parser):
     missing = [', '.join(a.option_strings) or a.dest for a in parser._actions
                if not isinstance(a, argparse._SubParsersAction) and not (a.help or '').strip()]

@@ -18,7 +18,6 @@ Step time is the wall time of each controller call inside the loop (for the MPC:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -29,7 +28,6 @@ CONTROLLERS = ('mpc', 'osc_pd', 'policy')
 
 
 def add_arguments(p):
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument('--model', default='arm7', help='bundle name under models/ or bundle directory (its robot is used)')
     p.add_argument('--controller', default='mpc,osc_pd,policy', metavar='LIST',
                    help=f'comma list of {", ".join(CONTROLLERS)}: run side by side on the same goals')

@@ -8,13 +8,11 @@ config/osc_pd.yaml (the source tree's), keeping the other robots' entries.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 
 def add_arguments(p):
     from mbrl_ros.core.baseline import TUNE_KP, TUNE_KQ, TUNE_SEED, TUNE_ZETA
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument('--robot', default='arm7', help='built-in robot (arm7, arm3) or MJCF path')
     p.add_argument('--goals', type=int, default=30, help='chained goals per gain set')
     p.add_argument('--seed', type=int, default=TUNE_SEED, help='goal seed (keep it off the benchmark seeds)')
