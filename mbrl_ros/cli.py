@@ -10,6 +10,8 @@ import importlib
 import importlib.util
 import sys
 
+from mbrl_ros.commands.options import HelpFormatter
+
 # name -> (module, one-line help)
 COMMANDS = {
     'launch': ('mbrl_ros.commands.launch', 'run a ROS 2 YAML launch file, each node its own process'),
@@ -35,23 +37,26 @@ def _available():
     return out
 
 
-def main(argv=None) -> int:
-    commands = _available()
-    parser = argparse.ArgumentParser(prog='mbrl-ros', description=__doc__.splitlines()[0])
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The `mbrl-ros` parser; only the `chosen` command's module is imported and its options added."""
+    parser = argparse.ArgumentParser(prog='mbrl-ros', description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
-    argv = sys.argv[1:] if argv is None else argv
-    # Only the chosen command's module is imported.
-    chosen = argv[0] if argv and argv[0] in commands else None
-    for name, (module, help_) in commands.items():
-        p = sub.add_parser(name, help=help_)
+    for name, (module, help_) in _available().items():
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         if name == chosen:
             mod = importlib.import_module(module)
             mod.add_arguments(p)
             p.set_defaults(_run=mod.run)
-    args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    return parser
 
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(chosen).parse_args(argv)
+    return int(args._run(args) or 0)
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -312,3 +312,30 @@ def test_a_burst_of_announcements_loads_the_last_and_keeps_commanding(running, b
     assert 'superseded before validation' in running.node.log_text(100000)
     assert len(running.cmd) - n0 >= 10, 'commands stopped during the burst'
     running.commands_flow(n=5)
+
+
+def test_controller_osc_pd_runs_the_baseline_and_bad_values_are_refused(running):
+    from mbrl_ros.core.baseline import OscPd, shipped_gains
+    probe = running.probe
+    shipped = shipped_gains(RobotModel.load('arm3'))
+    # -1 (the default) is resolved at start to the shipped value, so a reader sees what runs.
+    assert probe.get_param(NODE, 'osc_kp') == pytest.approx(shipped.kp)
+    for name, value, words in (('controller', 'pid', 'one of'), ('osc_kp', -5.0, 'range'),
+                               ('osc_kd', -0.5, '>= 0'), ('controller', 3, 'type')):
+        ok, reason = probe.set_param(NODE, name, value)
+        assert not ok and words in reason, (name, value, reason)
+    # Without delay compensation the command is exactly the law at the fed state.
+    for name, value in (('delay_compensation', False), ('controller', 'osc_pd')):
+        ok, reason = probe.set_param(NODE, name, value)
+        assert ok, (name, reason)
+    try:
+        assert running.diag_values(predicate=lambda v: v['controller'] == 'osc_pd')
+        running.commands_flow(n=5)
+        want = OscPd('arm3', shipped)([0.1, 0.4, 0.5], [0.0, 0.1, -0.1], GOAL)
+        np.testing.assert_allclose(running.cmd[-1][1].effort, want, atol=1e-6)
+    finally:
+        for name, value in (('controller', 'mpc'), ('delay_compensation', True)):
+            ok, reason = probe.set_param(NODE, name, value)
+            assert ok, (name, reason)
+    assert running.diag_values(predicate=lambda v: v['controller'] == 'mpc')
+    running.commands_flow(n=5)

@@ -877,3 +877,118 @@ def test_node_config_file_matches_the_planner_defaults():
                 checked += 1
     assert checked >= 20
     assert params['propagation'] in EnsembleDynamics.PROPAGATIONS
+
+
+def test_offset_free_mpc_removes_the_steady_state_error_of_a_biased_model(arm3):
+    """The plant has a constant disturbance torque the planner's model does not know: without the
+    bias estimate the arm settles off the goal; with it (offset-free MPC) it settles on the goal."""
+    from mbrl_ros.core.planning import MpcController
+    model = DoubleIntegratorDynamics.from_robot(arm3)
+    push = np.array([1.5, -1.0, 0.8])            # Nm the model does not know about
+
+    def plant(s, u):
+        return model.step(s[None], (u + push)[None])[0][0]
+
+    goal = _goal(arm3)
+    final = {}
+    for gain in (0.0, 0.3):
+        mpc = MpcController(arm3, model, PlannerConfig(num_samples=80, num_elites=8, horizon=10,
+                                                       time_budget_ms=0.0, bias_gain=gain,
+                                                       std_carry=1.5, min_std=0.005))
+        mpc.set_goal(goal)
+        s = np.concatenate([arm3.home_q, np.zeros(3)])
+        for k in range(200):
+            s = plant(s, mpc.compute(s[:3], s[3:], now=0.02 * k).command)
+        final[gain] = np.linalg.norm(arm3.fk(s[:3]) - goal)
+        if gain > 0:
+            # The estimate is the disturbance's effect on one step: Δqd = push/m·dt.
+            expected = push * model.inv_m * model.dt
+            np.testing.assert_allclose(mpc.model_bias[3:], expected, rtol=0.2, atol=1e-4)
+    assert final[0.0] > 0.01, final          # the biased model leaves the arm off the goal
+    assert final[0.3] < 0.3 * final[0.0] and final[0.3] < 0.005, final
+
+
+def test_carrying_the_sampling_std_across_plans_stops_the_hover_at_the_goal(arm3):
+    """With a perfect model, re-drawing every plan from init_std re-randomises the executed mean each
+    period and the arm hovers around the goal; starting from the last plan's spread it settles."""
+    from mbrl_ros.core.planning import MpcController
+    model = DoubleIntegratorDynamics.from_robot(arm3)
+    goal = _goal(arm3)
+    tail = {}
+    for carry in (0.0, 1.5):
+        mpc = MpcController(arm3, model, PlannerConfig(num_samples=100, num_elites=10, horizon=8,
+                                                       time_budget_ms=0.0, std_carry=carry, min_std=0.005))
+        mpc.set_goal(goal)
+        s = np.concatenate([arm3.home_q, np.zeros(3)])
+        d = []
+        for k in range(250):
+            s = model.step(s[None], mpc.compute(s[:3], s[3:], now=0.02 * k).command[None])[0][0]
+            d.append(np.linalg.norm(arm3.fk(s[:3]) - goal))
+        tail[carry] = max(d[-50:])
+    assert tail[0.0] > 0.005 and tail[1.5] < 0.003 and tail[1.5] < 0.3 * tail[0.0], tail
+    # A new goal widens the search again.
+    mpc.set_goal(goal + 0.05)
+    assert mpc.planner._std is None
+# ---- planning within what the safety filter sends -------------------------------------------------
+def _rate_ok(seq, last, step):
+    prev = np.vstack([last[None], seq[:-1]])
+    return np.all(np.abs(seq - prev) <= step + 1e-12)
+
+
+@pytest.mark.parametrize('execute', ['mean', 'best'])
+def test_planner_plans_within_scaled_bounds_and_the_rate_limit(arm3, execute):
+    planner, _ = _planner(arm3, execute=execute, num_samples=80, num_elites=8, horizon=8)
+    hi, step = 0.3 * arm3.effort_max, 0.1 * arm3.effort_max
+    planner.set_action_bounds(-hi, hi, step)
+    last = np.array([hi[0], -hi[1], 0.0])  # the filter last sent the extremes: a plan must ramp from there
+    state = np.concatenate([arm3.home_q, np.zeros(3)])
+    for k in range(3):
+        plan = planner.plan(state, _goal(arm3), last_action=last)
+        assert np.all(np.abs(plan.actions) <= hi + 1e-12)
+        assert _rate_ok(plan.actions, last, step), (plan.actions, last)
+        # Every sample rolled out was one the filter would pass unchanged, not only the executed one.
+        assert _rate_ok(planner._samples[0], last, step)
+        last = plan.action
+    # Without a last action only the bounds hold (e.g. nothing was sent yet).
+    plan = planner.plan(state, _goal(arm3))
+    assert np.all(np.abs(plan.actions) <= hi + 1e-12)
+
+
+def test_planner_refuses_bad_bounds_and_steps(arm3):
+    planner, _ = _planner(arm3)
+    e = arm3.effort_max
+    for low, high, step in ((-e, -e, None), (-e[:2], e[:2], None), (-e, e, np.zeros(3)), (-e, e, [1.0, 1.0])):
+        with pytest.raises(ValueError):
+            planner.set_action_bounds(low, high, step)
+    assert np.array_equal(planner.high, e)  # unchanged after refusals
+
+
+def test_mpc_controller_follows_command_limits_and_margin(arm3):
+    from mbrl_ros.core.planning import MpcController
+    from mbrl_ros.core.safety import CommandLimits
+    mpc = MpcController(arm3, DoubleIntegratorDynamics.from_robot(arm3),
+                        PlannerConfig(num_samples=60, num_elites=6, horizon=8, time_budget_ms=0.0),
+                        CostWeights(joint_limit_margin=0.1))
+    mpc.set_goal(_goal(arm3))
+    limits = CommandLimits(0.3 * arm3.effort_max, 0.1 * arm3.effort_max, np.full(3, 0.25))
+    mpc.set_command_limits(limits)
+    assert mpc.joint_limit_margin == 0.25 and mpc.cost.term('joint_limit').margin == 0.25
+    last = np.zeros(3)
+    for k in range(5):
+        res = mpc.compute(arm3.home_q, np.zeros(3), now=float(k) * 0.02, last_action=last)
+        assert np.all(np.abs(res.command) <= limits.effort + 1e-12)
+        assert np.all(np.abs(res.command - last) <= limits.step + 1e-12)
+        # What the filter would send is exactly the plan: nothing to clamp, nothing to rate-limit.
+        assert np.allclose(limits.bound(res.command, last), res.command)
+        last = res.command
+    # A live change of the planner's own margin keeps the filter's floor; lifting the limits restores it.
+    assert mpc.apply_parameters({'joint_limit_margin': 0.05}) is None
+    assert mpc.cost.term('joint_limit').margin == 0.25
+    mpc.set_command_limits(None)
+    assert mpc.cost.term('joint_limit').margin == 0.05 and np.array_equal(mpc.planner.high, arm3.effort_max)
+    # effort_limit_scale 0: a box of zero width in effect, no error.
+    mpc.set_command_limits(CommandLimits(np.zeros(3), 0.1 * arm3.effort_max, np.zeros(3)))
+    res = mpc.compute(arm3.home_q, np.zeros(3), last_action=last)
+    assert np.all(np.abs(res.command) <= 1e-8 * arm3.effort_max)
+    with pytest.raises(ValueError):
+        mpc.set_command_limits(CommandLimits(np.ones(2), np.ones(2), np.zeros(2)))

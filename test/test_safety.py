@@ -228,3 +228,32 @@ def test_for_robot_uses_the_robot_limits():
     out = f.step(NOW, s, CommandSample(np.full(robot.dof, 1e6), NOW, 0.0))
     assert out.mode == 'mpc'
     np.testing.assert_allclose(out.command, robot.effort_max)
+
+
+# ---- the limits the filter tells the planners ------------------------------------------------------
+def test_command_limits_are_what_the_filter_enforces():
+    from mbrl_ros.core.safety import CommandLimits
+    f = make(effort_limit_scale=0.3, max_effort_step=0.1, joint_limit_margin=0.2, allow_missing_uncertainty=True)
+    lim = f.command_limits
+    assert np.allclose(lim.effort, 0.3 * LIMITS.effort_max) and np.allclose(lim.step, 0.1 * LIMITS.effort_max)
+    assert np.allclose(lim.joint_margin, 0.2)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        u = rng.uniform(-30, 30, DOF)
+        last = f.last_command.copy()
+        out = f.step(NOW, state(), cmd(u, dis=None))
+        # The planners' model of the filter is the filter: bound(u, last) is what it sent.
+        assert np.array_equal(out.command, lim.bound(u, last))
+    f.configure(f.settings.replace(effort_limit_scale=0.5))
+    assert np.allclose(f.command_limits.effort, 0.5 * LIMITS.effort_max)
+    assert not f.command_limits.same_as(lim) and lim.same_as(CommandLimits(lim.effort, lim.step, lim.joint_margin))
+
+
+@pytest.mark.parametrize('bad', [
+    dict(effort=[1.0, np.nan, 1.0]), dict(step=[1.0, 0.0, 1.0]), dict(joint_margin=[-0.1, 0, 0]),
+    dict(effort=[1.0, 1.0]), dict(step=[np.inf, 1, 1]), dict(effort=[])])
+def test_command_limits_refuse_malformed_values(bad):
+    from mbrl_ros.core.safety import CommandLimits
+    fields = dict(effort=[1.0, 1.0, 1.0], step=[0.1, 0.1, 0.1], joint_margin=[0.05] * 3) | bad
+    with pytest.raises(ValueError):
+        CommandLimits(**fields)

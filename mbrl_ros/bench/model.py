@@ -15,12 +15,12 @@ DEFAULT_BATCHES = '1,4,16,64,256,1024,4096'
 
 
 def add_arguments(p):
-    p.add_argument('bundle', nargs='?', default='arm7', help='bundle directory or name under models/ (default arm7)')
-    p.add_argument('--batches', default=DEFAULT_BATCHES, help=f'batch sizes (default {DEFAULT_BATCHES})')
-    p.add_argument('--threads', type=int, default=1, help='intra-op threads for onnxruntime and torch (default 1)')
-    p.add_argument('--min-time', type=float, default=0.3, help='seconds of timed calls per cell (default 0.3)')
+    p.add_argument('bundle', nargs='?', default='arm7', help='bundle directory or name under models/')
+    p.add_argument('--batches', default=DEFAULT_BATCHES, help='batch sizes')
+    p.add_argument('--threads', type=int, default=1, help='intra-op threads for onnxruntime and torch')
+    p.add_argument('--min-time', type=float, default=0.3, help='seconds of timed calls per cell')
     p.add_argument('--no-torch', action='store_true', help='onnxruntime only')
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
 def _time_calls(fn, min_time: float, max_calls: int = 20000):

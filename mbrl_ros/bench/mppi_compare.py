@@ -28,9 +28,9 @@ import numpy as np
 
 def add_arguments(p):
     p.add_argument('--model', default='arm7', help='bundle name or directory (default: the shipped arm7)')
-    p.add_argument('--samples', type=int, default=200)
-    p.add_argument('--horizon', type=int, default=12)
-    p.add_argument('--goals', type=int, default=10)
+    p.add_argument('--samples', type=int, default=200, help='samples per plan (both planners)')
+    p.add_argument('--horizon', type=int, default=12, help='planning horizon (steps)')
+    p.add_argument('--goals', type=int, default=10, help='reaching goals per planner')
     p.add_argument('--seed', type=int, default=1000, help='goal seed')
     p.add_argument('--lambda', dest='lambda_', type=float, default=0.1, help='MPPI temperature')
     p.add_argument('--ours', default='cem,icem', help='our planners to run (1 iteration each)')
@@ -46,7 +46,7 @@ def add_arguments(p):
     p.add_argument('--timing-plans', type=int, default=0, metavar='K',
                    help='also time K plans of each planner alternately from the same states (fair under a '
                         'changing machine load), before the closed-loop runs')
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
 class _RecordingDynamics:

@@ -16,14 +16,14 @@ import time
 
 def add_arguments(p):
     p.add_argument('--model', default='arm7', help='bundle name or directory (default: the shipped arm7)')
-    p.add_argument('--horizons', default='5,10,15,20')
-    p.add_argument('--samples', default='100,200,400,800')
-    p.add_argument('--planner', default='icem', choices=('cem', 'icem'))
-    p.add_argument('--iterations', type=int, default=3)
+    p.add_argument('--horizons', default='5,10,15,20', help='planning horizons of the grid')
+    p.add_argument('--samples', default='100,200,400,800', help='samples per iteration of the grid')
+    p.add_argument('--planner', default='icem', choices=('cem', 'icem'), help='optimiser')
+    p.add_argument('--iterations', type=int, default=3, help='optimiser iterations per plan')
     p.add_argument('--plans', type=int, default=30, help='timed plans per cell (after 3 warm-up plans)')
     p.add_argument('--threads', type=int, default=1, help='onnxruntime intra-op threads')
     p.add_argument('--short', action='store_true', help='tiny grid (H 5,10 x N 50,100, 5 plans): a smoke run')
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
 class CountingDynamics:

@@ -11,21 +11,22 @@ import json
 
 
 def add_arguments(p):
-    p.add_argument('--robot', default='arm7', help='arm7, arm3 or an MJCF path (default arm7)')
-    p.add_argument('--planner', default='cem,icem', help='cem, icem or both (default cem,icem)')
-    p.add_argument('--horizon', type=int, default=12)
-    p.add_argument('--samples', type=int, default=300)
-    p.add_argument('--iterations', type=int, default=3)
-    p.add_argument('--elites', type=int, default=30)
-    p.add_argument('--budget-ms', type=float, default=0.0, help='time budget per plan; 0 = none (default)')
-    p.add_argument('--plans', type=int, default=200)
+    p.add_argument('--robot', default='arm7', help='arm7, arm3 or an MJCF path')
+    p.add_argument('--planner', default='cem,icem', help='cem, icem or both')
+    p.add_argument('--horizon', type=int, default=12, help='planning horizon (steps)')
+    p.add_argument('--samples', type=int, default=300, help='samples per iteration')
+    p.add_argument('--iterations', type=int, default=3, help='optimiser iterations per plan')
+    p.add_argument('--elites', type=int, default=30, help='elites per iteration')
+    p.add_argument('--budget-ms', type=float, default=0.0, help='time budget per plan (ms); 0 = none')
+    p.add_argument('--plans', type=int, default=200, help='timed plans')
     p.add_argument('--model', default='trivial', help="'trivial', 'random' or a bundle dir/name")
     p.add_argument('--hidden', default='200,200,200', help='hidden sizes of the random ensemble')
-    p.add_argument('--ensemble-size', type=int, default=5)
-    p.add_argument('--propagation', default='expectation', choices=('expectation', 'ts1', 'tsinf'))
-    p.add_argument('--particles', type=int, default=1)
+    p.add_argument('--ensemble-size', type=int, default=5, help='members of the random ensemble')
+    p.add_argument('--propagation', default='expectation', choices=('expectation', 'ts1', 'tsinf'),
+                   help='how samples go through the ensemble: the members\' mean, or trajectory sampling')
+    p.add_argument('--particles', type=int, default=1, help='particles per sample (trajectory sampling)')
     p.add_argument('--threads', type=int, default=1, help='onnxruntime intra-op threads')
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
 def _dynamics(args, robot, tmp):

@@ -15,15 +15,15 @@ import numpy as np
 
 
 def add_arguments(p):
-    p.add_argument('--robot', default='arm7', help='arm7, arm3 or an MJCF path (default arm7)')
+    p.add_argument('--robot', default='arm7', help='arm7, arm3 or an MJCF path')
     p.add_argument('--bundle', default='', help='bundle dir or name under models/ (default: the robot\'s)')
     p.add_argument('--untrained', action='store_true', help='time an untrained network (needs torch)')
     p.add_argument('--hidden', default='256,256', help='hidden sizes with --untrained')
-    p.add_argument('--calls', type=int, default=5000)
+    p.add_argument('--calls', type=int, default=5000, help='timed single-state policy calls')
     p.add_argument('--compare-mpc', action='store_true', help='also time MpcController plans on the bundle')
     p.add_argument('--plans', type=int, default=100, help='MPC plans with --compare-mpc')
-    p.add_argument('--budget-ms', type=float, default=14.5, help='MPC time budget (the node default 14.5 ms)')
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--budget-ms', type=float, default=14.5, help="MPC time budget (ms; the node's default)")
+    p.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
 def _pct(t: np.ndarray) -> dict:

@@ -1,51 +1,79 @@
-"""`mbrl-ros bench ros-closed-loop`: the reaching benchmark through the whole ROS stack.
+"""`mbrl-ros bench ros-closed-loop`: the reaching benchmark through the whole ROS stack, as users run it.
 
-The ROS counterpart of `mbrl-ros bench closed-loop`: `sim_arm.launch.yaml` runs headless (every
-node its own process, in a ROS domain of its own); for each goal of `sample_goals(robot, N, seed)`
-(the same goals as the ROS-free bench) the bench sends the goal on /mbrl/goal and resets the
-simulated arm to its start pose (`/sim_robot/reset`), then judges the end effector
-(/mbrl/sim/ee_position, simulator ground truth) `--settle` s later: success = within 2 cm.
+A launch file runs headless (every node its own process, in a ROS domain of its own). The goals are
+`sample_goal_chain(robot, N, seed)`, the same goals as the ROS-free bench for the same seed (default
+1000 in both). The arm is reset to home (`/sim_robot/reset`) once at the start of each seed's goals;
+then the goals are sent on /mbrl/goal one after another, each for `--goal-s` (5 s), WITHOUT a reset:
+each starts wherever the arm stopped (`--from-home`: a reset before every goal, the old way). Each
+seed's chain thus starts from home, as `evaluate_reaching(start='chained')` does: `--compare` runs
+that ROS-free loop on the same goals and start mode, planning within the same limits the stack's
+safety filter announced (clamped and rate-limited as the filter does; not its joint-limit refusals).
 
-Every goal starts from the sim_robot's start pose (the home keyframe; the reset service cannot set
-another), so `--compare` runs the ROS-free loop (MpcController on SimArm, planning from the true
-state, the command applied at once, the same planner and budget) on the same (home, goal) pairs: the
-difference between the two rows is what the ROS stack costs.
+Per goal: the end effector's distance to the goal from /mbrl/sim/ee_position (simulator ground
+truth), resampled onto 0.02 s steps by time since the goal was sent (latest sample at or before each
+step), judged by `judge_distances` (mbrl_ros.core.evaluation.reaching): success = within 2 cm at
+`--settle` (3 s), final distance at the end of the window, settle time (first time after which it
+stays within 5 mm; never: counted as the whole window in the median), stalled.
 
-Printed: success, final distance median/p90, the mpc_controller's plan time p50/p99 (its own
-/diagnostics), the safety filter's periods per mode (its counters), missed periods (gaps in
-/mbrl/mpc/command and in /forward_effort_controller/commands of more than 1.5 periods, counted in
-periods), and the state-to-actuator delay: for each command the filter sent, its receive time minus
-the stamp of the state the MPC command it forwarded was planned from (the real delay adds the
-robot's own command pickup).
+Per seed and overall: those, the safety filter's periods per mode (its counters), the MPC's plan time
+p50/p99 (its /diagnostics: its last 500 plans), missed periods (gaps of more than 1.5 periods in
+/mbrl/mpc/command and in the filter's output at this process's receive times, and the MPC's own count
+from its send times), the state-to-actuator delay.
+
+The real-arm path as a lab runs it (`--arm-process`): `sim_robot` is started as its own process, the
+"robot driver" with its own parameters (`--arm-params`, default config/sim_robot.yaml) and real-time
+priority (`--arm-priority`, SCHED_FIFO 50 like a ros2_control driver, above the stack's 20), then the
+launch file (e.g. real_arm.launch.yaml with `--params-file config/real_arm_template.yaml`) against it.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-SUCCESS_RADIUS_M = 0.02
-CONTROL_PERIOD_S = 0.02
+CONTROL_PERIOD_S = 0.02   # the resampling step of the distance series and the missed-period unit
 
 
 def add_arguments(p):
-    p.add_argument('--robot', default='arm7', help='built-in robot (default arm7)')
-    p.add_argument('--model-dir', default=None, help='bundle directory (default: the shipped models/<robot>)')
-    p.add_argument('--goals', type=int, default=10, help='number of goals (default 10)')
-    p.add_argument('--seed', type=int, default=1000, help='goal seed (default 1000, as bench closed-loop)')
-    p.add_argument('--settle', type=float, default=3.0, help='seconds per goal; success judged at the end')
+    d = ' (default: %(default)s)'
+    p.add_argument('--robot', default='arm7', help='built-in robot or MJCF path' + d)
+    p.add_argument('--model-dir', default=None,
+                   help='bundle directory (default: the shipped models/<robot>)')
+    p.add_argument('--goals', type=int, default=10, help='goals per seed' + d)
+    p.add_argument('--seed', type=int, default=1000,
+                   help='goal seed, the same goals as `bench closed-loop --seed`' + d)
+    p.add_argument('--seeds', default=None, metavar='S1,S2,...',
+                   help='several goal seeds in one stack start (overrides --seed); the arm is reset to '
+                        'home at the start of each seed' + d)
+    p.add_argument('--goal-s', type=float, default=5.0, help='seconds per goal; final distance at its end' + d)
+    p.add_argument('--settle', type=float, default=3.0,
+                   help='success is judged this many seconds after the goal was sent (within 2 cm)' + d)
+    p.add_argument('--from-home', action='store_true',
+                   help='reset the arm to home before every goal (default: goals chained, no reset)')
     p.add_argument('--set', action='append', default=[], metavar='NODE.PARAM=VALUE',
                    help='set a parameter on a running node before the goals (as `ros2 param set`), '
-                        'e.g. safety_filter.max_effort_step=0.5; repeatable')
+                        'e.g. safety_filter.max_effort_step=0.5; repeatable' + d)
     p.add_argument('--compare', action='store_true',
-                   help='also run the ROS-free loop on the same (start, goal) pairs')
-    p.add_argument('--launch-file', default='sim_arm.launch.yaml')
+                   help='also run the ROS-free loop (evaluate_reaching) on the same goals and start mode')
+    p.add_argument('--launch-file', default='sim_arm.launch.yaml', help='launch file of the stack' + d)
+    p.add_argument('--params-file', default=None,
+                   help='parameter file for the stack, passed as params_file:= (real_arm.launch.yaml), '
+                        'e.g. config/real_arm_template.yaml' + d)
+    p.add_argument('--arm-process', action='store_true',
+                   help='start sim_robot as its own process (the robot driver) before the launch file; '
+                        'for a launch file without a simulator, e.g. real_arm.launch.yaml')
+    p.add_argument('--arm-params', default='sim_robot.yaml',
+                   help="the arm process's parameter file (a path or a file in the package config/)" + d)
+    p.add_argument('--arm-priority', type=int, default=50,
+                   help='SCHED_FIFO priority of every thread of the arm process (0: normal scheduler); '
+                        'above the stack (launch arg control_thread_priority, 20), as a driver' + d)
     p.add_argument('--launch-arg', action='append', default=[], metavar='NAME:=VALUE',
-                   help='another launch argument, e.g. control_thread_priority:=20; repeatable')
+                   help='another launch argument, e.g. control_thread_priority:=20; repeatable' + d)
     p.add_argument('--log', default=None, metavar='FILE', help="the stack's output (default: a temp file)")
-    p.add_argument('--startup-timeout', type=float, default=120.0)
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--startup-timeout', type=float, default=120.0, help='seconds to wait for the stack' + d)
+    p.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
 def _parse_sets(items) -> list:
@@ -60,17 +88,38 @@ def _parse_sets(items) -> list:
     return out
 
 
-def run(args) -> int:
-    import numpy as np
+def _parse_seeds(args) -> list:
+    if args.seeds is None:
+        return [args.seed]
+    try:
+        seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
+    except ValueError:
+        raise ValueError(f'--seeds wants integers separated by commas, got {args.seeds!r}') from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f'--seeds wants distinct integers, got {args.seeds!r}')
+    return seeds
 
-    from mbrl_ros.core.evaluation.reaching import sample_goals
+
+def run(args) -> int:
+    from mbrl_ros.core.evaluation.reaching import ReachMetrics, sample_goal_chain
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.resources import default_model_dir
+    from mbrl_ros.resources import default_model_dir, find_resource
 
     try:
-        if args.goals < 1 or not args.settle > 0:
-            raise ValueError('--goals must be >= 1 and --settle > 0')
+        if args.goals < 1 or not args.goal_s > 0 or not 0 < args.settle <= args.goal_s:
+            raise ValueError('--goals must be >= 1, --goal-s > 0 and 0 < --settle <= --goal-s')
+        if not 0 <= args.arm_priority <= 98:
+            raise ValueError(f'--arm-priority must be 0-98, got {args.arm_priority}')
+        seeds = _parse_seeds(args)
         sets = _parse_sets(args.set)
+        bad = [a for a in args.launch_arg if ':=' not in a]
+        if bad:
+            raise ValueError(f'--launch-arg takes NAME:=VALUE, got {bad[0]!r}')
+        if args.arm_process and Path(args.launch_file).name == 'sim_arm.launch.yaml':
+            raise ValueError('--arm-process starts the arm itself: use a launch file without sim_robot '
+                             '(real_arm.launch.yaml)')
+        params_file = str(find_resource('config', args.params_file)) if args.params_file else None
+        arm_params = str(find_resource('config', args.arm_params)) if args.arm_process else None
         robot = RobotModel.load(args.robot)
     except Exception as exc:
         print(f'mbrl-ros bench ros-closed-loop: {exc}')
@@ -81,60 +130,89 @@ def run(args) -> int:
     if why:
         print(f'mbrl-ros bench ros-closed-loop: {why}')
         return 2
-    _, _, goals = sample_goals(robot, args.goals, args.seed)
-    bad = [a for a in args.launch_arg if ':=' not in a]
-    if bad:
-        print(f'mbrl-ros bench ros-closed-loop: --launch-arg takes NAME:=VALUE, got {bad[0]!r}')
-        return 2
-    result = run_ros(robot, model_dir, goals, args.settle, sets, args.launch_file, args.log,
-                     args.startup_timeout, args.launch_arg)
+    metrics = ReachMetrics(settle_s=args.settle, goal_s=args.goal_s)
+    chains = [(s, sample_goal_chain(robot, args.goals, s)[1]) for s in seeds]
+    launch_args = list(args.launch_arg) + ([f'params_file:={params_file}'] if params_file else [])
+    arm = None
+    if args.arm_process:
+        arm = {'robot': args.robot, 'params': arm_params, 'priority': args.arm_priority}
+    result = run_ros(robot, model_dir, chains, metrics, args.from_home, sets, args.launch_file, args.log,
+                     args.startup_timeout, launch_args, arm)
     if 'error' in result:
         print(f"mbrl-ros bench ros-closed-loop: {result['error']}")
         return 1
     rows = {'ros': result}
     if args.compare:
-        rows['ros-free'] = run_ros_free(robot, model_dir, goals, args.settle, result['mpc_settings'])
+        rows['ros-free'] = run_ros_free(robot, model_dir, chains, metrics, args.from_home,
+                                        result['mpc_settings'], result.get('command_limits'))
     if args.json:
-        print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != 'per_goal'} | {'final_distance_m': v['per_goal']}
-                          for k, v in rows.items()}, indent=1, default=float))
+        print(json.dumps(rows, indent=1, default=_json_default))
         return 0
-    s = result['mpc_settings']
-    print(f"{robot.name}, bundle {model_dir}, {args.goals} goals (seed {args.seed}) from the start pose, "
-          f"success = EE within 2 cm after {args.settle:g} s; planner {s.get('planner')} H={s.get('horizon')} "
-          f"N={s.get('num_samples')} elites={s.get('num_elites')} budget {s.get('time_budget_ms')} ms"
-          + (f"; set: {', '.join(args.set)}" if args.set else ''))
-    print(f'{"loop":>9}{"success":>9}{"dist med cm":>13}{"dist p90 cm":>13}{"plan p50":>10}{"plan p99":>10}'
-          f'{"mpc %":>7}{"hold %":>8}{"missed mpc":>12}{"missed out":>12}{"delay p50/p99 ms":>18}')
-    for name, r in rows.items():
-        d = np.asarray(r['per_goal'])
-        modes = r.get('filter_periods', {})
-        tot = max(sum(modes.values()), 1)
-        delay = r.get('state_to_output_ms')
-        print(f'{name:>9}{(d <= SUCCESS_RADIUS_M).mean():>9.0%}{100 * np.median(d):>13.2f}'
-              f'{100 * np.percentile(d, 90):>13.2f}{r["plan_ms"]["p50"]:>10.2f}{r["plan_ms"]["p99"]:>10.2f}'
-              + (f'{100 * modes.get("mpc", 0) / tot:>7.0f}{100 * modes.get("hold", 0) / tot:>8.0f}'
-                 f'{r["missed_mpc_periods"]:>12}{r["missed_output_periods"]:>12}'
-                 f'{delay["p50"]:>9.1f}/{delay["p99"]:<8.1f}' if name == 'ros' else ''))
-    print('per goal final distance cm: ' + '  '.join(
-        f"{name}: " + ' '.join(f'{100 * v:.1f}' for v in r['per_goal']) for name, r in rows.items()))
-    cpu = result.get('cpu_s_per_s', {})
-    if cpu:
-        print(f"stack CPU (cores busy during the goals): {sum(cpu.values()):.2f} = "
-              + ', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
-    own = result.get('mpc_missed_periods_own')
-    print(f"mpc_controller's own count of periods without a command (its send times): "
-          f"{'n/a' if own is None else own}; 'missed mpc/out' above are the gaps at this process's receive times")
-    fp = result['filter_periods']
-    print(f"safety filter: {sum(fp.values())} periods, rate-limited {result['rate_limited_periods']}; "
-          f"MPC {result['mpc_commands_per_s']:.1f} commands/s")
-    if result.get('reasons'):
-        print('reasons (diagnostics samples): ' + '; '.join(f'{k} ({n})' for k, n in result['reasons'].items()))
+    _print(args, robot, model_dir, seeds, rows)
     return 0
 
 
+def _json_default(v):
+    import numpy as np
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        return v.item()
+    return str(v)
+
+
+# ---- judging one run -------------------------------------------------------------------------------
+def goal_distances(ee: list, goal, t0: float, goal_s: float, dt: float = CONTROL_PERIOD_S):
+    """The EE distance to `goal` at t0 + (k+1)·dt, k < goal_s/dt, from (stamp, xyz) samples: the latest
+    sample at or before each step (the first one after t0 if none is before it). None without samples."""
+    import numpy as np
+    if not ee:
+        return None
+    stamps = np.array([s for s, _ in ee])
+    order = np.argsort(stamps, kind='stable')
+    stamps = stamps[order]
+    pos = np.array([p for _, p in ee], dtype=float)[order]
+    t = t0 + dt * np.arange(1, int(round(goal_s / dt)) + 1)
+    idx = np.clip(np.searchsorted(stamps, t, side='right') - 1, 0, len(stamps) - 1)
+    return np.linalg.norm(pos[idx] - np.asarray(goal, float), axis=1)
+
+
+def _median(v) -> float:
+    import numpy as np
+    a = np.sort(np.asarray(v, float))
+    n = len(a)
+    if n == 0:
+        return float('nan')
+    return float(a[n // 2]) if n % 2 else float(0.5 * a[n // 2 - 1] + 0.5 * a[n // 2])
+
+
+def summarize(per_goal: dict, metrics) -> dict:
+    """Reaching figures of one run from per-goal lists (distance_at_settle_m, final_distance_m,
+    settle_time_s, stalled)."""
+    import numpy as np
+    at = np.asarray(per_goal['distance_at_settle_m'], float)
+    fin = np.asarray(per_goal['final_distance_m'], float)
+    st = np.asarray(per_goal['settle_time_s'], float)
+    settled = np.isfinite(st)
+    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else float('nan'))
+    return {
+        'goals': int(len(fin)),
+        'success_rate': float(np.mean(at <= metrics.tolerance_m)) if len(at) else float('nan'),
+        'success_at_end_rate': float(np.mean(fin <= metrics.tolerance_m)) if len(fin) else float('nan'),
+        'final_mm': {'median': 1e3 * pct(fin, 50), 'p90': 1e3 * pct(fin, 90)},
+        # Never settled counts as the whole window, so the median is honest (np.percentile would
+        # interpolate inf - inf into NaN: the middle of the sorted values instead).
+        'settle_s_median': _median(np.where(settled, st, np.inf)),
+        'settled_rate': float(settled.mean()) if len(st) else float('nan'),
+        'stalled': int(np.sum(per_goal['stalled'])),
+    }
+
+
 # ---- the ROS run ----------------------------------------------------------------------------------
-def run_ros(robot, model_dir: Path, goals, settle_s: float, sets: list, launch_file: str, log_path,
-            startup_timeout: float, launch_args: list = ()) -> dict:
+def run_ros(robot, model_dir: Path, chains: list, metrics, from_home: bool, sets: list, launch_file: str,
+            log_path, startup_timeout: float, launch_args: list = (), arm: dict | None = None) -> dict:
+    """chains: [(seed, goals (N,3))]. arm: start sim_robot as its own process first ({'robot', 'params',
+    'priority'}), as a robot driver runs beside the stack."""
     import subprocess
     import tempfile
 
@@ -143,23 +221,38 @@ def run_ros(robot, model_dir: Path, goals, settle_s: float, sets: list, launch_f
 
     isolate_ros_session()
     log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix='ros_closed_loop_')) / 'launch.log'
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, '-m', 'mbrl_ros.cli', 'launch', launch_file, f'robot:={robot.name}',
            f'model_dir:={model_dir.resolve()}', *launch_args, '--log-dir', str(log_path.parent / 'logs')]
-    print(f'[bench] starting {launch_file} (output: {log_path})', file=sys.stderr, flush=True)
-    with open(log_path, 'wb') as log:
-        stack = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
-        try:
-            result = _drive(robot, goals, settle_s, sets, stack, startup_timeout)
-            if 'error' not in result:
-                result['cpu_s_per_s'] = result.pop('cpu_probe')()
-        finally:
-            _stop(stack)
+    procs, logs = [], []
+    try:
+        if arm is not None:
+            arm_log = log_path.with_name(log_path.stem + '_arm.log')
+            # The launch files default the nodes to UDP only (docs/reliability.md): the driver too.
+            env = dict(os.environ, FASTDDS_BUILTIN_TRANSPORTS=os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'UDPv4'))
+            arm_cmd = [sys.executable, '-m', 'mbrl_ros.nodes.sim_robot', '--ros-args', '--params-file', arm['params'],
+                       '-p', f"robot:={arm['robot']}", '-p', f"control_thread_priority:={arm['priority']}"]
+            print(f'[bench] starting the arm process (sim_robot, SCHED_FIFO {arm["priority"]}; output: {arm_log})',
+                  file=sys.stderr, flush=True)
+            logs.append(arm_log)
+            with open(arm_log, 'wb') as f:
+                procs.append(subprocess.Popen(arm_cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                              start_new_session=True, env=env))
+        print(f'[bench] starting {launch_file} (output: {log_path})', file=sys.stderr, flush=True)
+        logs.append(log_path)
+        with open(log_path, 'wb') as log:
+            stack = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        procs.append(stack)
+        result = _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout)
+        if 'error' not in result:
+            result['cpu_s_per_s'] = result.pop('cpu_probe')()
+    finally:
+        for p in reversed(procs):   # the stack first, then the robot driver (it zeroes effort last)
+            _stop(p)
     if 'error' in result:
-        result['error'] += '\n' + _tail(log_path)
+        result['error'] += ''.join('\n' + _tail(p) for p in logs)
     return result
-
-
 class _Recorder:
     """Collects what the bench judges, from the probe's executor thread."""
 
@@ -203,7 +296,7 @@ class _Recorder:
                     self.reasons[k] = self.reasons.get(k, 0) + 1
 
 
-def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
+def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> dict:
     import numpy as np
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PointStamped
@@ -211,19 +304,31 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
     from std_msgs.msg import Float64MultiArray, String
     from std_srvs.srv import Trigger
 
-    from mbrl_ros.ros.conversions import LATCHED
+    from mbrl_ros.core.evaluation.reaching import judge_distances
+    from mbrl_ros.ros.conversions import COMMAND_TOPIC, LATCHED, SAFETY_LIMITS_TOPIC, limits_from_msg
     from mbrl_ros.testing.goals import goal_msg
     from mbrl_ros.testing.ros_probe import RosProbe
 
+    stack = procs[-1]
+
+    def died() -> str | None:
+        for p in procs:
+            if p.poll() is not None:
+                return f"the {'stack' if p is stack else 'arm process'} exited (code {p.returncode})"
+        return None
+
     rec = _Recorder()
+    limits = {}
     with RosProbe('ros_closed_loop_bench') as probe:
         probe.subscribe('/mbrl/sim/ee_position', PointStamped, 50, rec.on_ee)
         probe.subscribe('/mbrl/mpc/command', JointState, 50, rec.on_mpc)
-        probe.subscribe('/forward_effort_controller/commands', Float64MultiArray, 50, rec.on_out)
+        probe.subscribe(COMMAND_TOPIC, Float64MultiArray, 50, rec.on_out)
         probe.subscribe('/diagnostics', DiagnosticArray, 50, rec.on_diag)
         probe.subscribe('/mbrl/world_model/active_model', String, LATCHED,
                         lambda m, t: setattr(rec, 'active_model', m.data))
         probe.subscribe('/mbrl/safety/mode', String, LATCHED, lambda m, t: setattr(rec, 'mode', m.data))
+        probe.subscribe(SAFETY_LIMITS_TOPIC, JointState, LATCHED,
+                        lambda m, t: limits.__setitem__('last', limits_from_msg(m, robot.joint_names)[0]))
         t_start = time.monotonic()
 
         def ready():
@@ -231,10 +336,12 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
             return (rec.ee and rec.active_model is not None and rec.mode is not None
                     and mpc.get('model', 'none') != 'none' and probe.node.count_subscribers('/mbrl/goal') > 0)
         while not ready():
-            if stack.poll() is not None:
-                return {'error': f'the stack exited (code {stack.returncode}) before it was ready'}
+            if died():
+                return {'error': died() + ' before the stack was ready'}
             if time.monotonic() - t_start > startup_timeout:
-                return {'error': f'the stack was not ready after {startup_timeout:g} s'}
+                return {'error': f'the stack was not ready after {startup_timeout:g} s (no /mbrl/sim/ee_position: '
+                                 'a launch file without sim_robot needs --arm-process)' if not rec.ee else
+                                 f'the stack was not ready after {startup_timeout:g} s'}
             time.sleep(0.1)
         print(f'[bench] stack ready after {time.monotonic() - t_start:.1f} s', file=sys.stderr, flush=True)
         for node, name, value in sets:
@@ -243,87 +350,138 @@ def _drive(robot, goals, settle_s, sets, stack, startup_timeout) -> dict:
                 return {'error': f'{node} refused {name}={value!r}: {why}'}
         settings = {k: probe.get_param('/mpc_controller', k)
                     for k in ('planner', 'horizon', 'num_samples', 'num_elites', 'num_iterations', 'time_budget_ms',
-                              'propagation')}
+                              'propagation', 'delay_compensation')}
         pub = probe.publisher('/mbrl/goal', PointStamped, 10)
         reset = probe.node.create_client(Trigger, '/sim_robot/reset')  # one client: no discovery per goal
         if not reset.wait_for_service(timeout_sec=10.0):
             return {'error': '/sim_robot/reset is not available'}
         time.sleep(0.5)  # the goal publisher is discovered
-        per_goal, t_goals = [], []
-        with rec.lock:
-            rec.mpc.clear(), rec.out.clear(), rec.out_delay_ms.clear(), rec.reasons.clear()
-        filter0 = _filter_periods(rec.diag.get('safety_filter', {}))
-        own0 = _int(rec.diag.get('mpc_controller', {}).get('missed_periods'))
-        cpu_probe = _CpuProbe(stack.pid)
-        for k, g in enumerate(goals):
-            pub.publish(goal_msg(g))
+
+        def do_reset():
             fut = reset.call_async(Trigger.Request())
             resp = fut.result() if probe.wait_until(fut.done, 5.0) else None
             if resp is None or not resp.success:
-                return {'error': f'/sim_robot/reset failed: {getattr(resp, "message", "no answer")}'}
-            t0 = time.time()
-            t_goals.append(t0)
-            print(f'[bench] goal {k + 1}/{len(goals)}', file=sys.stderr, flush=True)
-            while time.time() < t0 + settle_s + 0.05:
-                if stack.poll() is not None:
-                    return {'error': f'the stack exited (code {stack.returncode}) during goal {k + 1}'}
-                time.sleep(0.02)
-            with rec.lock:
-                after = [(s, p) for s, p in rec.ee if s >= t0 + settle_s]
-                last = after[0][1] if after else rec.ee[-1][1]
-            per_goal.append(float(np.linalg.norm(np.asarray(last) - g)))
+                return f'/sim_robot/reset failed: {getattr(resp, "message", "no answer")}'
+            return None
+
+        def counters():
+            time.sleep(1.1)  # one more /diagnostics of each node (1 Hz)
+            return (_filter_periods(rec.diag.get('safety_filter', {})),
+                    _int(rec.diag.get('mpc_controller', {}).get('missed_periods')))
+        with rec.lock:
+            rec.mpc.clear(), rec.out.clear(), rec.out_delay_ms.clear(), rec.reasons.clear()
+        runs, t_first = [], None
+        cpu_probe = _CpuProbe([p.pid for p in procs])
+        n_total, k_total = sum(len(g) for _, g in chains), 0
+        for seed, goals in chains:
+            filter0, own0 = counters()
+            per_goal = {'distance_at_settle_m': [], 'final_distance_m': [], 'settle_time_s': [], 'stalled': []}
+            t_seed = time.time()
+            for k, g in enumerate(goals):
+                if k == 0 or from_home:
+                    why = do_reset()
+                    if why:
+                        return {'error': why}
+                pub.publish(goal_msg(g))
+                t0 = time.time()
+                t_first = t_first or t0
+                k_total += 1
+                print(f'[bench] seed {seed} goal {k + 1}/{len(goals)} ({k_total}/{n_total})', file=sys.stderr, flush=True)
+                while time.time() < t0 + metrics.goal_s + 0.03:
+                    if died():
+                        return {'error': f'{died()} during goal {k + 1} of seed {seed}'}
+                    time.sleep(0.02)
+                with rec.lock:
+                    window = [(s, p) for s, p in rec.ee if t0 - 0.1 <= s <= t0 + metrics.goal_s + 0.03]
+                    # (memory: only what later windows need is kept)
+                    rec.ee = [(s, p) for s, p in rec.ee if s > t0 + metrics.goal_s - 0.1]
+                d = goal_distances(window, g, t0, metrics.goal_s)
+                if d is None:
+                    return {'error': f'no /mbrl/sim/ee_position during goal {k + 1} of seed {seed}'}
+                at, fin, settle, stalled = judge_distances(d, CONTROL_PERIOD_S, metrics)
+                for key, v in zip(per_goal, (at, fin, settle, stalled)):
+                    per_goal[key].append(v)
+            t_end_seed = time.time()
+            filter1, own1 = counters()
+            runs.append({'seed': seed, **summarize(per_goal, metrics), 'per_goal': per_goal,
+                         **_stack_figures(rec, filter0, filter1, own0, own1, t_seed, t_end_seed)})
         t_end = time.time()
         cpu_probe.stop()
-        time.sleep(1.2)  # one more /diagnostics of each node
-        filter1 = _filter_periods(rec.diag.get('safety_filter', {}))
         mpc_diag = rec.diag.get('mpc_controller', {})
-        own1 = _int(mpc_diag.get('missed_periods'))
         with rec.lock:
-            mpc_t = np.array([t for t, _ in rec.mpc if t_goals[0] <= t <= t_end])
-            out_t = np.array([t for t in rec.out if t_goals[0] <= t <= t_end])
             delay = np.array(rec.out_delay_ms)
             reasons = dict(sorted(rec.reasons.items(), key=lambda kv: -kv[1])[:4])
-
-    def missed(ts):
-        if len(ts) < 2:
-            return int(round((t_end - t_goals[0]) / CONTROL_PERIOD_S))
-        gaps = np.diff(ts)
-        return int(np.sum(np.maximum(np.round(gaps / CONTROL_PERIOD_S) - 1, 0)[gaps > 1.5 * CONTROL_PERIOD_S]))
-
-    def pct(v, p):
-        try:
-            return float(v[p])
-        except (KeyError, ValueError, TypeError):
-            return float('nan')
+    all_goals = {key: [v for r in runs for v in r['per_goal'][key]] for key in runs[0]['per_goal']}
+    overall = summarize(all_goals, metrics)
+    overall['filter_periods'] = {m: sum(r['filter_periods'][m] for r in runs) for m in runs[0]['filter_periods']}
+    for key in ('missed_mpc_periods', 'missed_output_periods', 'mpc_missed_periods_own'):
+        vals = [r[key] for r in runs]
+        overall[key] = None if any(v is None for v in vals) else sum(vals)
+    overall['mpc_commands_per_s'] = float(np.mean([r['mpc_commands_per_s'] for r in runs]))
+    lim = limits.get('last')
     return {
-        'per_goal': per_goal, 'mpc_settings': settings,
-        'plan_ms': {'p50': pct(mpc_diag, 'plan_ms_p50'), 'p99': pct(mpc_diag, 'plan_ms_p99')},
-        'filter_periods': {m: filter1.get(m, 0) - filter0.get(m, 0) for m in ('mpc', 'policy', 'hold')},
-        'rate_limited_periods': filter1.get('rate_limited', 0) - filter0.get('rate_limited', 0),
-        'mpc_commands_per_s': len(mpc_t) / max(t_end - t_goals[0], 1e-9),
-        'missed_mpc_periods': missed(mpc_t), 'missed_output_periods': missed(out_t),
-        # The MPC's own count, from its send times: the probe's receive delays (a normal-priority
-        # process beside five real-time ones) are not in it.
-        'mpc_missed_periods_own': None if own0 is None or own1 is None else own1 - own0,
+        'runs': runs, 'overall': overall, 'mpc_settings': settings, 'start': 'home' if from_home else 'chained',
+        'plan_ms': {'p50': _pct(mpc_diag, 'plan_ms_p50'), 'p99': _pct(mpc_diag, 'plan_ms_p99')},
+        'duration_s': t_end - t_first,
+        'command_limits': None if lim is None else {'effort': lim.effort.tolist(), 'step': lim.step.tolist(),
+                                                     'joint_margin': lim.joint_margin.tolist()},
         'state_to_output_ms': {'p50': float(np.percentile(delay, 50)) if len(delay) else float('nan'),
                                'p99': float(np.percentile(delay, 99)) if len(delay) else float('nan')},
         'reasons': reasons, 'cpu_probe': cpu_probe.result,
     }
 
 
+def _stack_figures(rec, filter0, filter1, own0, own1, t0, t1) -> dict:
+    """The stack's own figures over [t0, t1]: filter periods per mode (its counters), missed periods
+    (receive-time gaps here; the MPC's own count from its send times), MPC commands per second."""
+    import numpy as np
+    with rec.lock:
+        mpc_t = np.array([t for t, _ in rec.mpc if t0 <= t <= t1])
+        out_t = np.array([t for t in rec.out if t0 <= t <= t1])
+
+    def missed(ts):
+        if len(ts) < 2:
+            return int(round((t1 - t0) / CONTROL_PERIOD_S))
+        gaps = np.diff(ts)
+        return int(np.sum(np.maximum(np.round(gaps / CONTROL_PERIOD_S) - 1, 0)[gaps > 1.5 * CONTROL_PERIOD_S]))
+    return {
+        'filter_periods': {m: filter1.get(m, 0) - filter0.get(m, 0) for m in ('mpc', 'policy', 'hold', 'rate_limited',
+                                                                              'clamped')},
+        'mpc_commands_per_s': len(mpc_t) / max(t1 - t0, 1e-9),
+        'missed_mpc_periods': missed(mpc_t), 'missed_output_periods': missed(out_t),
+        # The MPC's own count, from its send times: the probe's receive delays (a normal-priority
+        # process beside five real-time ones) are not in it.
+        'mpc_missed_periods_own': None if own0 is None or own1 is None else own1 - own0,
+    }
+
+
+def _pct(values: dict, key: str) -> float:
+    try:
+        return float(values[key])
+    except (KeyError, ValueError, TypeError):
+        return float('nan')
+
+
 class _CpuProbe:
     """CPU seconds per wall second of each node process during the goals: what the stack demands
     of the machine (work done, so much less sensitive to other load than timings are)."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pids: list):
         import psutil
         self.t0 = time.monotonic()
         self.procs = {}
-        for p in psutil.Process(pid).children(recursive=True):
+        for pid in pids:
             try:
-                self.procs[p] = (self._name(p), p.cpu_times())
+                top = psutil.Process(pid)
+                # A node process itself (the arm process), else the launch runner's children.
+                found = top.children(recursive=True) or [top]
             except psutil.Error:
-                pass
+                continue
+            for p in found:
+                try:
+                    self.procs[p] = (self._name(p), p.cpu_times())
+                except psutil.Error:
+                    pass
         self.usage: dict = {}
 
     @staticmethod
@@ -332,6 +490,8 @@ class _CpuProbe:
         for a in args:
             if a.startswith('__node:='):
                 return a.split(':=', 1)[1]
+        if '-m' in args[:-1]:   # python -m mbrl_ros.nodes.sim_robot (the arm process)
+            return args[args.index('-m') + 1].rsplit('.', 1)[-1]
         return next((a.rsplit('/', 1)[-1] for a in args[1:2]), p.name())
 
     def stop(self) -> None:
@@ -362,33 +522,142 @@ def _filter_periods(values: dict) -> dict:
     return out
 
 
-# ---- the ROS-free reference on the same (start, goal) pairs ---------------------------------------
-def run_ros_free(robot, model_dir: Path, goals, settle_s: float, settings: dict) -> dict:
-    """MpcController on SimArm from the home pose, as `bench closed-loop` runs it (true state,
-    command applied at once, wall-clock budget), on the same goals."""
+def _int(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _filter_periods(values: dict) -> dict:
+    out = {}
+    for m, key in (('mpc', 'periods_mpc'), ('policy', 'periods_policy'), ('hold', 'periods_hold'),
+                   ('rate_limited', 'rate_limited'), ('clamped', 'clamped')):
+        out[m] = _int(values.get(key)) or 0
+    return out
+
+
+# ---- the report -----------------------------------------------------------------------------------
+def _print(args, robot, model_dir, seeds, rows) -> None:
+    import math
+    ros = rows['ros']
+    s = ros['mpc_settings']
+    start = 'from home before every goal' if args.from_home else 'chained (home at the start of each seed)'
+    print(f"{robot.name}, bundle {model_dir}, {args.goals} goals x {args.goal_s:g} s per seed, seeds "
+          f"{','.join(map(str, seeds))}, {start}; launch {args.launch_file}"
+          + (f' + params {args.params_file}' if args.params_file else '')
+          + (f'; arm process SCHED_FIFO {args.arm_priority}' if args.arm_process else ''))
+    print(f"planner {s.get('planner')} H={s.get('horizon')} N={s.get('num_samples')} elites={s.get('num_elites')} "
+          f"budget {s.get('time_budget_ms')} ms, delay compensation {s.get('delay_compensation')}"
+          + (f"; set: {', '.join(args.set)}" if args.set else ''))
+    lim = ros.get('command_limits')
+    if lim:
+        print('safety filter limits (planned within): effort ' + ' '.join(f'{v:.3g}' for v in lim['effort'])
+              + ' Nm, step ' + ' '.join(f'{v:.3g}' for v in lim['step']) + ' Nm/period')
+    st = (lambda v: '>window' if math.isinf(v) else f'{v:.2f}')
+    print(f'{"loop":>9}{"seed":>6}{"@" + format(args.settle, "g") + "s<2cm":>10}{"@end<2cm":>10}{"final med mm":>14}'
+          f'{"p90 mm":>9}{"settle s":>10}{"settled":>9}{"stalled":>9}{"mpc/pol/hold %":>16}{"missed mpc/out/own":>20}')
+    for name, r in rows.items():
+        for run in r['runs'] + ([{'seed': 'all', **r['overall']}] if len(r['runs']) > 1 else []):
+            fp = run.get('filter_periods')
+            modes = ''
+            if fp:
+                tot = max(fp['mpc'] + fp['policy'] + fp['hold'], 1)
+                modes = '/'.join(f'{100 * fp[m] / tot:.0f}' for m in ('mpc', 'policy', 'hold'))
+            missed = '' if 'missed_mpc_periods' not in run else \
+                f"{run['missed_mpc_periods']}/{run['missed_output_periods']}/{run['mpc_missed_periods_own']}"
+            print(f"{name:>9}{run['seed']!s:>6}{run['success_rate']:>10.0%}{run['success_at_end_rate']:>10.0%}"
+                  f"{run['final_mm']['median']:>14.1f}{run['final_mm']['p90']:>9.1f}{st(run['settle_s_median']):>10}"
+                  f"{run['settled_rate']:>9.0%}{run['stalled']:>9}{modes:>16}{missed:>20}")
+    print(f"plan ms (mpc_controller, its last 500 plans): p50 {ros['plan_ms']['p50']:.2f}, p99 {ros['plan_ms']['p99']:.2f}"
+          + ('; ros-free p50 {p50:.2f}, p99 {p99:.2f}'.format(**rows['ros-free']['plan_ms']) if 'ros-free' in rows else ''))
+    d = ros['state_to_output_ms']
+    fp = ros['overall']['filter_periods']
+    print(f"state-to-output delay p50 {d['p50']:.1f} ms, p99 {d['p99']:.1f} ms; filter: rate-limited "
+          f"{fp['rate_limited']}, clamped {fp['clamped']} of {fp['mpc'] + fp['policy'] + fp['hold']} periods; "
+          f"MPC {ros['overall']['mpc_commands_per_s']:.1f} commands/s. 'missed own': the mpc_controller's count "
+          "from its send times; mpc/out: gaps at this process's receive times")
+    cpu = ros.get('cpu_s_per_s', {})
+    if cpu:
+        print(f"CPU (cores busy during the goals): {sum(cpu.values()):.2f} = "
+              + ', '.join(f'{k} {v:.2f}' for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    if ros.get('reasons'):
+        print('reasons (diagnostics samples): ' + '; '.join(f'{k} ({n})' for k, n in ros['reasons'].items()))
+    print('per goal final distance mm: ' + ' | '.join(
+        f"{name} {run['seed']}: " + ' '.join(f'{1e3 * v:.0f}' for v in run['per_goal']['final_distance_m'])
+        for name, r in rows.items() for run in r['runs']))
+
+
+# ---- the ROS-free reference on the same goals -----------------------------------------------------
+class _FilteredMpc:
+    """The MPC as the stack runs it, without ROS: planning within the filter's limits, rate-limited from
+    the command sent, its output clamped and rate-limited as the safety filter does; a plan without a
+    command (budget too small) repeats the last one for the filter's command timeout (5 periods), then
+    the filter's hold (-2·qd). Not modelled: the policy fallback, joint-limit refusals, delays."""
+    TIMEOUT_PERIODS = 5
+    HOLD_DAMPING = 2.0
+
+    def __init__(self, agent, limits):
+        self.agent, self.limits = agent, limits
+        self.sent = None
+        self.missing = 0
+        if limits is not None:
+            agent.mpc.set_command_limits(limits)
+
+    def reset(self):
+        import numpy as np
+        self.agent.reset()
+        self.sent = np.zeros(self.agent.robot.dof)
+        self.missing = 0
+
+    def __call__(self, q, qd, goal):
+        import numpy as np
+        a = self.agent
+        goal = np.asarray(goal, float)
+        if a._goal is None or not np.array_equal(goal, a._goal):
+            why = a.mpc.set_goal(goal)
+            if why:
+                raise ValueError(why)
+            a._goal = goal.copy()
+        res = a.mpc.compute(q, qd, now=a._now, last_action=self.sent)
+        a._now += a.dt
+        self.missing = self.missing + 1 if res.command is None else 0
+        if self.missing > self.TIMEOUT_PERIODS:   # hold: dissipative, not rate-limited (as the filter)
+            hold = -self.HOLD_DAMPING * np.asarray(qd, float)
+            self.sent = hold if self.limits is None else np.clip(hold, -self.limits.effort, self.limits.effort)
+            return self.sent.copy()
+        u = self.sent if res.command is None else res.command
+        self.sent = u if self.limits is None else self.limits.bound(u, self.sent)
+        return self.sent.copy()
+
+
+def run_ros_free(robot, model_dir: Path, chains: list, metrics, from_home: bool, settings: dict,
+                 command_limits: dict | None) -> dict:
+    """evaluate_reaching (MpcController on SimArm, true state, the command applied at once, wall-clock
+    budget) on the same goals and start mode, within the limits the stack's filter announced."""
     import numpy as np
 
+    from mbrl_ros.core.evaluation.reaching import evaluate_reaching
     from mbrl_ros.core.learning.agent import MpcAgent, planner_config
     from mbrl_ros.core.runtime.bundle import load_bundle
-    from mbrl_ros.core.sim import SimArm
+    from mbrl_ros.core.safety import CommandLimits
 
     bundle = load_bundle(model_dir, robot)
-    planner = {k: v for k, v in settings.items() if v is not None and k != 'propagation'}
-    agent = MpcAgent(robot, bundle, planner_config(**planner), dt=bundle.dt,
-                     propagation=settings.get('propagation') or 'expectation')
-    sim = SimArm(robot, physics_rate_hz=500.0)
-    substeps = int(round(bundle.dt * 500.0))
-    per_goal, times = [], []
-    for g in goals:
-        sim.reset(robot.home_q)
-        agent.reset()
-        for _ in range(int(round(settle_s / bundle.dt))):
-            q, qd, _ = sim.observe()
-            t0 = time.perf_counter()
-            u = agent(q, qd, g)
-            times.append(1e3 * (time.perf_counter() - t0))
-            sim.set_command(u)
-            sim.step(substeps)
-        per_goal.append(float(np.linalg.norm(sim.ee_position() - g)))
-    return {'per_goal': per_goal, 'plan_ms': {'p50': float(np.percentile(times, 50)),
-                                              'p99': float(np.percentile(times, 99))}}
+    planner = {k: v for k, v in settings.items() if v is not None and k not in ('propagation', 'delay_compensation')}
+    limits = CommandLimits(**command_limits) if command_limits else None
+    runs, times = [], []
+    for seed, goals in chains:
+        agent = MpcAgent(robot, bundle, planner_config(**planner), dt=bundle.dt,
+                         propagation=settings.get('propagation') or 'expectation')
+        res = evaluate_reaching(_FilteredMpc(agent, limits), robot, goals=goals, seed=seed,
+                                settle_s=metrics.settle_s, goal_s=metrics.goal_s, tolerance_m=metrics.tolerance_m,
+                                start='home' if from_home else 'chained', dt=CONTROL_PERIOD_S)
+        per_goal = {'distance_at_settle_m': res.distance_at_settle_m.tolist(),
+                    'final_distance_m': res.final_distance_m.tolist(),
+                    'settle_time_s': res.settle_time_s.tolist(), 'stalled': res.stalled.tolist()}
+        runs.append({'seed': seed, **summarize(per_goal, metrics), 'per_goal': per_goal, 'failures': res.failures})
+        times.append(res.step_ms)
+    t = np.concatenate(times)
+    all_goals = {key: [v for r in runs for v in r['per_goal'][key]] for key in runs[0]['per_goal']}
+    return {'runs': runs, 'overall': summarize(all_goals, metrics),
+            'plan_ms': {'p50': float(np.percentile(t, 50)), 'p99': float(np.percentile(t, 99))}}

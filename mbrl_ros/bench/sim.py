@@ -27,12 +27,12 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--duration', type=float, default=60.0, help='seconds to measure (default 60)')
-    p.add_argument('--robot', default='arm7', help='built-in robot name or MJCF path (default arm7)')
+    p.add_argument('--duration', type=float, default=60.0, help='seconds to measure')
+    p.add_argument('--robot', default='arm7', help='built-in robot name or MJCF path')
     p.add_argument('--publish-rate', type=float, default=None,
-                   help="sim_robot publish_rate_hz (default: the node's own default)")
+                   help="sim_robot publish_rate_hz (default: the node's own)")
     p.add_argument('--startup-timeout', type=float, default=60.0,
-                   help='seconds to wait for /mbrl/state to flow before giving up (default 60)')
+                   help='seconds to wait for /mbrl/state to flow before giving up')
     p.add_argument('--sim-time', action='store_true',
                    help='run the sim with publish_clock:=true (stamps in sim time: no stamp latency)')
     p.add_argument('--json', action='store_true', help='print the results as JSON instead of a table')

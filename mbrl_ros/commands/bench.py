@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from mbrl_ros.commands.options import HelpFormatter
+
 BENCHES = {
     'sim': ('mbrl_ros.bench.sim', 'sim_robot + state_estimator: real-time factor, '
                                   '/joint_states rate and jitter, /mbrl/state latency'),
@@ -15,7 +17,8 @@ BENCHES = {
     'planner': ('mbrl_ros.bench.planner', 'CEM/iCEM time per plan and the planner overhead (trivial or ONNX model)'),
     'policy': ('mbrl_ros.bench.policy', 'distilled policy per-call latency (onnxruntime), optionally vs the MPC'),
     'plan-latency': ('mbrl_ros.bench.plan_latency', 'plan p50/p99 over horizon x samples on a bundle; throughput vs a matmul-only roofline'),
-    'closed-loop': ('mbrl_ros.bench.closed_loop', 'MPC reaching success and final distance against the per-plan time budget'),
+    'closed-loop': ('mbrl_ros.bench.closed_loop', 'reaching on chained goals: mpc, osc_pd, policy side by side on the same goals (payload, friction)'),
+    'osc-tune': ('mbrl_ros.bench.osc_tune', 'coarse gain sweep of the operational-space PD baseline on chained goals (config/osc_pd.yaml)'),
     'ros-closed-loop': ('mbrl_ros.bench.ros_closed_loop', 'reaching success through the whole ROS stack (launch file, headless) on the closed-loop goals'),
     'mppi-compare': ('mbrl_ros.bench.mppi_compare', 'our CEM/iCEM vs pytorch-mppi on the same ensemble: per-plan time and success'),
 }
@@ -25,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest='bench', metavar='BENCH')
     sub.required = True
     for name, (module, help_) in BENCHES.items():
-        bp = sub.add_parser(name, help=help_, description=help_)
+        bp = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:  # e.g. a training-only dependency missing on a robot

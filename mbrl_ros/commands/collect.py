@@ -15,19 +15,20 @@ from pathlib import Path
 def add_arguments(p):
     p.add_argument('--robot', default='arm7', help='built-in robot (arm7, arm3) or an MJCF path')
     p.add_argument('--transitions', type=int, default=20000, help='number of transitions (control periods)')
-    p.add_argument('--exploration', default='colored', choices=['colored', 'uniform'])
+    p.add_argument('--exploration', default='colored', choices=['colored', 'uniform'],
+                   help='exploration noise: colored (temporally correlated) or uniform (white)')
     p.add_argument('--amplitude', type=float, default=0.3, help='noise scale as a fraction of the effort limits')
     p.add_argument('--beta', type=float, default=1.0, help='colored noise exponent (PSD ~ 1/f^beta)')
     p.add_argument('--limit-margin', type=float, default=0.1,
                    help='joint-limit push-back zone as a fraction of each joint range (0: off)')
     p.add_argument('--episode-len', type=int, default=200, help='control periods per episode')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0, help='random seed of the exploration and the start states')
     p.add_argument('--dt', type=float, default=0.02, help='control period (s)')
     p.add_argument('--out', required=True, help='bag directory to write (rosbag2, MCAP storage)')
     p.add_argument('--npz', nargs='?', const='', default=None, metavar='PATH',
-                   help='also write the transitions as a .npz TransitionDataset (default PATH: OUT.npz)')
+                   help='also write the transitions as a .npz TransitionDataset (PATH omitted: OUT.npz)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing bag at --out')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
     live = p.add_argument_group('live collection (--live)')
     live.add_argument('--live', action='store_true',
                       help='explore over ROS topics against a running sim_robot or real arm')

@@ -3,7 +3,8 @@
 Brings `sim_arm.launch.yaml` up through `mbrl-ros launch` (each node its own process, their
 output in <out>/launch.log), waits until the stack is ready (state flowing, model loaded by
 world_model and mpc_controller, safety filter publishing its mode), then sends `--goals`
-random reachable end-effector goals on /mbrl/goal, one every `--goal-period` seconds, with a
+reachable end-effector goals on /mbrl/goal (the benchmarks' `sample_goal_chain`), chained one every
+`--goal-period` seconds, with a
 live one-line readout. At the end: a summary table per goal, PNG plots and the rosbag2 MCAP
 log of the run in the report folder (see docs/demo.md). Ctrl-C stops early (still reports).
 
@@ -40,18 +41,19 @@ LATCHED_TOPICS = ('/mbrl/safety/mode', '/mbrl/world_model/active_model')
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--robot', default='arm7', help='built-in robot (arm7, arm3) or MJCF path (default arm7)')
+    p.add_argument('--robot', default='arm7', help='built-in robot (arm7, arm3) or MJCF path')
     p.add_argument('--model-dir', default=None,
                    help='model bundle directory (default: the shipped models/<robot>)')
-    p.add_argument('--goals', type=int, default=5, metavar='N', help='number of random goals (default 5)')
+    p.add_argument('--goals', type=int, default=5, metavar='N', help='number of random goals')
     p.add_argument('--goal-period', type=float, default=3.0, metavar='S',
-                   help='seconds per goal (default 3; success is judged 3 s after a goal)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the goal sequence (default 0)')
+                   help='seconds per goal (success is judged 3 s after a goal)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the goal sequence')
     p.add_argument('--out', default=None, metavar='DIR',
-                   help='report folder (default runs/demo_<date>_<time>)')
-    p.add_argument('--launch-file', default='sim_arm.launch.yaml')
+                   help='report folder (default: runs/demo_<date>_<time>)')
+    p.add_argument('--launch-file', default='sim_arm.launch.yaml',
+                   help='launch file: a path, or a name under the package launch/')
     p.add_argument('--startup-timeout', type=float, default=120.0, metavar='S',
-                   help='seconds to wait for the stack to be ready (default 120)')
+                   help='seconds to wait for the stack to be ready')
 
 
 def fail(msg: str, code: int = 1) -> int:
@@ -62,7 +64,7 @@ def fail(msg: str, code: int = 1) -> int:
 def run(args) -> int:
     import numpy as np
 
-    from mbrl_ros.core.report import reachable_goals
+    from mbrl_ros.core.evaluation.reaching import sample_goal_chain
     from mbrl_ros.core.robot import RobotModel
     from mbrl_ros.core.workspace import Workspace
     from mbrl_ros.resources import default_model_dir
@@ -80,8 +82,13 @@ def run(args) -> int:
     why = _check_bundle(model_dir, robot)
     if why:
         return fail(why)
-    goals = reachable_goals(robot, np.random.default_rng(args.seed), args.goals,
-                            start=robot.fk(robot.home_q), workspace=Workspace.from_robot(robot))
+    # The benchmarks' goal distribution (chained from home's EE): one for demo and benches. FK of a
+    # configuration is inside the reach the controller checks, but a refusal must not pass silently.
+    goals = sample_goal_chain(robot, args.goals, args.seed)[1]
+    ws = Workspace.from_robot(robot)
+    bad = [g for g in goals if ws.check_goal(g) is not None]
+    if bad:
+        return fail(f'goal {np.round(bad[0], 3).tolist()} is outside the controller\'s reach: {ws.check_goal(bad[0])}')
     out = Path(args.out or time.strftime('runs/demo_%Y%m%d_%H%M%S'))
     if (out / 'bag').exists():
         return fail(f'{out} already holds a demo run; choose another --out', 2)

@@ -27,41 +27,43 @@ def add_arguments(p):
                                                   'into --bundle (re-evaluated on --eval-goals goals)')
     p.add_argument('--robot', help='built-in robot name or MJCF path (default: the robot named in bundle.yaml)')
     p.add_argument('--rounds', type=int, default=d.rounds, help='DAgger rounds (round 0: the expert drives)')
-    p.add_argument('--episodes-per-round', type=int, default=d.episodes_per_round)
+    p.add_argument('--episodes-per-round', type=int, default=d.episodes_per_round,
+                   help='reaching episodes (one random goal each) per DAgger round')
     p.add_argument('--episode-s', type=float, default=3.0, help='episode length [s]')
     p.add_argument('--beta-decay', type=float, default=d.beta_decay, help='expert mixing beta = decay**round')
     p.add_argument('--label-every', type=int, default=d.label_every,
                    help='rounds >= 1: the expert labels every k-th visited state (cheaper; 1 = all)')
     p.add_argument('--epochs', type=int, default=d.epochs_per_round, help='training epochs per round')
-    p.add_argument('--hidden', default='256,256', help='hidden widths (default 256,256)')
+    p.add_argument('--hidden', default='256,256', help='hidden widths')
     p.add_argument('--output', choices=('passive', 'direct'), default=d.output,
                    help="network head: the effort itself, or the gains of a task-space spring-damper "
                         "(zero effort at the goal at rest by construction)")
     p.add_argument('--limit-spring', action='store_true',
                    help='passive head: also a learned spring pushing joints out of a band at their limits')
-    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate')
     p.add_argument('--eval-goals', type=int, default=100, help='test benchmark goals for the kept policy (seed 1000)')
     p.add_argument('--val-goals', type=int, default=50,
                    help='validation goals after every round (seed 2000); the best round is kept (0: the last)')
     p.add_argument('--expert-eval-goals', type=int, default=0,
                    help='also run the expert on the benchmark (slow: 3 s of MPC per goal)')
     g = p.add_argument_group('expert (MPC) budget')
-    g.add_argument('--expert-horizon', type=int, default=x['horizon'])
-    g.add_argument('--expert-samples', type=int, default=x['num_samples'])
-    g.add_argument('--expert-iterations', type=int, default=x['num_iterations'])
-    g.add_argument('--expert-elites', type=int, default=x['num_elites'])
+    g.add_argument('--expert-horizon', type=int, default=x['horizon'], help='expert planning horizon (steps)')
+    g.add_argument('--expert-samples', type=int, default=x['num_samples'], help='expert samples per iteration')
+    g.add_argument('--expert-iterations', type=int, default=x['num_iterations'],
+                   help='expert optimiser iterations per plan')
+    g.add_argument('--expert-elites', type=int, default=x['num_elites'], help='expert elites per iteration')
     g.add_argument('--expert-execute', choices=('best', 'mean'), default=x['execute'],
                    help="label with the best sampled plan or the optimiser's final mean (smoother labels)")
     g.add_argument('--expert-warm-start', action='store_true',
-                   help='warm-start each label from the previous plan (default: plan every label from scratch, '
+                   help='warm-start each label from the previous plan (without it every label is planned from scratch, '
                         'so labels depend only on (state, goal))')
     g.add_argument('--expert-cost', action='append', default=[], metavar='WEIGHT=VALUE',
                    help='a cost weight of the expert (CostWeights field) on top of the default '
                         f'{d.expert_cost}, e.g. uncertainty=0 (repeatable)')
     p.add_argument('--no-jacobian', action='store_true', help='without the J^T (goal - ee), J^T ee-velocity inputs')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0, help='random seed (episodes, network initialisation)')
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--no-progress', action='store_true', help='no progress output')
 
 
 def run(args) -> int:

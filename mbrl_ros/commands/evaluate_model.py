@@ -13,9 +13,11 @@ def add_arguments(p):
     p.add_argument('--transitions', type=int, default=4000, help='fresh transitions to collect')
     p.add_argument('--seed', type=int, default=1234, help='collection seed (differs from training)')
     p.add_argument('--exploration', choices=['colored', 'uniform'],
-                   help='default: as recorded for the training data, else colored')
-    p.add_argument('--amplitude', type=float, help='default: as recorded for the training data, else 0.1')
-    p.add_argument('--episode-len', type=int, help='default: as recorded for the training data, else 200')
+                   help='exploration of the fresh data (default: as recorded for the training data, else colored)')
+    p.add_argument('--amplitude', type=float,
+                   help='effort amplitude of the fresh data (default: as recorded for the training data, else 0.1)')
+    p.add_argument('--episode-len', type=int,
+                   help='episode length of the fresh data (default: as recorded for the training data, else 200)')
     p.add_argument('--horizon', type=int, default=15, help='open-loop horizon (steps)')
     p.add_argument('--json', action='store_true', help='print the metrics as JSON')
 

@@ -18,11 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--show-args', action='store_true',
                         help="list the file's arguments with their defaults and descriptions")
     parser.add_argument('--sigint-timeout', type=float, default=5.0, metavar='S',
-                        help='on shutdown, seconds to wait after SIGINT before SIGTERM (default 5)')
+                        help='on shutdown, seconds to wait after SIGINT before SIGTERM')
     parser.add_argument('--sigterm-timeout', type=float, default=3.0, metavar='S',
-                        help='then seconds to wait after SIGTERM before SIGKILL (default 3)')
+                        help='then seconds to wait after SIGTERM before SIGKILL')
     parser.add_argument('--log-dir', default=None, metavar='DIR',
-                        help="where nodes with output: log write (default $ROS_LOG_DIR or ~/.ros/log)")
+                        help="where nodes with output: log write (default: $ROS_LOG_DIR or ~/.ros/log)")
 
 
 def run(args: argparse.Namespace) -> int:

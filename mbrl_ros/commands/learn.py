@@ -34,8 +34,9 @@ def add_arguments(p):
     from mbrl_ros.core.learning.pets import LearnConfig, _default_planner
     d, dp = LearnConfig(), _default_planner()
     p.add_argument('--out', required=True, help='bundle directory to write (e.g. models/arm7_pets)')
-    p.add_argument('--robot', default=d.robot)
-    p.add_argument('--seed', type=int, default=d.seed)
+    p.add_argument('--robot', default=d.robot, help='built-in robot name or MJCF path')
+    p.add_argument('--seed', type=int, default=d.seed,
+                   help='seed of the whole loop (the same seed gives the same bundle)')
     p.add_argument('--work-dir', help='keep the per-iteration bundles here (default: temporary, removed)')
     g = p.add_argument_group('data')
     g.add_argument('--init', type=int, default=d.init_transitions, help='random exploration transitions')
@@ -48,47 +49,53 @@ def add_arguments(p):
                         '(arm7: 50 gives a better model from the same transitions, docs/results/world_model_arm7.md)')
     g.add_argument('--iterations', type=int, default=d.iterations, help='K: train -> MPC episodes rounds')
     g.add_argument('--episodes', type=int, default=d.episodes_per_iteration, help='N MPC episodes per iteration')
-    g.add_argument('--episode-s', type=float, default=d.episode_s)
-    g.add_argument('--max-env-steps', type=int, default=d.max_env_steps)
+    g.add_argument('--episode-s', type=float, default=d.episode_s,
+                   help='length of an MPC episode (one goal; success judged at its end) [s]')
+    g.add_argument('--max-env-steps', type=int, default=d.max_env_steps,
+                   help='budget on training-data environment steps (a plan above it is refused)')
     g = p.add_argument_group('model and training')
-    g.add_argument('--ensemble-size', type=int, default=d.ensemble_size)
-    g.add_argument('--hidden', default=','.join(map(str, d.hidden_sizes)))
+    g.add_argument('--ensemble-size', type=int, default=d.ensemble_size, help='ensemble members')
+    g.add_argument('--hidden', default=','.join(map(str, d.hidden_sizes)), help='hidden widths')
     g.add_argument('--affine-inputs', default=d.affine_inputs, choices=list(AFFINE_INPUTS),
                    help='what the control-affine head multiplies: the action, [action, joint velocity], '
                         'or rigid_body: [action, joint velocity, products of joint velocities]')
     g.add_argument('--no-raw-angles', action='store_true', help='joint angles enter only as sin/cos(q)')
     g.add_argument('--invariant-joints', default=','.join(map(str, d.invariant_joints)), metavar='I,J',
                    help='joint indices whose angle the dynamics do not depend on (masked from the inputs)')
-    g.add_argument('--epochs', type=int, default=d.epochs)
-    g.add_argument('--patience', type=int, default=d.patience)
+    g.add_argument('--epochs', type=int, default=d.epochs, help='maximum epochs per training')
+    g.add_argument('--patience', type=int, default=d.patience,
+                   help='early stop after this many epochs without any member improving on the holdout')
     g.add_argument('--nll-beta', type=float, default=d.nll_beta,
-                   help=f'beta-NLL weighting of the training loss (default {d.nll_beta}; 0: plain Gaussian NLL)')
-    g.add_argument('--weight-decay', type=float, default=d.weight_decay, help=f'AdamW weight decay (default {d.weight_decay})')
+                   help='beta-NLL weighting of the training loss (0: plain Gaussian NLL)')
+    g.add_argument('--weight-decay', type=float, default=d.weight_decay, help='AdamW weight decay')
     g.add_argument('--calibrate-on', choices=('exploration', 'all'), default=d.calibrate_on,
                    help='holdout episodes the 2-sigma band is calibrated on: the random exploration (drawn like '
-                        "evaluate-model's held-out data; default) or all, on-policy included")
+                        "evaluate-model's held-out data) or all, on-policy included")
     g.add_argument('--max-train-time', type=float, default=None, help='wall-clock cap per training (s)')
-    g.add_argument('--threads', type=int, default=d.threads)
+    g.add_argument('--threads', type=int, default=d.threads, help='torch CPU threads')
     g = p.add_argument_group('planner of the on-policy episodes (fixed population: reproducible data)')
-    g.add_argument('--horizon', type=int, default=dp['horizon'])
-    g.add_argument('--samples', type=int, default=dp['num_samples'])
-    g.add_argument('--plan-iterations', type=int, default=dp['num_iterations'])
-    g.add_argument('--elites', type=int, default=dp['num_elites'])
+    g.add_argument('--horizon', type=int, default=dp['horizon'], help='planning horizon (steps)')
+    g.add_argument('--samples', type=int, default=dp['num_samples'], help='samples per iteration')
+    g.add_argument('--plan-iterations', type=int, default=dp['num_iterations'], help='optimiser iterations per plan')
+    g.add_argument('--elites', type=int, default=dp['num_elites'], help='elites per iteration')
     g.add_argument('--budget-ms', type=float, default=dp['time_budget_ms'],
-                   help='wall-clock budget per plan while collecting (default 0: none, reproducible)')
-    g.add_argument('--planner', default='icem', choices=['cem', 'icem'])
+                   help='wall-clock budget per plan while collecting (0: none, reproducible)')
+    g.add_argument('--planner', default='icem', choices=['cem', 'icem'], help='optimiser')
     g.add_argument('--weights', default='', metavar='K=V,...',
                    help='cost weights (CostWeights fields, e.g. uncertainty=1,effort=0.02) on top of the '
                    'node\'s defaults; the loop sets uncertainty=0 unless given')
     g = p.add_argument_group('evaluation and distillation')
     g.add_argument('--eval-goals', type=int, default=d.eval_goals,
                    help='final closed-loop reaching evaluation with the wall-clock budget (0: skip)')
-    g.add_argument('--eval-budget-ms', type=float, default=d.eval_budget_ms)
+    g.add_argument('--eval-budget-ms', type=float, default=d.eval_budget_ms,
+                   help='wall-clock budget per plan in the final evaluation (ms)')
     g.add_argument('--eval-planner', default='', metavar='K=V,...',
                    help='overrides of the deployment planner for the evaluation, e.g. horizon=8,num_samples=100')
     g.add_argument('--distill-rounds', type=int, default=d.distill_rounds, help='DAgger rounds (0: no policy)')
-    g.add_argument('--distill-episodes', type=int, default=d.distill_episodes_per_round)
-    g.add_argument('--distill-label-every', type=int, default=d.distill_label_every)
+    g.add_argument('--distill-episodes', type=int, default=d.distill_episodes_per_round,
+                   help='reaching episodes per DAgger round')
+    g.add_argument('--distill-label-every', type=int, default=d.distill_label_every,
+                   help='rounds >= 1: the expert labels every k-th visited state')
     g.add_argument('--distill-eval-goals', type=int, default=d.distill_eval_goals,
                    help='test benchmark goals for the distilled policy')
     g.add_argument('--distill-val-goals', type=int, default=d.distill_val_goals,
@@ -100,7 +107,7 @@ def add_arguments(p):
                         'e.g. horizon=12')
     g.add_argument('--distill-expert-cost', default='', metavar='K=V,...',
                    help=f'cost weights of the distillation expert on top of {d.distill_expert_cost}')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--no-progress', action='store_true', help='no progress output')
 
 
 def run(args) -> int:

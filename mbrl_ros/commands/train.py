@@ -30,20 +30,20 @@ def add_arguments(p):
     src.add_argument('--data', help='transitions: a .npz TransitionDataset, a rosbag2 directory or an .mcap file')
     src.add_argument('--collect', type=int, metavar='N', help='collect N transitions in simulation first')
     p.add_argument('--out', required=True, help='bundle directory to write (e.g. models/arm7)')
-    p.add_argument('--robot', default='arm7', help='built-in robot name or MJCF path (default arm7)')
+    p.add_argument('--robot', default='arm7', help='built-in robot name or MJCF path')
     p.add_argument('--dt', type=float, default=0.02, help='control period for bag data (s)')
     g = p.add_argument_group('collection (with --collect)')
-    g.add_argument('--exploration', default='colored', choices=['colored', 'uniform'])
+    g.add_argument('--exploration', default='colored', choices=['colored', 'uniform'],
+                   help='exploration noise: colored (temporally correlated) or uniform (white)')
     # 0.1: joint speeds stay mostly within qd_max (at 0.3 a third of the samples exceed it), which is
     # the regime the controller operates in.
-    g.add_argument('--amplitude', type=float, default=0.1, help='exploration effort as a fraction of effort_max '
-                   '(default 0.1)')
-    g.add_argument('--episode-len', type=int, default=200)
+    g.add_argument('--amplitude', type=float, default=0.1, help='exploration effort as a fraction of effort_max')
+    g.add_argument('--episode-len', type=int, default=200, help='control periods per collected episode')
     g.add_argument('--save-data', help='also save the collected transitions to this .npz')
     g = p.add_argument_group('model')
-    g.add_argument('--ensemble-size', type=int, default=5)
-    g.add_argument('--hidden', default=DEFAULT_HIDDEN, help=f'hidden widths (default {DEFAULT_HIDDEN})')
-    g.add_argument('--activation', default='silu', choices=['silu', 'relu', 'tanh'])
+    g.add_argument('--ensemble-size', type=int, default=5, help='ensemble members')
+    g.add_argument('--hidden', default=DEFAULT_HIDDEN, help='hidden widths')
+    g.add_argument('--activation', default='silu', choices=['silu', 'relu', 'tanh'], help='hidden activation')
     g.add_argument('--no-affine', action='store_true', help='plain MLP mean head (no control-affine term)')
     g.add_argument('--no-angle-features', action='store_true', help='no sin/cos(q) inputs')
     g.add_argument('--affine-inputs', default='action', choices=list(AFFINE_INPUTS),
@@ -55,21 +55,22 @@ def add_arguments(p):
                    'e.g. 0 for a vertical base axis with gravity compensation')
     g = p.add_argument_group('training')
     g.add_argument('--epochs', type=int, default=150, help='maximum epochs (cosine lr decay over them)')
-    g.add_argument('--batch-size', type=int, default=256)
-    g.add_argument('--lr', type=float, default=3e-3)
-    g.add_argument('--weight-decay', type=float, default=1e-5)
-    g.add_argument('--patience', type=int, default=20)
+    g.add_argument('--batch-size', type=int, default=256, help='minibatch size')
+    g.add_argument('--lr', type=float, default=3e-3, help='peak learning rate (AdamW)')
+    g.add_argument('--weight-decay', type=float, default=1e-5, help='AdamW weight decay')
+    g.add_argument('--patience', type=int, default=20,
+                   help='early stop after this many epochs without any member improving on the holdout')
     g.add_argument('--nll-beta', type=float, default=0.5,
-                   help='beta-NLL weighting (default 0.5; 0: plain Gaussian NLL)')
+                   help='beta-NLL weighting (0: plain Gaussian NLL)')
     g.add_argument('--no-calibrate', action='store_true',
                    help='skip the per-dim variance scaling fitted on the holdout (95.4%% inside 2 sigma)')
     g.add_argument('--grad-clip', type=float, default=10.0, help='gradient-norm clip (0: off)')
     g.add_argument('--max-time', type=float, default=None, help='wall-clock cap on training (s)')
     g.add_argument('--holdout-frac', type=float, default=0.1, help='episodes held out for early stopping')
-    g.add_argument('--seed', type=int, default=0)
-    g.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    g.add_argument('--seed', type=int, default=0, help='random seed (collection, initialisation, batches)')
+    g.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s own choice)')
     p.add_argument('--horizon', type=int, default=15, help='open-loop evaluation horizon (steps)')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--no-progress', action='store_true', help='no progress output')
 
 
 def run(args) -> int:

@@ -94,6 +94,63 @@ class SafetyLimits:
         return int(np.shape(self.q_min)[0])
 
 
+@dataclass(frozen=True)
+class CommandLimits:
+    """What the safety filter lets through, for the planners that feed it (one owner: the filter).
+
+    effort: (dof,) |u| <= effort [Nm] (the robot limits times effort_limit_scale). step: (dof,) the
+    largest change of the sent command from one filter period to the next [Nm]. joint_margin: (dof,)
+    the keep-out band inside each joint range [rad]. A planner that plans within these plans what the
+    arm will get: outside them the filter clamps and rate-limits, and a plan that counted on full
+    effort stops short (real-arm template: 6-11 cm).
+    """
+    effort: np.ndarray
+    step: np.ndarray
+    joint_margin: np.ndarray
+
+    def __post_init__(self):
+        for name in ('effort', 'step', 'joint_margin'):
+            object.__setattr__(self, name, np.array(getattr(self, name), dtype=np.float64).reshape(-1))
+        n = {self.effort.shape, self.step.shape, self.joint_margin.shape}
+        if len(n) != 1 or self.effort.size == 0:
+            raise ValueError(f'effort, step and joint_margin need one entry per joint each, got sizes '
+                             f'{self.effort.size}, {self.step.size}, {self.joint_margin.size}')
+        for name in ('effort', 'step', 'joint_margin'):
+            v = getattr(self, name)
+            if not np.all(np.isfinite(v)) or np.any(v < 0):
+                raise ValueError(f'{name} must be finite and >= 0, got {v.tolist()}')
+        if np.any(self.step <= 0):
+            raise ValueError(f'step must be > 0 (no change could ever be sent), got {self.step.tolist()}')
+
+    @classmethod
+    def from_settings(cls, limits: 'SafetyLimits', settings: 'SafetySettings') -> 'CommandLimits':
+        return cls(limits.effort_max * settings.effort_limit_scale, limits.effort_max * settings.max_effort_step,
+                   np.full(limits.dof, settings.joint_limit_margin))
+
+    @property
+    def dof(self) -> int:
+        return int(self.effort.shape[0])
+
+    def bound(self, u, last=None) -> np.ndarray:
+        """`u` as the filter would send it after `last` (None: unknown, no rate limit): clamped to
+        +-effort, its change from `last` cut to +-step. The filter's own order and arithmetic."""
+        bounded = np.clip(np.asarray(u, dtype=np.float64), -self.effort, self.effort)
+        if last is None:
+            return bounded
+        last = np.asarray(last, dtype=np.float64)
+        change = bounded - last
+        sent = np.where(np.abs(change) > self.step, last + np.clip(change, -self.step, self.step), bounded)
+        return np.clip(sent, -self.effort, self.effort)
+
+    def same_as(self, other: Optional['CommandLimits']) -> bool:
+        return (other is not None and np.array_equal(self.effort, other.effort)
+                and np.array_equal(self.step, other.step) and np.array_equal(self.joint_margin, other.joint_margin))
+
+    def describe(self) -> str:
+        f = (lambda v: '[' + ' '.join(f'{x:.3g}' for x in v) + ']')
+        return f'effort {f(self.effort)} Nm, step {f(self.step)} Nm/period, joint margin {f(self.joint_margin)} rad'
+
+
 @dataclass
 class CommandSample:
     """The latest command of one source, as received (anything may be wrong with it).
@@ -142,8 +199,10 @@ class SafetyFilter:
     def configure(self, settings: SafetySettings) -> None:
         """Apply new settings (takes effect at the next step)."""
         self.settings = settings.validated()
-        self.effort_limit = self.limits.effort_max * self.settings.effort_limit_scale
-        self.max_step = self.limits.effort_max * self.settings.max_effort_step
+        # What it enforces, in the form the planners are told (the limits topic): one computation.
+        self.command_limits = CommandLimits.from_settings(self.limits, self.settings)
+        self.effort_limit = self.command_limits.effort
+        self.max_step = self.command_limits.step
         self._lo = self.limits.q_min + self.settings.joint_limit_margin
         self._hi = self.limits.q_max - self.settings.joint_limit_margin
 
@@ -208,12 +267,10 @@ class SafetyFilter:
         if why:
             return None, why
         bounded = np.clip(u, -self.effort_limit, self.effort_limit)
-        change = bounded - self.last_command
         # Compared on the change, not on last + step == bounded, which float rounding breaks
         # (it counted ~90 % of unlimited periods as rate-limited).
-        limited = np.abs(change) > self.max_step
-        sent = np.where(limited, self.last_command + np.clip(change, -self.max_step, self.max_step), bounded)
-        sent = np.clip(sent, -self.effort_limit, self.effort_limit)
+        limited = np.abs(bounded - self.last_command) > self.max_step
+        sent = self.command_limits.bound(u, self.last_command)
         predicted = as_vector(getattr(sample, 'predicted_q', None), self.dof)
         why = joint_limit_violation(q, qd, sent, self._lo, self._hi, self.settings.limit_lookahead_s,
                                     predicted)

@@ -26,6 +26,25 @@ INTERFACES = ('effort', 'velocity')
 _BADQACC = int(mujoco.mjtWarning.mjWARN_BADQACC)
 
 
+PAYLOAD_BODY = 'mbrl_payload'
+PAYLOAD_RADIUS_M = 0.02
+MAX_PAYLOAD_KG = 100.0
+
+
+def _add_payload_body(spec, robot: RobotModel) -> None:
+    """A massless body welded at the end-effector site, without gravity compensation: SimArm.set_payload
+    gives it its mass. No geom: it never collides."""
+    site = spec.site(robot.ee_site)
+    parent = site.parent
+    body = parent.add_body(name=PAYLOAD_BODY, pos=list(site.pos), quat=list(site.quat))
+    body.gravcomp = 0.0
+    body.mass = 0.0
+    body.inertia = [0.0, 0.0, 0.0]
+    body.ipos = [0.0, 0.0, 0.0]      # its mass sits at the site (else the compiler places it elsewhere)
+    body.iquat = [1.0, 0.0, 0.0, 0.0]
+    body.explicitinertial = True
+
+
 class SimError(RuntimeError):
     """The simulation became numerically unstable (MuJoCo reset its state)."""
 
@@ -38,7 +57,8 @@ def default_velocity_gain(robot: RobotModel) -> np.ndarray:
 class SimArm:
     def __init__(self, robot: RobotModel | str | os.PathLike = 'arm7', physics_rate_hz: float = 500.0,
                  command_interface: str = 'effort', gravity_compensation: bool = True,
-                 state_noise_std: float = 0.0, seed: int = 0, velocity_gain=None):
+                 state_noise_std: float = 0.0, seed: int = 0, velocity_gain=None,
+                 payload_kg: float = 0.0, joint_friction=0.0):
         if not isinstance(robot, RobotModel):
             robot = RobotModel.load(robot)
         if command_interface not in INTERFACES:
@@ -65,6 +85,11 @@ class SimArm:
         self._rng = np.random.default_rng(self.seed)
         self._scratch = None
         self.command = np.zeros(robot.dof)
+        self.payload_kg = 0.0
+        self.joint_friction = np.zeros(robot.dof)
+        self._base_friction = self.model.dof_frictionloss[self._v_adr].copy()   # the MJCF's own
+        self.set_payload(payload_kg)
+        self.set_joint_friction(joint_friction)
         self.reset()
 
     def _compile(self) -> mujoco.MjModel:
@@ -100,7 +125,33 @@ class SimArm:
                 a.biastype = mujoco.mjtBias.mjBIAS_AFFINE
                 a.biasprm[2] = -kv
                 a.ctrlrange = [-qd, qd]
+        _add_payload_body(spec, r)
         return spec.compile()
+
+    # ---- dynamics the controller does not know about ---------------------------------------
+    def set_payload(self, kg: float) -> None:
+        """A point mass of `kg` at the end-effector site whose gravity is NOT compensated: the drives'
+        gravity compensation keeps the nominal arm, as a real arm's built-in compensation does not know
+        the tool it just picked up. Its inertia is real too. Settable at any time (next step on)."""
+        kg = float(kg)
+        if not (np.isfinite(kg) and 0.0 <= kg <= MAX_PAYLOAD_KG):
+            raise ValueError(f'payload_kg must be in [0, {MAX_PAYLOAD_KG:g}] kg, got {kg}')
+        b = self.model.body(PAYLOAD_BODY).id
+        # A solid 2 cm-radius ball: a point mass with a little inertia (no degenerate body).
+        self.model.body_mass[b] = kg
+        self.model.body_inertia[b] = 0.4 * kg * PAYLOAD_RADIUS_M ** 2
+        self.payload_kg = kg
+
+    def set_joint_friction(self, nm) -> None:
+        """Coulomb-like dry friction per joint (MuJoCo `frictionloss`, Nm; a scalar for every joint),
+        on top of the MJCF's own. Settable at any time (next step on)."""
+        f = np.asarray(nm, dtype=np.float64).reshape(-1)
+        f = np.full(self.robot.dof, f[0]) if f.size == 1 else f
+        if f.shape != (self.robot.dof,) or not np.all(np.isfinite(f)) or np.any(f < 0) or np.any(f > self.robot.effort_max):
+            raise ValueError(f'joint_friction must be one value or {self.robot.dof} values in [0, effort limit] Nm, '
+                             f'got {np.asarray(nm).tolist()}')
+        self.model.dof_frictionloss[self._v_adr] = self._base_friction + f
+        self.joint_friction = f
 
     # ---- state ---------------------------------------------------------------------------
     @property
@@ -132,7 +183,7 @@ class SimArm:
 
     def gravity_torque(self) -> np.ndarray:
         """g(q) at the current configuration: the bias force at zero velocity (what gravity
-        compensation adds)."""
+        compensation adds; with a payload, its weight too, which the compensation does not add)."""
         if self._scratch is None:
             self._scratch = mujoco.MjData(self.model)
         d = self._scratch

@@ -33,6 +33,7 @@ from mbrl_ros.core.estimation import DelayCompensator
 from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
 from mbrl_ros.core.planning.mpc import ALIASES
 from mbrl_ros.reliability.analysis import missed_in_gap
+from mbrl_ros.ros.command_limits import LimitsFollower
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -47,10 +48,17 @@ from mbrl_ros.ros.settings_params import params_from_settings
 
 _PLANNER_FIELDS = ('planner', 'horizon', 'num_samples', 'num_iterations', 'num_elites', 'time_budget_ms',
                    'alpha', 'init_std', 'min_std', 'noise_beta', 'population_decay', 'keep_elites_fraction',
-                   'execute', 'shift_fill')
+                   'execute', 'shift_fill', 'std_carry', 'std_carry_radius', 'bias_gain')
 _RENAME = {v: k for k, v in ALIASES.items()}   # uncertainty -> uncertainty_penalty
 # A cycle still planning after this many periods has run away: it drops below the nodes that cover for it.
 OVERRUN_DEMOTE_PERIODS = 2.0
+
+CONTROLLERS = ('mpc', 'osc_pd')
+
+
+def _gain_ok(v: float):
+    return None if v == -1.0 or v >= 0.0 else 'must be >= 0 (or -1: the shipped value)'
+
 
 SPECS = [
     *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
@@ -73,6 +81,13 @@ SPECS = [
           dynamic=False),
     *params_from_settings(PlannerConfig, include=_PLANNER_FIELDS),
     *params_from_settings(CostWeights, rename=_RENAME),
+    # The classical baseline through the identical stack (estimator, delay compensation, filter).
+    Param('controller', 'mpc', 'mpc: plan with the ensemble; osc_pd: the operational-space PD baseline '
+          '(mbrl_ros.core.baseline) on the same state, goal and delay compensation', choices=CONTROLLERS),
+    *(Param(f'osc_{k}', -1.0, f'osc_pd {what}; -1 = the value for this robot in config/osc_pd.yaml '
+            '(else the rule of baseline.default_gains), resolved at start', range=(-1.0, 1e5),
+            validator=_gain_ok) for k, what in (('kp', 'task stiffness [N/m]'), ('kd', 'task damping [N s/m]'),
+                                                ('kq', 'joint damping [N m s/rad]'))),
     hang_timeout_param(),
     control_priority_param(),
 ]
@@ -123,6 +138,8 @@ class MpcControllerNode(LifecycleNode):
         self._recent_plan_s: deque = deque(maxlen=20)   # the expected plan time (delay compensation)
         self._predictor = None           # DelayCompensator of the model in use
         self._last_cmd = None            # (effort, ROS time published) of the last command
+        self._limits = None              # LimitsFollower (the safety filter's limits), while configured
+        self._limits_applied = None      # the CommandLimits the planner plans within now
         self.counts = {'plans': 0, 'commands': 0, 'overruns': 0, 'no_command': 0, 'bad_states': 0,
                        'stale_states': 0, 'bad_goals': 0, 'model_swaps': 0, 'refused_models': 0,
                        'internal_errors': 0, 'missed_periods': 0}
@@ -130,6 +147,7 @@ class MpcControllerNode(LifecycleNode):
         self._last = {'iterations': 0, 'samples': 0, 'goal_distance': float('nan'), 'no_command': 'none',
                       'compensated_ms': 0.0,
                       'bad_input': 'none', 'error': 'none'}
+        self.osc = self._make_osc()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.get_logger().info(f'model roots: {", ".join(self.roots)}')
         if self.params['autostart']:
@@ -148,6 +166,7 @@ class MpcControllerNode(LifecycleNode):
             self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10),
             self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED),
         ]
+        self._limits = LimitsFollower(self, self.robot.joint_names)
         self.get_logger().info(f'configured for {self.robot.name} (reach {self.workspace.reach:.3f} m); '
                                'waiting for /mbrl/world_model/active_model' if self.mpc is None else 'configured')
         return TransitionCallbackReturn.SUCCESS
@@ -183,6 +202,9 @@ class MpcControllerNode(LifecycleNode):
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
+        if self._limits is not None:
+            self._limits.destroy()
+        self._limits, self._limits_applied = None, None
         for p in (self._pub_cmd, self._pub_plan):
             if p is not None:
                 self.destroy_lifecycle_publisher(p)
@@ -248,11 +270,20 @@ class MpcControllerNode(LifecycleNode):
             changes, self._param_changes = self._param_changes, {}
         if bundle is not None:
             self._swap_model(bundle)
+        if changes.get('controller') == 'mpc' and self.mpc is not None:
+            self.mpc.reset()   # back from osc_pd: the warm start is from another time
         if changes and self.mpc is not None:
             planner = {k: v for k, v in changes.items() if ALIASES.get(k, k) in _SETTINGS_FIELDS}
             reason = self.mpc.apply_parameters(planner) if planner else None
             if reason:  # validated already; this would be a bug, so say so loudly
                 self._error(f'accepted parameters could not be applied: {reason}')
+        limits = self._limits.limits if self._limits is not None else None
+        if self.mpc is not None and limits is not self._limits_applied:
+            try:
+                self.mpc.set_command_limits(limits)
+            except ValueError as exc:   # checked against the joint names already; say so if not
+                self._error(f'cannot plan within the safety filter\'s limits: {exc}')
+            self._limits_applied = limits
         if self._goal is not None and self._goal is not self._goal_applied and self.mpc is not None:
             self.mpc.set_goal(self._goal)
             self._goal_applied = self._goal
@@ -264,6 +295,7 @@ class MpcControllerNode(LifecycleNode):
         if self.mpc is None:
             _, cfg, w = settings_from(self.params.values)
             self.mpc = MpcController(self.robot, dyn, cfg, w, dt=bundle.dt)
+            self._limits_applied = None   # a new planner plans within the robot's limits until told
         else:
             self.mpc.set_dynamics(dyn)
             self.mpc.dt = bundle.dt
@@ -288,11 +320,14 @@ class MpcControllerNode(LifecycleNode):
             if self.mpc is None or self._goal is None:
                 self._sent_mono = None   # idle, not missing periods
             return self._no_command(why)
+        if self.params['controller'] == 'osc_pd':
+            return self._osc_once()
         sample, stamp = self._state
         t0 = time.perf_counter()
         q, qd = self._state_at_actuation(sample)
         # the prediction's time comes out of the plan's budget
-        res = self.mpc.compute(q, qd, now=sample.stamp, spent_ms=1e3 * (time.perf_counter() - t0))
+        res = self.mpc.compute(q, qd, now=sample.stamp, spent_ms=1e3 * (time.perf_counter() - t0),
+                               last_action=self._command_in_force())
         ms = 1e3 * (time.perf_counter() - t0)
         self._plan_ms.append(ms)
         self._recent_plan_s.append(ms * 1e-3)
@@ -315,6 +350,55 @@ class MpcControllerNode(LifecycleNode):
         # The predicted path is rolled out only when asked for (Plan): after the command is out.
         if self.counts['plans'] % self.params['plan_publish_every'] == 0 and res.plan.ee_path is not None:
             self._publish_plan(res.plan.ee_path, stamp)
+
+    # ---- the osc_pd baseline (the law is in mbrl_ros.core.baseline) -------------------------
+    def _make_osc(self):
+        """OscPd with the gain parameters; -1 ones resolved to the shipped values and set on the node
+        (so `ros2 param get` shows what runs)."""
+        from rclpy.parameter import Parameter
+
+        from mbrl_ros.core.baseline import OscPd, shipped_gains
+        self._osc_shipped = shipped_gains(self.robot)
+        resolved = [Parameter(f'osc_{k}', Parameter.Type.DOUBLE, float(getattr(self._osc_shipped, k)))
+                    for k in ('kp', 'kd', 'kq') if self.params[f'osc_{k}'] == -1.0]
+        if resolved:
+            self.set_parameters(resolved)
+        return OscPd(self.robot, self._osc_gains())
+
+    def _osc_gains(self):
+        from mbrl_ros.core.baseline import OscGains
+        return OscGains(*(getattr(self._osc_shipped, k) if self.params[f'osc_{k}'] == -1.0 else self.params[f'osc_{k}']
+                          for k in ('kp', 'kd', 'kq')))
+
+    def _osc_once(self) -> None:
+        """One osc_pd command from the same (delay-compensated) state the MPC would plan from.
+        The safety filter judges it as an MPC command (its own ensemble disagreement at the state)."""
+        gains = self._osc_gains()
+        if gains != self.osc.gains:
+            self.osc.set_gains(gains)
+        sample, stamp = self._state
+        t0 = time.perf_counter()
+        q, qd = self._state_at_actuation(sample)
+        u = self.osc(q, qd, self._goal)
+        ms = 1e3 * (time.perf_counter() - t0)
+        self._plan_ms.append(ms)
+        self._recent_plan_s.append(ms * 1e-3)
+        self.counts['plans'] += 1
+        self._last['goal_distance'] = float(np.linalg.norm(self.robot.fk(sample.q) - self._goal))
+        out = JointState(name=self.robot.joint_names, effort=[float(v) for v in u])
+        out.header.stamp = stamp
+        self._pub_cmd.publish(out)
+        self._last_cmd = (u, self._now())
+        self.counts['commands'] += 1
+        self._count_missed_periods()
+    def _command_in_force(self) -> Optional[np.ndarray]:
+        """The start of the rate limit: what the safety filter last sent the robot (it rate-limits from
+        that), else this node's last command if recent, else None (unknown: only the bounds apply)."""
+        timeout = self.params['state_timeout_s']
+        sent = self._limits.last_sent(timeout) if self._limits is not None else None
+        if sent is None and self._last_cmd is not None and 0.0 <= self._now() - self._last_cmd[1] <= timeout:
+            sent = self._last_cmd[0]
+        return sent
 
     def _count_missed_periods(self) -> None:
         """Periods without a command, from this node's own send times (what a subscriber's receive
@@ -389,12 +473,17 @@ class MpcControllerNode(LifecycleNode):
             'lifecycle': 'active' if self._active else ('inactive' if self._subs else 'unconfigured'),
             # The model the planner uses now; a validated one waits for the next loop iteration.
             'model': self._model_in_use or 'none', 'robot': self.robot.name,
-            'horizon': cfg.horizon, 'num_samples': cfg.num_samples, 'planner': cfg.planner,
+            'controller': self.params['controller'], 'horizon': cfg.horizon, 'num_samples': cfg.num_samples, 'planner': cfg.planner,
             'time_budget_ms': cfg.time_budget_ms, 'control_rate_hz': self.params['control_rate_hz'],
             'plan_ms_p50': float(np.percentile(times, 50)) if times is not None else 'n/a',
             'plan_ms_p99': float(np.percentile(times, 99)) if times is not None else 'n/a',
             'iterations_last': self._last['iterations'], 'samples_last': self._last['samples'],
             'compensated_delay_ms_last': self._last['compensated_ms'],
+            'command_limits': (self._limits_applied.describe() if self._limits_applied is not None
+                               else "the robot's full limits (none from the safety filter)"),
+            'limits_updates': self._limits.updates if self._limits is not None else 0,
+            'refused_limits': self._limits.refused if self._limits is not None else 0,
+            'last_refused_limits': self._limits.last_refusal if self._limits is not None else 'none',
             'goal': 'none' if self._goal is None else np.round(self._goal, 4).tolist(),
             'goal_distance_m': self._last['goal_distance'],
             'last_no_command': self._last['no_command'], 'last_bad_input': self._last['bad_input'],

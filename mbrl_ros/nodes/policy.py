@@ -23,6 +23,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
+from mbrl_ros.ros.command_limits import LimitsFollower
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
 from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -76,6 +77,10 @@ class PolicyNode(Node):
         self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL)
         self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10)
         self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED)
+        # The safety filter's limits: commands clamped and rate-limited as it would, so that what the
+        # network asks for is what the arm gets when the policy takes over.
+        self.limits = LimitsFollower(self, self.robot.joint_names)
+        self._last_cmd = None            # (effort, node time) of the last command published
         self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='policy',
                                 priority=self.params['control_thread_priority'])
         self.loop.start()
@@ -169,11 +174,27 @@ class PolicyNode(Node):
             self.counts['policy_errors'] += 1
             return self._no_command(f'policy refused: {exc}')
         self._ms.append(1e3 * (time.perf_counter() - t0))
+        limits = self.limits.limits
+        if limits is not None:
+            u = limits.bound(u, self._command_in_force())
         out = JointState(name=self.robot.joint_names, effort=[float(v) for v in u])
         out.header.stamp = stamp
         self._pub.publish(out)
+        self._last_cmd = (np.asarray(u, dtype=np.float64), self._now())
         self.counts['commands'] += 1
         self._last['no_command'] = 'none'
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _command_in_force(self) -> Optional[np.ndarray]:
+        """What the filter last sent (it rate-limits from that; the MPC's while the MPC is in charge),
+        else this node's last command if recent, else None (only the effort bound applies)."""
+        timeout = self.params['state_timeout_s']
+        sent = self.limits.last_sent(timeout)
+        if sent is None and self._last_cmd is not None and 0.0 <= self._now() - self._last_cmd[1] <= timeout:
+            sent = self._last_cmd[0]
+        return sent
 
     def _why_no_command(self, runtime, state, goal) -> Optional[str]:
         if runtime is None:
@@ -214,6 +235,9 @@ class PolicyNode(Node):
                   'superseded_models': self.follower.superseded,
                   'model_roots': ', '.join(self.roots), 'last_error': self._last['error'],
                   'control_thread': self.loop.scheduling,
+                  'command_limits': (self.limits.limits.describe() if self.limits.limits is not None
+                                     else "the robot's full limits (none from the safety filter)"),
+                  'refused_limits': self.limits.refused, 'last_refused_limits': self.limits.last_refusal,
                   'loop_cycles': self.loop.cycles, 'loop_resyncs': self.loop.resyncs, **self.counts}
         if self.counts['internal_errors']:
             return ERROR, f"errors: {self._last['error']}", values

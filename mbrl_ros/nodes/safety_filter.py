@@ -30,7 +30,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
-from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
+from mbrl_ros.ros.conversions import COMMAND_TOPIC, CONTROL, LATCHED, SAFETY_LIMITS_TOPIC, SENSOR, limits_to_msg
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.joint_state import JointStateReader
@@ -88,10 +88,13 @@ class SafetyFilterNode(Node):
                        **{f'{k}_commands': 0 for k in SOURCES},
                        'clamped': 0, 'rate_limited': 0, 'bad_states': 0,
                        **{f'bad_{k}_commands': 0 for k in SOURCES}, **{f'refused_{k}': 0 for k in SOURCES},
-                       'refused_models': 0, 'model_errors': 0, 'internal_errors': 0}
+                       'refused_models': 0, 'model_errors': 0, 'internal_errors': 0, 'limits_published': 0}
         self._last = {'refusal': 'none', 'bad_input': 'none', 'error': 'none', 'state': 'none'}
 
-        self._pub = self.create_publisher(Float64MultiArray, '/forward_effort_controller/commands', CONTROL)
+        self._pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, CONTROL)
+        # What it enforces, for mpc_controller and policy to plan within (latched: late joiners get it).
+        self._pub_limits = self.create_publisher(JointState, SAFETY_LIMITS_TOPIC, LATCHED)
+        self._publish_limits()
         self._pub_mode = self.create_publisher(String, '/mbrl/safety/mode', LATCHED)
         self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL)
         for name, topic in SOURCES.items():
@@ -184,7 +187,10 @@ class SafetyFilterNode(Node):
         try:
             if self._settings_pending is not None:
                 settings, self._settings_pending = self._settings_pending, None
+                old = self.filter.command_limits
                 self.filter.configure(settings)
+                if not self.filter.command_limits.same_as(old):
+                    self._publish_limits()
             now = self._now()
             state = self._state
             samples = {k: self._sample(k, now) for k in SOURCES}
@@ -207,6 +213,16 @@ class SafetyFilterNode(Node):
             if self.context.ok():  # (else rclpy was shut down by a signal meanwhile)
                 self.counts['internal_errors'] += 1
                 self._last['error'] = f'publish failed: {exc!r}'
+
+    def _publish_limits(self) -> None:
+        try:
+            self._pub_limits.publish(limits_to_msg(self.filter.command_limits, self.robot.joint_names,
+                                                   self.get_clock().now().to_msg()))
+            self.counts['limits_published'] += 1
+        except Exception as exc:  # never the period's end: the planners keep the previous limits
+            if self.context.ok():
+                self.counts['internal_errors'] += 1
+                self._last['error'] = f'limits publish failed: {exc!r}'
 
     def _sample(self, source: str, now: float) -> Optional[CommandSample]:
         got = self._cmds[source]

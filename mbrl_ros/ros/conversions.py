@@ -35,3 +35,41 @@ def as_array(values, n: int | None = None) -> np.ndarray | None:
     if a.size == 0 or (n is not None and a.size != n):
         return None
     return a
+
+
+# ---- topics the nodes agree on (defined once here) ------------------------------------------------
+COMMAND_TOPIC = '/forward_effort_controller/commands'   # what the safety filter sends the robot
+# The limits the safety filter enforces, latched, re-sent whenever they change (live parameters too):
+# sensor_msgs/JointState, one entry per joint in `name`:
+#   effort   = the effort limit it clamps to [Nm] (robot limit x effort_limit_scale), symmetric +-
+#   velocity = the largest change of its output from one period to the next [Nm per period]
+#              (robot limit x max_effort_step): a rate of the effort, not a joint velocity
+#   position = the keep-out band inside each joint range it refuses commands in [rad]
+SAFETY_LIMITS_TOPIC = '/mbrl/safety/limits'
+
+
+def limits_to_msg(limits, joint_names, stamp: Time | None = None):
+    from sensor_msgs.msg import JointState
+    msg = JointState(name=list(joint_names), position=[float(v) for v in limits.joint_margin],
+                     velocity=[float(v) for v in limits.step], effort=[float(v) for v in limits.effort])
+    if stamp is not None:
+        msg.header.stamp = stamp
+    return msg
+
+
+def limits_from_msg(msg, joint_names):
+    """(CommandLimits in `joint_names` order, None) or (None, why it is malformed)."""
+    from mbrl_ros.core.safety import CommandLimits
+    try:
+        names = list(msg.name)
+        n = len(names)
+        if sorted(names) != sorted(joint_names) or len(set(names)) != n:
+            return None, f'joint names {names} are not this robot\'s {list(joint_names)}'
+        sizes = (len(msg.position), len(msg.velocity), len(msg.effort))
+        if sizes != (n, n, n):
+            return None, f'position/velocity/effort have {sizes[0]}/{sizes[1]}/{sizes[2]} entries for {n} joints'
+        order = [names.index(j) for j in joint_names]
+        pick = (lambda seq: np.asarray(seq, dtype=np.float64)[order])
+        return CommandLimits(pick(msg.effort), pick(msg.velocity), pick(msg.position)), None
+    except (ValueError, TypeError, AttributeError) as exc:
+        return None, str(exc)

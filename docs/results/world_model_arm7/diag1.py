@@ -7,7 +7,7 @@ t=time.time()
 tr = collect_sim(r, 20000, amplitude=0.1, seed=0, progress=False)
 ev = collect_sim(r, 4000, amplitude=0.1, seed=1234, progress=False)
 print('collect s', time.time()-t)
-tr.save('runs/s3m/train20k.npz'); ev.save('runs/s3m/eval4k.npz')
+tr.save('runs/world_model_arm7/train20k.npz'); ev.save('runs/world_model_arm7/eval4k.npz')
 dof=7
 for name, d in (('train', tr), ('eval', ev)):
     D = d.next_states - d.states

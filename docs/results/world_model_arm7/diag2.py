@@ -3,7 +3,7 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.sim import SimArm
 from mbrl_ros.core.data.dataset import TransitionDataset
 r = RobotModel.load('arm7'); sim = SimArm(r); dof = 7
-tr = TransitionDataset.load('runs/s3m/train20k.npz')
+tr = TransitionDataset.load('runs/world_model_arm7/train20k.npz')
 rng = np.random.default_rng(0)
 D = np.diag(r.damping) if np.ndim(r.damping) else None
 print('damping', r.damping)

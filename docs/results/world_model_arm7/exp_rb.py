@@ -9,8 +9,8 @@ from mbrl_ros.core.runtime.evaluate import open_loop_ee_error
 from score import TorchRuntime, metrics
 
 p = argparse.ArgumentParser()
-p.add_argument('--data', default='runs/s3m/train20k.npz')
-p.add_argument('--eval', default='runs/s3m/eval4k.npz')
+p.add_argument('--data', default='runs/world_model_arm7/train20k.npz')
+p.add_argument('--eval', default='runs/world_model_arm7/eval4k.npz')
 p.add_argument('--E', type=int, default=1)
 p.add_argument('--hidden', default='128,128,128')
 p.add_argument('--epochs', type=int, default=30)

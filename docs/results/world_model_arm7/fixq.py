@@ -1,7 +1,7 @@
 import numpy as np
 from mbrl_ros.core.sim import SimArm
 from mbrl_ros.core.data.dataset import TransitionDataset
-ds = TransitionDataset.load('runs/s3m/train20k.npz')
+ds = TransitionDataset.load('runs/world_model_arm7/train20k.npz')
 S = ds.states; A = ds.actions
 sim = SimArm('arm7')
 rng = np.random.default_rng(0)

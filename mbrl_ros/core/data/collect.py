@@ -57,7 +57,7 @@ def collect_sim(robot='arm7', n_transitions: int = 20000, exploration: str = 'co
     # Start outside the band where the exploration pushes back from the limits: a start inside it
     # meant a step of up to effort_max from rest in the first period (65 % of episodes at the 10 %
     # margin), a transient no other transition looks like; it carried 36 % of a model's held-out
-    # squared velocity error (docs/results/world_model_arm7.md, session 5).
+    # squared velocity error (docs/results/world_model_arm7.md, "The evaluation data's start transient").
     start_margin = np.maximum(0.05, expl.push_margin)
     states = np.empty((n_transitions, 2 * dof))
     actions = np.empty((n_transitions, dof))

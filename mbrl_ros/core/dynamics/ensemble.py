@@ -40,7 +40,7 @@ class EnsembleConfig:
     # 'rigid_body' adds the products qd_i qd_j (i <= j): at a fixed q the one-period change of a
     # rigid-body arm is affine in [tau, qd, qd qd^T] (Coriolis and centrifugal terms are quadratic
     # in qd). Measured on arm7 at fixed q: least squares on [a, qd] leaves 1-29 % of the delta's
-    # std, on [a, qd, qd qd^T] 0.2-3.5 % (docs/results/world_model_arm7.md, session 5).
+    # std, on [a, qd, qd qd^T] 0.2-3.5 % (docs/results/world_model_arm7.md, "Model form").
     affine_inputs: str = 'action'
     # Extra inputs sin(q), cos(q) for the first `angle_features` state dims (the joint angles):
     # the inertia and Coriolis terms are trigonometric in q.

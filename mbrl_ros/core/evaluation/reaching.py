@@ -69,6 +69,7 @@ class ReachingResult:
     settle_time_s: Optional[np.ndarray] = None          # (N,) NaN where it did not settle
     stalled: Optional[np.ndarray] = None                # (N,) bool
     start: str = 'chained'
+    goal_s: float = 5.0                                 # window per goal
 
     def summary(self) -> dict:
         d, t = self.final_distance_m, self.step_ms
@@ -85,7 +86,7 @@ class ReachingResult:
             settled = np.isfinite(st)
             out['settled_fraction'] = float(settled.mean()) if len(st) else float('nan')
             # Goals that never settled count as the whole window: the median is then honest.
-            window = np.where(settled, st, np.inf)
+            window = np.where(settled, st, self.goal_s)
             out['settle_time_s'] = {'median': pct(window, 50)}
             out['stalled'] = int(np.sum(self.stalled))
             out['distance_at_settle_m'] = {'median': pct(self.distance_at_settle_m, 50),
@@ -208,4 +209,4 @@ def evaluate_reaching(controller: Controller, robot='arm7', n_goals: int = 100, 
             broken = True
     ok = at_settle <= tolerance_m
     return ReachingResult(float(ok.mean()) if n_goals else 0.0, final, ok, np.asarray(times), failures,
-                          at_settle, settle_t, stalled, start)
+                          at_settle, settle_t, stalled, start, metrics.goal_s)

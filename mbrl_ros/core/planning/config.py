@@ -43,7 +43,9 @@ class PlannerConfig:
     num_elites: int = setting(10, 2, 1000, 'best samples that refit the sampling distribution')
     alpha: float = setting(0.1, 0.0, 0.99, 'momentum: weight of the old mean/std when refitting')
     init_std: float = setting(0.25, 0.01, 2.0, 'initial sampling std, as a fraction of the action half-range')
-    min_std: float = setting(0.02, 0.0, 1.0, 'floor of the sampling std (fraction of half-range)')
+    # 0.005, not 0.02: with the std carried near the goal, a floor of 2 % of the effort range
+    # (1.7 Nm on arm7's big joints) kept re-randomising the executed mean by that much.
+    min_std: float = setting(0.005, 0.0, 1.0, 'floor of the sampling std (fraction of half-range)')
     noise_beta: float = setting(2.0, 0.0, 4.0, 'iCEM coloured-noise exponent (0 = white)')
     population_decay: float = setting(1.25, 1.0, 4.0, 'iCEM population shrink factor per iteration')
     keep_elites_fraction: float = setting(0.3, 0.0, 1.0, 'iCEM: fraction of elites carried to the next iteration / step')
@@ -54,6 +56,18 @@ class PlannerConfig:
     # (arm7, 100 goals: p99 14.46 ms, 95 %; at 15.0: p99 15.02-15.26 ms)
     time_budget_ms: float = setting(14.5, 0.0, 10000.0, 'anytime budget per plan; 0 = no limit')
     seed: int = setting(0, 0, 2 ** 31 - 1, 'random seed of the sampler')
+    # 1.5 near the goal: arm7, 12 chained goals (seed 77, no budget): final distance at 5 s median 5.4 -> 1.2 mm,
+    # settled within 5 mm 33 -> 100 % of goals (docs/mpc_controller.md, "Settling at the goal").
+    std_carry: float = setting(1.5, 0.0, 10.0, 'near the goal, each plan starts from the last plan\'s final sampling '
+                               'std times this (capped at init_std; 0 = always from init_std)')
+    # Only near the goal: far from it a narrowed search loses the way (stalled goals when carried everywhere).
+    std_carry_radius: float = setting(0.05, 0.0, 10.0, 'std_carry applies while the end effector is within this '
+                                      'distance of the goal [m]')
+    # Offset-free MPC: the model's one-step residual at the current state, low-pass filtered, is
+    # added to every predicted step, so a biased model does not leave a steady-state error.
+    # 0.3: with std_carry, median final distance 1.2 -> 0.6 mm on the same goals.
+    bias_gain: float = setting(0.3, 0.0, 1.0, 'offset-free MPC: weight of the newest one-step model residual in the '
+                               'bias estimate added to every predicted step (0 = off)')
 
     def errors(self) -> list[str]:
         """Why this configuration cannot be used (empty when it can)."""
@@ -97,7 +111,8 @@ class CostWeights:
     # 1, not 0: at 0 the planner picks actions the safety filter's disagreement gate then refuses
     # (mode flicker mpc/hold on the ROS stack), although the ROS-free loop succeeds more often.
     uncertainty: float = setting(1.0, 0.0, 1e6, 'risk weight on ensemble disagreement, summed over the horizon')
-    # 0.3: 30/30 goals vs 29/30 without (shipped arm7, β = 0, no budget; docs/results §5).
+    # 0.3: 30/30 goals vs 29/30 without (shipped arm7, β = 0, no budget;
+    # docs/results/pets_learning_planning.md, "Why goals failed").
     joint_goal: float = setting(0.3, 0.0, 1e6, 'running squared joint distance [rad^2] to an IK solution of the goal '
                                 '(guides the short horizon out of local minima; 0 = no IK)')
     # A 7-DOF arm reaches the goal in many configurations: once the end effector is there, pulling

@@ -117,11 +117,16 @@ class Planner:
             raise ValueError('every action upper bound must exceed its lower bound')
         self._mid = 0.5 * (self.low + self.high)
         self._half = 0.5 * (self.high - self.low)
+        self.max_step: Optional[np.ndarray] = None    # (A,) largest change between consecutive actions
+        self._last_action: Optional[np.ndarray] = None  # the action in force before this plan's first
         self.clock = clock
         self.config: Optional[PlannerConfig] = None
         self._mean: Optional[np.ndarray] = None       # warm start (H, A)
         self._elites: Optional[np.ndarray] = None     # elites of the last iteration (K', H, A)
+        self._std: Optional[np.ndarray] = None        # final sampling std of the last plan (H, A)
         self._speed = StepTimeModel()
+        # Offset-free MPC: the model's bias per step (S,), added to every predicted step (None: off).
+        self.model_offset: Optional[np.ndarray] = None
         self.configure(config)
 
     # ---- setup --------------------------------------------------------------------------------
@@ -148,6 +153,7 @@ class Planner:
             m[:k] = self._mean[:k]
             self._mean = m
             self._elites = None
+        self._std = None
         if self._mean is None:
             self._mean = np.broadcast_to(self._mid, (h, a)).copy()
         if self._elites is not None:
@@ -164,10 +170,46 @@ class Planner:
         self.configure(self.config)
         self._elites = None
 
+    def widen(self) -> None:
+        """The next plan searches from init_std again (e.g. a new goal moved the optimum)."""
+        self._std = None
+    def set_action_bounds(self, action_low, action_high, max_step=None) -> None:
+        """New bounds of every action (e.g. the scaled limits a safety filter enforces downstream) and,
+        with `max_step` (A,), the largest change between consecutive actions (its rate limit; the first
+        action is limited from `plan(last_action=...)`). The sampling spread (init_std, min_std are
+        fractions of the half range) follows the bounds; the warm start is clipped into them."""
+        low = np.asarray(action_low, float).reshape(-1)
+        high = np.asarray(action_high, float).reshape(-1)
+        if low.shape != self.low.shape or high.shape != self.high.shape or not np.all(high > low):
+            raise ValueError(f'action bounds must be {self.low.shape[0]} pairs with high > low')
+        step = None if max_step is None else np.asarray(max_step, float).reshape(-1)
+        if step is not None and (step.shape != self.low.shape or not np.all(step > 0)):
+            raise ValueError(f'max_step must be {self.low.shape[0]} positive numbers')
+        self.low, self.high, self.max_step = low, high, step
+        self._mid = 0.5 * (low + high)
+        self._half = 0.5 * (high - low)
+        if self._mean is not None:
+            self._mean = np.clip(self._mean, low, high)
+        if self._elites is not None:
+            self._elites = np.clip(self._elites, low, high)
+
+    def _rate_limit(self, seqs: np.ndarray) -> np.ndarray:
+        """Each sequence (..., H, A) cut, step by step, to at most max_step from the action before it
+        (the first from the last action in force), in place: what a rate-limiting filter would send."""
+        if self.max_step is None:
+            return seqs
+        prev = self._last_action
+        for t in range(seqs.shape[-2]):
+            if prev is not None:
+                np.clip(seqs[..., t, :], prev - self.max_step, prev + self.max_step, out=seqs[..., t, :])
+            prev = seqs[..., t, :]
+        return seqs
+
     def reset(self) -> None:
         """Forget the warm start (e.g. after the robot was reset or a new model was loaded)."""
         self._mean = np.broadcast_to(self._mid, (self.config.horizon, self.dynamics.action_dim)).copy()
         self._elites = None
+        self._std = None
 
     @property
     def warm_start(self) -> np.ndarray:
@@ -175,14 +217,19 @@ class Planner:
         return self._mean.copy()
 
     # ---- the algorithm ------------------------------------------------------------------------
-    def plan(self, state, goal=None, shift: int = 1, budget_ms: Optional[float] = None) -> Plan:
+    def plan(self, state, goal=None, shift: int = 1, budget_ms: Optional[float] = None,
+             last_action=None) -> Plan:
         """Optimise an action sequence from `state` (S,) towards `goal` (3,) within the budget.
 
         shift: control steps elapsed since the previous plan (the warm start moves by this).
         budget_ms: this plan's budget when the caller already spent part of the configured one
         (None: `time_budget_ms`; ignored when that is 0 = no limit).
+        last_action: (A,) the action in force now; with `max_step` set, every sampled sequence starts
+        within max_step of it (None: the first action is not rate-limited).
         """
         c = self.config
+        self._last_action = None if last_action is None else np.clip(
+            np.asarray(last_action, float).reshape(self.low.shape), self.low, self.high)
         t0 = self.clock()
         budget = c.time_budget_ms if budget_ms is None or c.time_budget_ms <= 0 else max(float(budget_ms), 0.0)
         end = t0 + budget * 1e-3 if c.time_budget_ms > 0 else None
@@ -193,8 +240,12 @@ class Planner:
         stats = PlanStats()
 
         mean = self._shifted(self._mean, shift)
-        std = np.broadcast_to(c.init_std * self._half, mean.shape).copy()
         min_std = c.min_std * self._half
+        std = np.broadcast_to(c.init_std * self._half, mean.shape).copy()
+        if c.std_carry > 0 and self._std is not None:
+            # Start from the last plan's (shifted) spread, widened by std_carry: near a converged
+            # plan the search stays narrow, so the executed mean is not re-randomised every period.
+            std = np.clip(c.std_carry * self._shifted_std(self._std, shift), min_std, std)
         kept = self._shifted_elites(shift)
         best_actions, best_states, best_dis, best_cost = mean.copy(), None, None, INVALID_COST
 
@@ -235,16 +286,17 @@ class Planner:
                 kept = elites[np.argsort(costs[elite_idx])[:self._keep]].copy()
 
         self._mean = mean
+        self._std = std
         self._elites = kept if self._keep else None
         stats.best_cost = best_cost if best_states is not None else float('inf')
         predict = None
         if c.execute == 'mean' and best_states is not None:
             actions = self._clip(mean.copy())
             best_states = best_dis = None
-            dynamics, rng = self.dynamics, self.rng
+            dynamics, rng, offset = self.dynamics, self.rng, self.model_offset
 
             def predict():
-                return self._predict(actions, state, dynamics, rng)
+                return self._predict(actions, state, dynamics, rng, offset)
         else:
             actions = best_actions
         stats.elapsed_ms = (self.clock() - t0) * 1e3
@@ -260,6 +312,15 @@ class Planner:
         out[:h - s] = seq[s:]
         fill = seq[-1] if self.config.shift_fill == 'last' else np.clip(0.0, self.low, self.high)
         out[h - s:] = fill
+        return out
+
+    def _shifted_std(self, std: np.ndarray, shift: int) -> np.ndarray:
+        """std advanced by `shift` steps; the freed tail starts wide (init_std)."""
+        h = std.shape[0]
+        s = max(0, min(int(shift), h))
+        out = np.empty_like(std)
+        out[:h - s] = std[s:]
+        out[h - s:] = self.config.init_std * self._half
         return out
 
     def _shifted_elites(self, shift: int) -> Optional[np.ndarray]:
@@ -281,12 +342,13 @@ class Planner:
             rows += 1
         samples = out[:rows]
         np.clip(samples, self.low, self.high, out=samples)
-        return samples
+        return self._rate_limit(samples)
 
     def _evaluate(self, samples, state, goal, deadline):
         """(costs (N,), steps rolled out); costs is None when the deadline passed mid-rollout."""
         n, h, _ = samples.shape
-        steps = rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline, self.clock)
+        steps = rollout(self.dynamics, state, samples, self._buffers, self.rng, deadline, self.clock,
+                        offset=self.model_offset)
         if steps < h:
             return None, steps
         p = self.dynamics.num_particles
@@ -323,15 +385,22 @@ class Planner:
         return floor if first else 0
 
     def _clip(self, actions):
-        return np.clip(actions, self.low, self.high, out=actions)
+        return self._rate_limit(np.clip(actions, self.low, self.high, out=actions))
 
-    def _predict(self, actions, state, dynamics=None, rng=None) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, actions, state, dynamics=None, rng=None, offset=None) -> tuple[np.ndarray, np.ndarray]:
         """Predicted states (H+1, S) (first particle) and disagreement (H,) of one sequence (by the
         planner's model, or the one the plan was made with)."""
         dynamics, rng = dynamics or self.dynamics, rng or self.rng
         buf = RolloutBuffers(dynamics.num_particles, actions.shape[0], dynamics.state_dim)
-        rollout(dynamics, state, actions[None], buf, rng)
+        rollout(dynamics, state, actions[None], buf, rng, offset=offset)
         return buf.states[0].copy(), buf.disagreement.mean(axis=0)
+
+    def predict_step(self, state, action) -> np.ndarray:
+        """The model's next state (S,) after `action` from `state`, without the offset (mean over particles)."""
+        p = self.dynamics.num_particles
+        buf = RolloutBuffers(p, 1, self.dynamics.state_dim)
+        rollout(self.dynamics, np.asarray(state, float), np.asarray(action, float).reshape(1, 1, -1), buf, self.rng)
+        return buf.states[:p, 1].mean(axis=0)
 
 
 class StepTimeModel:

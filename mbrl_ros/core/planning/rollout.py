@@ -273,7 +273,7 @@ class RolloutBuffers:
 
 def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers: RolloutBuffers,
             rng: np.random.Generator, deadline: Optional[float] = None,
-            clock=time.perf_counter) -> int:
+            clock=time.perf_counter, offset: Optional[np.ndarray] = None) -> int:
     """Roll `actions` (N, H, A) out from `state` (S,) with `dynamics.num_particles` particles each.
 
     Fills buffers.states[:N·P] with (N·P, H+1, S) trajectories (row n·P + p is particle p of
@@ -281,6 +281,7 @@ def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers:
     Returns the number of steps rolled out: H, or fewer when a `deadline`
     (in `clock()` seconds) passed; the clock is checked after every step so that a
     plan never overruns its budget by more than one model step.
+    `offset` (S,): added to every predicted step (offset-free MPC: the model's estimated bias).
     """
     n, horizon, _ = actions.shape
     p = dynamics.num_particles
@@ -293,6 +294,8 @@ def rollout(dynamics: Dynamics, state: np.ndarray, actions: np.ndarray, buffers:
         a_t = actions[:, t] if p == 1 else np.repeat(actions[:, t], p, axis=0)
         nxt, d = dynamics.step(states[:, t], a_t)
         states[:, t + 1] = nxt
+        if offset is not None:
+            states[:, t + 1] += offset
         dis[:, t] = d
         if deadline is not None and t + 1 < horizon and clock() > deadline:
             return t + 1
