@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 PACKAGE = 'mbrl_ros'
 
-# One console script per node module (DESIGN.md: node name == executable name) plus the CLI.
+# One console script per node module (docs/architecture.md: node name == executable name) plus the CLI.
 NODES = sorted(
     os.path.basename(p)[:-3] for p in glob(os.path.join(PACKAGE, 'nodes', '*.py'))
     if not os.path.basename(p).startswith('_')
@@ -39,7 +39,7 @@ setup(
     package_data={PACKAGE: ['robots/*.xml']},
     data_files=_data_files(),
     python_requires='>=3.10',
-    # Robot-side runtime: no torch here (DESIGN.md "Layers").
+    # Robot-side runtime: no torch here (docs/architecture.md "Layers").
     install_requires=[
         'numpy>=1.24',
         'pyyaml>=6',
@@ -55,7 +55,8 @@ setup(
         'ros': ROS_WHEELS,
         # torch is pinned by the bootstrap to the CPU build (installed before this package).
         'train': ['torch>=2.2', 'onnx>=1.15'],
-        'test': ['pytest>=7', 'hypothesis>=6', 'psutil>=5', 'onnx>=1.15'],
+        # pybullet: real arms' URDFs as shipped (pybullet_data), the test zoo of foreign descriptions.
+        'test': ['pytest>=7', 'hypothesis>=6', 'psutil>=5', 'onnx>=1.15', 'pybullet>=3.2'],
         # pytorch-mppi: the reference planner of 'mbrl-ros bench mppi-compare'.
         'bench': ['pytorch-mppi>=0.9', 'torch>=2.2'],
     },

@@ -19,6 +19,8 @@ COMMON = {
     'control_thread_priority': ('sim_robot', 'state_estimator', 'mpc_controller', 'policy', 'safety_filter'),
     'model_roots': ('world_model', 'mpc_controller', 'policy', 'safety_filter'),
     'model_dir': ('mpc_controller', 'policy', 'safety_filter'),
+    **{name: NODES for name in ('robot_description', 'base_link', 'tip_link', 'ee_offset', 'ee_site',
+                                'package_paths')},
 }
 # Defaults that depend on the installation: the table describes them in words.
 DESCRIBED_DEFAULTS = {'model_roots'}

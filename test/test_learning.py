@@ -45,7 +45,7 @@ def test_mpc_agent_drives_a_known_model_toward_the_goal(arm3):
     from mbrl_ros.core.evaluation.reaching import evaluate_reaching
     dyn = DoubleIntegratorDynamics.from_robot(arm3)
     agent = MpcAgent(arm3, dyn, planner_config(horizon=10, num_samples=60, num_elites=6, time_budget_ms=0.0))
-    res = evaluate_reaching(agent, arm3, n_goals=2, seed=5, settle_s=1.0)
+    res = evaluate_reaching(agent, arm3, n_goals=2, seed=5, settle_s=1.0, goal_s=1.0)
     assert res.failures == [] and len(agent.iterations) == 100 and min(agent.iterations) >= 1
     assert agent.no_command == 0
 
