@@ -522,21 +522,6 @@ def _filter_periods(values: dict) -> dict:
     return out
 
 
-def _int(v):
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _filter_periods(values: dict) -> dict:
-    out = {}
-    for m, key in (('mpc', 'periods_mpc'), ('policy', 'periods_policy'), ('hold', 'periods_hold'),
-                   ('rate_limited', 'rate_limited'), ('clamped', 'clamped')):
-        out[m] = _int(values.get(key)) or 0
-    return out
-
-
 # ---- the report -----------------------------------------------------------------------------------
 def _print(args, robot, model_dir, seeds, rows) -> None:
     import math
