@@ -113,12 +113,12 @@ _NODE = textwrap.dedent("""
             ctypes.PyDLL(None).sleep(60)
         return destroy(self)
     rclpy.node.Node.destroy_node = stuck_destroy
-    import rclpy.executors
-    spin = rclpy.executors.Executor.spin
-    def spinning(self):
+    import mbrl_ros.ros.node_main as node_main
+    spin = node_main.spin
+    def spinning(executor):
         print('spinning', flush=True)
-        return spin(self)
-    rclpy.executors.Executor.spin = spinning
+        return spin(executor)
+    node_main.spin = spinning
     sys.argv = [sys.argv[0], '--ros-args', *sys.argv[3:]]
     mod.main()
 """)

@@ -133,7 +133,7 @@ class TestArm3Node:
         n0, t0 = len(arm3.states), time.monotonic()
         time.sleep(3.0)
         rate = (len(arm3.states) - n0) / (time.monotonic() - t0)
-        assert rate == pytest.approx(250.0, rel=0.10)
+        assert rate == pytest.approx(100.0, rel=0.10)
         msg = arm3.latest()
         assert list(msg.name) == arm3.model.joint_names
         assert len(msg.position) == len(msg.velocity) == len(msg.effort) == 3
@@ -142,7 +142,7 @@ class TestArm3Node:
         stamps = [m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for _, m in arm3.states[-50:]]
         assert np.all(np.diff(stamps) > 0) and abs(stamps[-1] - time.time()) < 1.0
         d = arm3.diagnostics(after=time.time())
-        assert float(d['publish_rate_hz']) == pytest.approx(250.0, rel=0.15)
+        assert float(d['publish_rate_hz']) == pytest.approx(100.0, rel=0.15)
         assert float(d['real_time_factor']) == pytest.approx(1.0, rel=0.15)
 
 
@@ -212,14 +212,14 @@ class TestArm3Node:
         assert not ok and ('read-only' in reason or 'static' in reason), reason
         ok, reason = probe.set_param('/sim_robot', 'publish_rate_hz', 10000.0)
         assert not ok and 'range' in reason
-        ok, reason = probe.set_param('/sim_robot', 'publish_rate_hz', 100.0)
+        ok, reason = probe.set_param('/sim_robot', 'publish_rate_hz', 50.0)
         assert ok, reason
         try:
             n0, t0 = len(arm3.states), time.monotonic()
             time.sleep(1.0)
-            assert (len(arm3.states) - n0) / (time.monotonic() - t0) == pytest.approx(100.0, rel=0.15)
+            assert (len(arm3.states) - n0) / (time.monotonic() - t0) == pytest.approx(50.0, rel=0.15)
         finally:
-            assert probe.set_param('/sim_robot', 'publish_rate_hz', 250.0)[0]
+            assert probe.set_param('/sim_robot', 'publish_rate_hz', 100.0)[0]
         # Live state noise: the resting arm's published positions start to scatter.
         arm3.reset()
         assert probe.set_param('/sim_robot', 'state_noise_std', 0.01)[0]
@@ -276,8 +276,8 @@ def test_sim_time_clock_and_sigint(probe):
         time.sleep(1.2)  # cross whole seconds of sim time: stamps must never step back
         t = np.array([c.clock.sec + 1e-9 * c.clock.nanosec for _, c in list(clocks)])
         assert t[-1] - t[0] > 1.0 and np.all(np.diff(t) > 0)
-        # Every 2nd 2 ms physics step exactly (a message lost by a busy probe skips a multiple).
-        steps = np.diff(t) / 0.004
+        # Every 5th 2 ms physics step exactly (a message lost by a busy probe skips a multiple).
+        steps = np.diff(t) / 0.010
         np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
         assert np.median(np.round(steps)) == 1
     finally:

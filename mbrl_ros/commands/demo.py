@@ -244,7 +244,7 @@ def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
     interactive = sys.stdout.isatty()
     result = {'record': rec, 'watch': w, 'interrupted': False, 'died': None, 'goals_sent': 0}
     with RosProbe('mbrl_demo') as probe, _stop_on_signals():
-        # ee_position comes at the sim's 250 Hz: every 5th is plenty for the distance curves and
+        # ee_position comes at the sim's 100 Hz: every 5th is plenty for the distance curves and
         # keeps this process light next to the stack it measures (all are still recorded).
         recorder = RunRecorder(probe.node, out / 'bag', topics, callbacks, LATCHED_TOPICS, custom,
                                decimate={'/mbrl/sim/ee_position': 5})

@@ -42,7 +42,7 @@ SPECS = [
     Param('robot', 'arm7', 'built-in robot (arm7, arm3) or MJCF or URDF path', dynamic=False),
     Param('physics_rate_hz', 500.0, 'physics steps per second (MuJoCo timestep = 1/rate)',
           range=(10.0, 5000.0), dynamic=False),
-    Param('publish_rate_hz', 250.0,
+    Param('publish_rate_hz', 100.0,
           '/joint_states rate; published every round(physics_rate/publish_rate) physics steps',
           range=(1.0, 5000.0)),
     Param('command_interface', 'effort',

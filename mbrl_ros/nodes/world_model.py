@@ -27,6 +27,7 @@ from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
+from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 from mbrl_ros.ros.model_source import (configured_roots, default_model_roots, model_roots_param,
                                         resolve_model_dir)
 from mbrl_ros.ros.node_main import StartupError, main_for
@@ -120,11 +121,9 @@ class WorldModelNode(Node):
         return configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
 
     def _load(self, value: str):
-        from mbrl_ros.core.runtime.bundle import load_bundle
         return load_bundle(self._resolve(value), self.robot, roots=self.roots)
 
     def _load_at_start(self):
-        from mbrl_ros.core.runtime.bundle import BundleError
         path = self._resolve(self.params['model_dir'])
         try:
             return self._load(self.params['model_dir'])
@@ -143,7 +142,6 @@ class WorldModelNode(Node):
         value = self.memory.recall('model_dir') if self.memory is not None else None
         if value is None or value == self.params['model_dir']:
             return None
-        from mbrl_ros.core.runtime.bundle import BundleError
         try:
             bundle = self._load(value)
         except BundleError as exc:
@@ -157,7 +155,6 @@ class WorldModelNode(Node):
     def _validate(self, changes: dict):
         if 'model_dir' not in changes or self._syncing:
             return None
-        from mbrl_ros.core.runtime.bundle import BundleError
         try:
             bundle = self._load(changes['model_dir'])
         except BundleError as exc:

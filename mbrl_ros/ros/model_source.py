@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+# At import (node start), not in the loader thread: the bundle code imports onnx, whose extension
+# holds the GIL for over a second, freezing the node's executor and control loop mid-run.
+from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
+
 _HEX = set('0123456789abcdef')
 
 
@@ -131,7 +135,6 @@ class BundleFollower:
         return self.current.identity if self.current is not None else 'none'
 
     def offer(self, text) -> tuple[Optional[object], Optional[str]]:
-        from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
         try:
             path, sha = parse_active_model(text)
         except ValueError as exc:

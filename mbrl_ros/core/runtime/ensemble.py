@@ -29,7 +29,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+# At import, not inside mean_only_graph: importing onnx (its ml_dtypes extension) holds the GIL for
+# 1.3 s on a 2-core VM, and a node's bundle loader thread that imported it lazily froze the node's
+# executor and control loop that long (its hang watchdog ended it). Nodes import this module at start.
+import onnx
 import onnxruntime as ort
+from onnx import helper, numpy_helper
 
 MODES = ('mean', 'ts1', 'tsinf')
 
@@ -51,7 +56,6 @@ def mean_only_graph(path, fold: bool = True) -> bytes:
 
     `fold`: where the graph has our exporter's output head (mbrl_ros.core.dynamics.export), its tail is
     also folded into fewer, cheaper nodes with the same result (`_fold_mean_head`)."""
-    import onnx
     model = onnx.load(str(path))
     _cut_to_mean(model)
     if fold:
@@ -87,7 +91,6 @@ def _fold_mean_head(model) -> bool:
     the bias of the mean_f column), so mean = ReduceSum(reshape((h @ W' + b') * z', S x (Z+1))): one
     matmul without the log-variance columns, one plain broadcast multiply, one reduction. Without the
     gain: mean = h @ W'[:, :S] + b'. The same numbers up to float32 rounding (checked at load)."""
-    from onnx import helper, numpy_helper
     g = model.graph
     nodes = {n.name: n for n in g.node}
     init = {i.name: i for i in g.initializer}
