@@ -386,3 +386,27 @@ def test_a_spin_error_after_shutdown_is_an_orderly_exit_and_before_it_is_not(cas
                        env=dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='OFF'))
     assert p.returncode == rc, p.stderr[-2000:]
     assert ('RuntimeError' in p.stderr) == (rc != 0), p.stderr[-2000:]
+
+
+@pytest.mark.parametrize('sig', ['SIGINT', 'SIGTERM'])
+def test_a_signal_while_a_node_still_imports_ends_it_without_a_traceback(tmp_path, sig):
+    """Ctrl-C (or the launcher's shutdown) in the seconds a node spends importing onnxruntime/mujoco:
+    the node ends as the signal says, with no KeyboardInterrupt traceback; once running, SIGINT is
+    still an orderly exit 0 (node_main gives rclpy Python's own handlers back)."""
+    import shutil
+    import signal
+    import subprocess
+    exe = shutil.which('world_model')
+    assert exe, 'the world_model console script is not installed'
+    proc = subprocess.Popen([exe, '--ros-args', '-p', 'robot:=arm3'], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20.0   # until it loads numpy: past mbrl_ros.nodes, inside its imports
+    while time.monotonic() < deadline and proc.poll() is None:
+        with open(f'/proc/{proc.pid}/maps') as maps:
+            if 'numpy' in maps.read():
+                break
+        time.sleep(0.01)
+    proc.send_signal(getattr(signal, sig))
+    out, _ = proc.communicate(timeout=30)
+    assert 'Traceback' not in out and 'KeyboardInterrupt' not in out, out
+    assert proc.returncode == -getattr(signal, sig), (proc.returncode, out)

@@ -345,6 +345,9 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
             time.sleep(0.1)
         print(f'[bench] stack ready after {time.monotonic() - t_start:.1f} s', file=sys.stderr, flush=True)
         for node, name, value in sets:
+            if isinstance(value, int) and not isinstance(value, bool) and \
+                    isinstance(probe.get_param(node, name), float):
+                value = float(value)   # `--set sim_robot.publish_rate_hz=100` means 100.0
             ok, why = probe.set_param(node, name, value)
             if not ok:
                 return {'error': f'{node} refused {name}={value!r}: {why}'}

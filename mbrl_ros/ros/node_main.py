@@ -8,6 +8,7 @@ stacks and exits 1; `kill -USR1 <pid>` prints the stacks of a running node (mbrl
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -64,6 +65,10 @@ def spin(executor) -> None:
 
 
 def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
+    # Python's own handlers again (mbrl_ros.nodes ends a node quietly on a signal while it imports):
+    # rclpy's handler chains to whatever was installed before it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
     enable_stack_dump_signal()
     node = None
