@@ -9,6 +9,18 @@ import psutil  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope='module')
+def arm3():
+    from mbrl_ros.core.robot import RobotModel
+    return RobotModel.load('arm3')
+
+
+@pytest.fixture(scope='module')
+def arm7():
+    from mbrl_ros.core.robot import RobotModel
+    return RobotModel.load('arm7')
+
+
 def pytest_report_header(config):
     return describe_isolation()
 

@@ -12,16 +12,6 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.sim import SimArm
 
 
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
-
-
-@pytest.fixture(scope='module')
-def arm7():
-    return RobotModel.load('arm7')
-
-
 @pytest.mark.parametrize('name', ['arm3', 'arm7'])
 def test_jacobian_matches_finite_differences_of_fk(name):
     robot = RobotModel.load(name)

@@ -11,11 +11,6 @@ from mbrl_ros.core.commands import CommandWatchdog, check_command
 from mbrl_ros.core.robot import RobotModel
 
 
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
-
-
 def test_good_commands(arm3):
     assert check_command([0.0, 0.0, 0.0], arm3) is None
     assert check_command(arm3.effort_max, arm3) is None  # the limit itself is allowed

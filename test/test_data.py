@@ -5,17 +5,6 @@ import pytest
 from mbrl_ros.core.data.collect import collect_sim
 from mbrl_ros.core.data.dataset import DatasetError, TransitionDataset
 from mbrl_ros.core.data.exploration import Exploration, colored_noise, spectrum_slope
-from mbrl_ros.core.robot import RobotModel
-
-
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
-
-
-@pytest.fixture(scope='module')
-def arm7():
-    return RobotModel.load('arm7')
 
 
 def _toy(n=50, d=2, episodes=5, seed=0):

@@ -2,23 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import yaml
 
 from mbrl_ros.core.learning.agent import MpcAgent, planner_config
 from mbrl_ros.core.learning.pets import LearnConfig, _episodes_to_dataset, learn
 from mbrl_ros.core.planning import DoubleIntegratorDynamics, PlannerConfig
-from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 
 TINY = dict(robot='arm3', seed=3, init_transitions=400, episode_len=100, iterations=2, episodes_per_iteration=2,
             episode_s=0.4, ensemble_size=2, hidden_sizes=[16, 16], epochs=3, patience=3,
             planner={'horizon': 4, 'num_samples': 16, 'num_iterations': 1, 'num_elites': 4, 'time_budget_ms': 0.0})
-
-
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
 
 
 def test_config_refuses_more_environment_steps_than_the_budget():

@@ -24,11 +24,6 @@ from mbrl_ros.testing.ros_probe import RosProbe
 ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
 
 
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
-
-
 # ---- active_model ------------------------------------------------------------------------------
 def test_parse_active_model():
     sha = 'a' * 64
@@ -359,22 +354,21 @@ print(got, sorted(set(pols.values())), late[0], os.SCHED_FIFO, os.SCHED_OTHER, p
         assert out.stdout.startswith('normal (SCHED_FIFO 6 refused:') and f'[{other}]' in out.stdout
 
 
-# run_node in a process of its own: its executor's spin() replaced by one that fails the way rclpy does when a
+# run_node in a process of its own: node_main.spin replaced by one that fails the way rclpy does when a
 # signal's shutdown lands while the wait set is built (argv[1] == 'shutdown'), or with the context still valid.
 _SPIN_FAILS = """
 import sys
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from mbrl_ros.ros.node_main import run_node
+import mbrl_ros.ros.node_main as node_main
 
-def spin(self):
+def spin(executor):
     if sys.argv[1] == 'shutdown':
         rclpy.shutdown()
     raise RuntimeError('failed to initialize wait set: the given context is not valid')
 
-SingleThreadedExecutor.spin = spin
-sys.exit(run_node(lambda: Node('spin_fails'), args=['x', '--ros-args']))
+node_main.spin = spin
+sys.exit(node_main.run_node(lambda: Node('spin_fails'), args=['x', '--ros-args']))
 """
 
 

@@ -20,16 +20,6 @@ def robot(request):
     return RobotModel.load(request.param)
 
 
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
-
-
-@pytest.fixture(scope='module')
-def arm7():
-    return RobotModel.load('arm7')
-
-
 # ---- coloured noise -----------------------------------------------------------------------------
 @pytest.mark.parametrize('beta', [0.0, 1.0, 2.0])
 def test_colored_noise_spectrum_slope_and_unit_variance(beta):

@@ -16,11 +16,6 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 
 
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
-
-
 def _net(robot, seed=0, scale=1.0):
     torch.manual_seed(seed)
     net = PolicyNet(PolicyConfig(dof=robot.dof, effort_max=list(robot.effort_max), hidden_sizes=[32, 32]))

@@ -2,18 +2,7 @@
 import numpy as np
 import pytest
 
-from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.sim import Pacer, SimArm
-
-
-@pytest.fixture(scope='module')
-def arm3():
-    return RobotModel.load('arm3')
-
-
-@pytest.fixture(scope='module')
-def arm7():
-    return RobotModel.load('arm7')
 
 
 @pytest.mark.parametrize('name', ['arm3', 'arm7'])

@@ -59,6 +59,8 @@ def spin(executor) -> None:
             # goes on. Said once per message so a real fault still shows.
             if not rclpy.ok():
                 raise ExternalShutdownException() from exc
+            if 'Unable to convert call argument' not in str(exc):
+                raise
             if str(exc) not in reported:
                 reported.add(str(exc))
                 print(f'[WARN] executor dropped an event: {exc}', file=sys.stderr, flush=True)
