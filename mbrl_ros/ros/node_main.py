@@ -67,9 +67,11 @@ def spin(executor) -> None:
 
 
 def run_node(factory: Callable[[], object], args=None, threads: int = 1) -> int:
-    # Python's own handlers again (mbrl_ros.nodes ends a node quietly on a signal while it imports):
-    # rclpy's handler chains to whatever was installed before it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # rclpy's handler shuts the context down (spin then returns) and chains to the Python handler
+    # installed before it: that must neither end the process (mbrl_ros.nodes' import-time handler) nor
+    # raise KeyboardInterrupt inside whatever callback runs (the EventsExecutor logs that as a FATAL
+    # "Exception in callback" on every Ctrl-C).
+    signal.signal(signal.SIGINT, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.ALL)
     enable_stack_dump_signal()
