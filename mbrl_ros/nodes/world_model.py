@@ -23,11 +23,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from mbrl_ros.core.commands import check_command
+from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
-from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 from mbrl_ros.ros.model_source import (configured_roots, default_model_roots, model_roots_param,
                                         resolve_model_dir)
 from mbrl_ros.ros.node_main import StartupError, main_for
