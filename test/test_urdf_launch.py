@@ -19,7 +19,8 @@ IIWA_JOINTS = [f'lbr_iiwa_joint_{i}' for i in range(1, 8)]
 
 def test_sim_arm_launch_runs_the_iiwa_urdf_as_shipped(launch_system):
     # No bundle for a new arm yet: the stack without world_model (sim, estimator, controllers waiting).
-    args = {'robot': IIWA, 'world_model': 'false', 'control_thread_priority': '0'}
+    args = {'robot': IIWA, 'world_model': 'false', 'control_thread_priority': '0',
+            'sim_robot_priority': '0'}
     with launch_system('sim_arm.launch.yaml', args=args, wait_topics=['/joint_states', '/mbrl/state'],
                        timeout=90) as system:
         msg = system.probe.wait_for('/joint_states', JointState, timeout=20)
@@ -34,7 +35,8 @@ def test_sim_arm_launch_runs_the_iiwa_urdf_as_shipped(launch_system):
 
 def test_unusable_description_ends_the_launch_once_with_the_fix(launch_system):
     from mbrl_ros.testing.pytest_plugin import LaunchFailed
-    args = {'robot': PANDA, 'world_model': 'false', 'control_thread_priority': '0'}
+    args = {'robot': PANDA, 'world_model': 'false', 'control_thread_priority': '0',
+            'sim_robot_priority': '0'}
     with pytest.raises(LaunchFailed) as info:
         with launch_system('sim_arm.launch.yaml', args=args, wait_topics=['/joint_states'], timeout=60):
             pass
