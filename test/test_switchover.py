@@ -170,8 +170,9 @@ def _node_status(probe, diag, node: str) -> dict:
     def find():
         for _, d in diag[n:]:
             for st in d.status:
-                if st.name.endswith(node):
-                    return {kv.key: kv.value for kv in st.values}
+                if st.name.endswith(node):   # + the node's own stamp of the status
+                    return {kv.key: kv.value for kv in st.values} | {
+                        '_stamp': d.header.stamp.sec + 1e-9 * d.header.stamp.nanosec}
         return None
     got = probe.wait_until(find, 5.0)
     assert got is not None, f'no {node} diagnostics'
@@ -188,7 +189,7 @@ def _filter_heard_policy(diag) -> bool:
 def _periods(probe, diag):
     """The filter's cumulative periods per mode."""
     v = _node_status(probe, diag, 'safety_filter')
-    return {m: int(v[f'periods_{m}']) for m in ('mpc', 'policy', 'hold')}
+    return {m: int(v[f'periods_{m}']) for m in ('mpc', 'policy', 'hold')} | {'_stamp': v['_stamp']}
 
 
 def test_mpc_killed_policy_takes_over_then_hold_then_mpc_again(launch_system, bundle):
@@ -223,7 +224,7 @@ def test_mpc_killed_policy_takes_over_then_hold_then_mpc_again(launch_system, bu
             p0 = _periods(system.probe, diag)
             time.sleep(3.0)
             p1 = _periods(system.probe, diag)
-            d = {m: p1[m] - p0[m] for m in p0}
+            d = {m: p1[m] - p0[m] for m in p0 if m != '_stamp'}
             print(f'[switchover] filter periods during 3 s of policy: {d}')
             assert d['mpc'] == 0 and d['policy'] >= 0.8 * sum(d.values()), d
             _within_limits(rec.outs_since(t_kill))
@@ -273,14 +274,19 @@ def test_mpc_overrunning_its_period_is_covered_by_the_policy(launch_system, bund
             diag = probe.subscribe('/diagnostics', DiagnosticArray, 100)
             time.sleep(0.5)                      # the plan in flight when the change arrived ends
             t0 = time.monotonic()
-            p0 = _periods(probe, diag)
+            p0, arm0 = _periods(probe, diag), _node_status(probe, diag, 'sim_robot')
             time.sleep(4.0)
-            p1 = _periods(probe, diag)
-            d = {m: p1[m] - p0[m] for m in p0}
+            p1, arm1 = _periods(probe, diag), _node_status(probe, diag, 'sim_robot')
+            d = {m: p1[m] - p0[m] for m in p0 if m != '_stamp'}
             outs = rec.outs_since(t0)
             mpc_cmds = [t for t, _ in rec.snapshot('mpc') if t >= t0]
-            print(f'[overrun] {len(mpc_cmds)} MPC commands in 4 s, {len(outs)} actuator commands, '
-                  f'filter periods {d}')
+            # The actuator's own count (this test process, on the normal scheduler under a runaway
+            # real-time plan, may miss samples of a depth-1 topic: it measures itself, not the stack).
+            received = int(arm1['commands_received']) - int(arm0['commands_received'])
+            arm_s = arm1['_stamp'] - arm0['_stamp']
+            print(f'[overrun] {len(mpc_cmds)} MPC commands in 4 s, {len(outs)} actuator commands seen here, '
+                  f'{received} received by the arm in {arm_s:.2f} s, filter periods {d} in '
+                  f"{p1['_stamp'] - p0['_stamp']:.2f} s")
             assert len(mpc_cmds) < 4.0 / PERIOD / 3, 'the MPC did not overrun: test premise broken'
             # Real-time (root here): the runaway plan dropped below the nodes that cover for it.
             mpc = _node_status(probe, diag, 'mpc_controller')
@@ -288,7 +294,7 @@ def test_mpc_overrunning_its_period_is_covered_by_the_policy(launch_system, bund
             if mpc['control_thread'].startswith('SCHED_FIFO'):
                 assert int(mpc['loop_demotions']) > 0, mpc
             assert d['policy'] > 0 and d['hold'] <= 0.1 * sum(d.values()), d   # the policy covered
-            assert len(outs) > 0.6 * 4.0 / PERIOD      # one command per period goes on
+            assert received > 0.6 * arm_s / PERIOD      # one command per period goes on
             _within_limits(outs)
         finally:
             rec.close()
