@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import yaml
 
-from mbrl_ros.core.data.bags import (COMMANDS, JOINT_STATES, BagError, BagWriter, Streams, bag_custom_data,
+from mbrl_ros.core.data.bags import (BagError, BagWriter, Streams, bag_custom_data,
                                      read_bag, read_streams, streams_to_dataset, write_bag)
 from mbrl_ros.core.data.collect import collect_sim
 from mbrl_ros.core.data.dataset import TransitionDataset
 from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.topics import COMMAND_TOPIC, JOINT_STATES_TOPIC
 
 MS = 1_000_000
 
@@ -43,11 +44,11 @@ def test_bag_is_standard_rosbag2_mcap(tmp_path, sim_data):
     assert [f for f in meta['relative_file_paths']][0].endswith('.mcap')
     n_eps = sim_data.num_episodes
     counts = {t['topic_metadata']['name']: t['message_count'] for t in meta['topics_with_message_count']}
-    assert counts == {JOINT_STATES: len(sim_data) + n_eps, COMMANDS: len(sim_data)}
+    assert counts == {JOINT_STATES_TOPIC: len(sim_data) + n_eps, COMMAND_TOPIC: len(sim_data)}
     with AnyReader([path]) as reader:
         types = {c.topic: c.msgtype for c in reader.connections}
-        assert types == {JOINT_STATES: 'sensor_msgs/msg/JointState', COMMANDS: 'std_msgs/msg/Float64MultiArray'}
-        conn = next(c for c in reader.connections if c.topic == JOINT_STATES)
+        assert types == {JOINT_STATES_TOPIC: 'sensor_msgs/msg/JointState', COMMAND_TOPIC: 'std_msgs/msg/Float64MultiArray'}
+        conn = next(c for c in reader.connections if c.topic == JOINT_STATES_TOPIC)
         _, t, raw = next(reader.messages(connections=[conn]))
         msg = reader.deserialize(raw, conn.msgtype)
         assert list(msg.name) == sim_data.joint_names

@@ -7,7 +7,6 @@ not reaching: an untrained model does not reach), and its refusals when the stac
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

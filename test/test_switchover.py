@@ -212,7 +212,7 @@ def test_mpc_killed_policy_takes_over_then_hold_then_mpc_again(launch_system, bu
             system.kill('mpc_controller', signal.SIGKILL)
             t_kill = time.monotonic()
             assert rec.probe.wait_until(lambda: any(new == 'policy' for _, _, new, _ in _switches(system, wall_kill)),
-                                        5.0), f'no switch to policy:\n' + system.output_text()[-3000:]
+                                        5.0), 'no switch to policy:\n' + system.output_text()[-3000:]
             t, old, new, why = _switches(system, wall_kill)[0]
             assert (old, new) == ('mpc', 'policy'), (old, new, why)   # straight to the policy, no hold between
             age = _stale_age_ms(why, 'mpc')

@@ -33,6 +33,11 @@ import sys
 import time
 from pathlib import Path
 
+from mbrl_ros.topics import (
+    ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, EE_POSITION_TOPIC, GOAL_TOPIC, MPC_COMMAND_TOPIC,
+    SAFETY_MODE_TOPIC
+)
+
 CONTROL_PERIOD_S = 0.02   # the resampling step of the distance series and the missed-period unit
 
 
@@ -305,7 +310,8 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
     from std_srvs.srv import Trigger
 
     from mbrl_ros.core.evaluation.reaching import judge_distances
-    from mbrl_ros.ros.conversions import COMMAND_TOPIC, LATCHED, SAFETY_LIMITS_TOPIC, limits_from_msg
+    from mbrl_ros.ros.conversions import LATCHED, limits_from_msg
+    from mbrl_ros.topics import COMMAND_TOPIC, SAFETY_LIMITS_TOPIC
     from mbrl_ros.testing.goals import goal_msg
     from mbrl_ros.testing.ros_probe import RosProbe
 
@@ -320,13 +326,13 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
     rec = _Recorder()
     limits = {}
     with RosProbe('ros_closed_loop_bench') as probe:
-        probe.subscribe('/mbrl/sim/ee_position', PointStamped, 50, rec.on_ee)
-        probe.subscribe('/mbrl/mpc/command', JointState, 50, rec.on_mpc)
+        probe.subscribe(EE_POSITION_TOPIC, PointStamped, 50, rec.on_ee)
+        probe.subscribe(MPC_COMMAND_TOPIC, JointState, 50, rec.on_mpc)
         probe.subscribe(COMMAND_TOPIC, Float64MultiArray, 50, rec.on_out)
-        probe.subscribe('/diagnostics', DiagnosticArray, 50, rec.on_diag)
-        probe.subscribe('/mbrl/world_model/active_model', String, LATCHED,
+        probe.subscribe(DIAGNOSTICS_TOPIC, DiagnosticArray, 50, rec.on_diag)
+        probe.subscribe(ACTIVE_MODEL_TOPIC, String, LATCHED,
                         lambda m, t: setattr(rec, 'active_model', m.data))
-        probe.subscribe('/mbrl/safety/mode', String, LATCHED, lambda m, t: setattr(rec, 'mode', m.data))
+        probe.subscribe(SAFETY_MODE_TOPIC, String, LATCHED, lambda m, t: setattr(rec, 'mode', m.data))
         probe.subscribe(SAFETY_LIMITS_TOPIC, JointState, LATCHED,
                         lambda m, t: limits.__setitem__('last', limits_from_msg(m, robot.joint_names)[0]))
         t_start = time.monotonic()
@@ -334,7 +340,7 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
         def ready():
             mpc = rec.diag.get('mpc_controller', {})
             return (rec.ee and rec.active_model is not None and rec.mode is not None
-                    and mpc.get('model', 'none') != 'none' and probe.node.count_subscribers('/mbrl/goal') > 0)
+                    and mpc.get('model', 'none') != 'none' and probe.node.count_subscribers(GOAL_TOPIC) > 0)
         while not ready():
             if died():
                 return {'error': died() + ' before the stack was ready'}
@@ -354,7 +360,7 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
         settings = {k: probe.get_param('/mpc_controller', k)
                     for k in ('planner', 'horizon', 'num_samples', 'num_elites', 'num_iterations', 'time_budget_ms',
                               'propagation', 'delay_compensation')}
-        pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+        pub = probe.publisher(GOAL_TOPIC, PointStamped, 10)
         reset = probe.node.create_client(Trigger, '/sim_robot/reset')  # one client: no discovery per goal
         if not reset.wait_for_service(timeout_sec=10.0):
             return {'error': '/sim_robot/reset is not available'}

@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from mbrl_ros.topics import DIAGNOSTICS_TOPIC, JOINT_STATES_TOPIC, STATE_TOPIC
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--duration', type=float, default=60.0, help='seconds to measure')
@@ -118,15 +120,15 @@ def _measure(args, procs, log) -> dict:
     with RosProbe('bench_sim') as probe:
         # Keep only what is needed (receive time, stamp), not whole messages.
         js, st, clk, diags = [], [], [], []
-        probe.subscribe('/joint_states', JointState, qos,
+        probe.subscribe(JOINT_STATES_TOPIC, JointState, qos,
                         lambda m, t: js.append((t, m.header.stamp.sec, m.header.stamp.nanosec)))
-        probe.subscribe('/mbrl/state', JointState, qos,
+        probe.subscribe(STATE_TOPIC, JointState, qos,
                         lambda m, t: st.append((t, m.header.stamp.sec, m.header.stamp.nanosec)))
         probe.subscribe('/clock', Clock, qos, lambda m, t: clk.append((t, stamp_to_sec(m.clock))))
 
         def on_diag(m, t):
             diags.extend((t, s) for s in m.status)
-        probe.subscribe('/diagnostics', DiagnosticArray, 50, on_diag)
+        probe.subscribe(DIAGNOSTICS_TOPIC, DiagnosticArray, 50, on_diag)
 
         t_start = time.monotonic()
         if not probe.wait_until(lambda: bool(st) or dead(), args.startup_timeout) or dead():

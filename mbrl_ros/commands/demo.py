@@ -23,21 +23,27 @@ import threading
 import time
 from pathlib import Path
 
+from mbrl_ros.topics import (
+    ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, DIAGNOSTICS_TOPIC, EE_POSITION_TOPIC, GOAL_TOPIC,
+    JOINT_STATES_TOPIC, MPC_COMMAND_TOPIC, MPC_PLAN_TOPIC, POLICY_COMMAND_TOPIC, SAFETY_MODE_TOPIC,
+    STATE_TOPIC, UNCERTAINTY_TOPIC
+)
+
 BAG_TOPICS = {  # topic -> (package, type); imported lazily so `--help` stays fast
-    '/joint_states': ('sensor_msgs', 'JointState'),
-    '/mbrl/state': ('sensor_msgs', 'JointState'),
-    '/mbrl/goal': ('geometry_msgs', 'PointStamped'),
-    '/mbrl/sim/ee_position': ('geometry_msgs', 'PointStamped'),
-    '/mbrl/mpc/command': ('sensor_msgs', 'JointState'),
-    '/mbrl/mpc/plan': ('nav_msgs', 'Path'),
-    '/mbrl/policy/command': ('sensor_msgs', 'JointState'),
-    '/forward_effort_controller/commands': ('std_msgs', 'Float64MultiArray'),
-    '/mbrl/safety/mode': ('std_msgs', 'String'),
-    '/mbrl/world_model/uncertainty': ('std_msgs', 'Float64'),
-    '/mbrl/world_model/active_model': ('std_msgs', 'String'),
-    '/diagnostics': ('diagnostic_msgs', 'DiagnosticArray'),
+    JOINT_STATES_TOPIC: ('sensor_msgs', 'JointState'),
+    STATE_TOPIC: ('sensor_msgs', 'JointState'),
+    GOAL_TOPIC: ('geometry_msgs', 'PointStamped'),
+    EE_POSITION_TOPIC: ('geometry_msgs', 'PointStamped'),
+    MPC_COMMAND_TOPIC: ('sensor_msgs', 'JointState'),
+    MPC_PLAN_TOPIC: ('nav_msgs', 'Path'),
+    POLICY_COMMAND_TOPIC: ('sensor_msgs', 'JointState'),
+    COMMAND_TOPIC: ('std_msgs', 'Float64MultiArray'),
+    SAFETY_MODE_TOPIC: ('std_msgs', 'String'),
+    UNCERTAINTY_TOPIC: ('std_msgs', 'Float64'),
+    ACTIVE_MODEL_TOPIC: ('std_msgs', 'String'),
+    DIAGNOSTICS_TOPIC: ('diagnostic_msgs', 'DiagnosticArray'),
 }
-LATCHED_TOPICS = ('/mbrl/safety/mode', '/mbrl/world_model/active_model')
+LATCHED_TOPICS = (SAFETY_MODE_TOPIC, ACTIVE_MODEL_TOPIC)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -236,9 +242,9 @@ def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
     rec = RunRecord()
     w = _Watch(rec)
     topics = {t: getattr(importlib.import_module(f'{pkg}.msg'), name) for t, (pkg, name) in BAG_TOPICS.items()}
-    callbacks = {'/mbrl/sim/ee_position': w.on_ee, '/mbrl/safety/mode': w.on_mode,
-                 '/mbrl/world_model/uncertainty': w.on_unc, '/mbrl/mpc/command': w.on_mpc,
-                 '/mbrl/world_model/active_model': w.on_active, '/diagnostics': w.on_diag}
+    callbacks = {EE_POSITION_TOPIC: w.on_ee, SAFETY_MODE_TOPIC: w.on_mode,
+                 UNCERTAINTY_TOPIC: w.on_unc, MPC_COMMAND_TOPIC: w.on_mpc,
+                 ACTIVE_MODEL_TOPIC: w.on_active, DIAGNOSTICS_TOPIC: w.on_diag}
     custom = {'robot': robot.name, 'model_dir': str(model_dir), 'goals': len(goals), 'seed': args.seed,
               'goal_period_s': args.goal_period, 'source': 'mbrl-ros demo'}
     interactive = sys.stdout.isatty()
@@ -247,14 +253,14 @@ def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
         # ee_position comes at the sim's 100 Hz: every 5th is plenty for the distance curves and
         # keeps this process light next to the stack it measures (all are still recorded).
         recorder = RunRecorder(probe.node, out / 'bag', topics, callbacks, LATCHED_TOPICS, custom,
-                               decimate={'/mbrl/sim/ee_position': 5})
+                               decimate={EE_POSITION_TOPIC: 5})
         result['recorder'] = recorder
         try:
             why = _wait_ready(probe, w, stack, args.startup_timeout, interactive)
             if why:
                 result['startup_error'] = why
                 return result
-            pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+            pub = probe.publisher(GOAL_TOPIC, PointStamped, 10)
             for k, g in enumerate(goals):
                 msg = PointStamped()
                 msg.header.frame_id = 'world'
@@ -308,9 +314,9 @@ def _wait_ready(probe, w: _Watch, stack, timeout: float, interactive: bool) -> s
     last = 0.0
     while True:
         checks = {
-            'state': probe.node.count_publishers('/mbrl/state') > 0 and len(w.rec.ee_t) > 0,
+            'state': probe.node.count_publishers(STATE_TOPIC) > 0 and len(w.rec.ee_t) > 0,
             'world_model': w.active_model is not None,
-            'mpc_controller': (probe.node.count_subscribers('/mbrl/goal') > 0 and w.mpc_status is not None
+            'mpc_controller': (probe.node.count_subscribers(GOAL_TOPIC) > 0 and w.mpc_status is not None
                                and not w.mpc_status.startswith(('no model', 'unconfigured', 'inactive'))),
             'safety_filter': w.mode is not None,
         }

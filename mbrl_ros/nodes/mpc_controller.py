@@ -35,9 +35,9 @@ from mbrl_ros.core.planning.mpc import ALIASES
 from mbrl_ros.reliability.analysis import missed_in_gap
 from mbrl_ros.ros.command_limits import LimitsFollower
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
+from mbrl_ros.ros.controller_inputs import ControllerInputs
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
-from mbrl_ros.ros.goal import read_goal
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
@@ -45,6 +45,7 @@ from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param
 from mbrl_ros.ros.robot_param import load_robot, robot_params
 from mbrl_ros.ros.settings_params import params_from_settings
+from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, GOAL_TOPIC, MPC_COMMAND_TOPIC, MPC_PLAN_TOPIC, STATE_TOPIC
 
 _PLANNER_FIELDS = ('planner', 'horizon', 'num_samples', 'num_iterations', 'num_elites', 'time_budget_ms',
                    'alpha', 'init_std', 'min_std', 'noise_beta', 'population_decay', 'keep_elites_fraction',
@@ -100,7 +101,7 @@ def settings_from(values: dict) -> tuple[list[str], PlannerConfig, CostWeights]:
     return cfg.errors() + w.errors(), cfg, w
 
 
-class MpcControllerNode(LifecycleNode):
+class MpcControllerNode(ControllerInputs, LifecycleNode):
     def __init__(self):
         super().__init__('mpc_controller')
         from mbrl_ros.ros.parameters import ParameterHandler
@@ -159,12 +160,12 @@ class MpcControllerNode(LifecycleNode):
 
     # ---- lifecycle ----------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._pub_cmd = self.create_lifecycle_publisher(JointState, '/mbrl/mpc/command', CONTROL)
-        self._pub_plan = self.create_lifecycle_publisher(PathMsg, '/mbrl/mpc/plan', SENSOR)
+        self._pub_cmd = self.create_lifecycle_publisher(JointState, MPC_COMMAND_TOPIC, CONTROL)
+        self._pub_plan = self.create_lifecycle_publisher(PathMsg, MPC_PLAN_TOPIC, SENSOR)
         self._subs = [
-            self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL),
-            self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10),
-            self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED),
+            self.create_subscription(JointState, STATE_TOPIC, self._on_state, CONTROL),
+            self.create_subscription(PointStamped, GOAL_TOPIC, self._on_goal, 10),
+            self.create_subscription(String, ACTIVE_MODEL_TOPIC, self._on_active_model, LATCHED),
         ]
         self._limits = LimitsFollower(self, self.robot.joint_names)
         self.get_logger().info(f'configured for {self.robot.name} (reach {self.workspace.reach:.3f} m); '
@@ -227,28 +228,9 @@ class MpcControllerNode(LifecycleNode):
 
     # ---- inputs (never block: store the latest and return) -------------------------------
     def _on_state(self, msg: JointState) -> None:
-        try:
-            sample, why = self.reader.state(msg)
-        except Exception as exc:  # a message no check foresaw: count it, keep running
-            sample, why = None, f'unreadable: {exc!r}'
-        if sample is None:
-            self.counts['bad_states'] += 1
-            self._last['bad_input'] = f'state: {why}'
-            self.get_logger().warning(f'ignoring /mbrl/state: {why}', throttle_duration_sec=2.0)
-            return
-        self._state = (sample, msg.header.stamp)
-
-    def _on_goal(self, msg: PointStamped) -> None:
-        goal, why = read_goal(msg, self.workspace)
-        if why:
-            self.counts['bad_goals'] += 1
-            self._last['bad_input'] = f'goal: {why}'
-            kept = 'none' if self._goal is None else np.round(self._goal, 3).tolist()
-            self.get_logger().warning(f'refused goal: {why}; keeping the previous goal {kept}')
-            return
-        if self._goal is None or not np.array_equal(goal, self._goal):
-            self.get_logger().info(f'goal ({goal[0]:.3f}, {goal[1]:.3f}, {goal[2]:.3f})')
-            self._goal = goal   # (a repeated goal keeps its object: the loop need not re-set it)
+        sample = self._read_state(msg)
+        if sample is not None:
+            self._state = (sample, msg.header.stamp)
 
     def _on_active_model(self, msg: String) -> None:
         self.follower.submit(msg.data)   # validated on the loader thread, then handed to the loop

@@ -25,15 +25,16 @@ from std_msgs.msg import String
 
 from mbrl_ros.ros.command_limits import LimitsFollower
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
+from mbrl_ros.ros.controller_inputs import ControllerInputs
 from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
-from mbrl_ros.ros.goal import read_goal
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.joint_state import JointStateReader
 from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.robot_param import load_robot, robot_params
+from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, GOAL_TOPIC, POLICY_COMMAND_TOPIC, STATE_TOPIC
 
 
 SPECS = [
@@ -50,7 +51,7 @@ SPECS = [
 ]
 
 
-class PolicyNode(Node):
+class PolicyNode(ControllerInputs, Node):
     def __init__(self):
         super().__init__('policy')
         self.params = ParameterHandler(self, SPECS, on_applied=self._applied)
@@ -73,10 +74,10 @@ class PolicyNode(Node):
         self.counts = {'commands': 0, 'no_command': 0, 'bad_states': 0, 'stale_states': 0, 'bad_goals': 0,
                        'model_loads': 0, 'refused_models': 0, 'policy_errors': 0, 'internal_errors': 0}
         self._last = {'no_command': 'none', 'bad_input': 'none', 'error': 'none'}
-        self._pub = self.create_publisher(JointState, '/mbrl/policy/command', CONTROL)
-        self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL)
-        self.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10)
-        self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED)
+        self._pub = self.create_publisher(JointState, POLICY_COMMAND_TOPIC, CONTROL)
+        self.create_subscription(JointState, STATE_TOPIC, self._on_state, CONTROL)
+        self.create_subscription(PointStamped, GOAL_TOPIC, self._on_goal, 10)
+        self.create_subscription(String, ACTIVE_MODEL_TOPIC, self._on_active_model, LATCHED)
         # The safety filter's limits: commands clamped and rate-limited as it would, so that what the
         # network asks for is what the arm gets when the policy takes over.
         self.limits = LimitsFollower(self, self.robot.joint_names)
@@ -98,27 +99,9 @@ class PolicyNode(Node):
 
     # ---- inputs (never block: store the latest and return) -------------------------------
     def _on_state(self, msg: JointState) -> None:
-        try:
-            sample, why = self.reader.state(msg)
-        except Exception as exc:
-            sample, why = None, f'unreadable: {exc!r}'
-        if sample is None:
-            self.counts['bad_states'] += 1
-            self._last['bad_input'] = f'state: {why}'
-            self.get_logger().warning(f'ignoring /mbrl/state: {why}', throttle_duration_sec=2.0)
-            return
-        self._state = (sample, msg.header.stamp)
-
-    def _on_goal(self, msg: PointStamped) -> None:
-        goal, why = read_goal(msg, self.workspace)
-        if why:
-            self.counts['bad_goals'] += 1
-            self._last['bad_input'] = f'goal: {why}'
-            self.get_logger().warning(f'refused goal: {why}; keeping the previous goal')
-            return
-        if self._goal is None or not np.array_equal(goal, self._goal):
-            self.get_logger().info(f'goal ({goal[0]:.3f}, {goal[1]:.3f}, {goal[2]:.3f})')
-        self._goal = goal
+        sample = self._read_state(msg)
+        if sample is not None:
+            self._state = (sample, msg.header.stamp)
 
     def _on_active_model(self, msg: String) -> None:
         self.follower.submit(msg.data)

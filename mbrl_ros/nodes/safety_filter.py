@@ -30,7 +30,8 @@ from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
 from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
-from mbrl_ros.ros.conversions import COMMAND_TOPIC, CONTROL, LATCHED, SAFETY_LIMITS_TOPIC, SENSOR, limits_to_msg
+from mbrl_ros.ros.controller_inputs import ControllerInputs
+from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, limits_to_msg
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.joint_state import JointStateReader
@@ -39,8 +40,12 @@ from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.robot_param import load_robot, robot_params
 from mbrl_ros.ros.settings_params import params_from_settings
+from mbrl_ros.topics import (
+    ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, MPC_COMMAND_TOPIC, POLICY_COMMAND_TOPIC, SAFETY_LIMITS_TOPIC,
+    SAFETY_MODE_TOPIC, STATE_TOPIC
+)
 
-SOURCES = {'mpc': '/mbrl/mpc/command', 'policy': '/mbrl/policy/command'}
+SOURCES = {'mpc': MPC_COMMAND_TOPIC, 'policy': POLICY_COMMAND_TOPIC}
 
 SPECS = [
     *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
@@ -61,7 +66,7 @@ SPECS = [
 _SETTINGS = set(SafetySettings.__dataclass_fields__)
 
 
-class SafetyFilterNode(Node):
+class SafetyFilterNode(ControllerInputs, Node):
     def __init__(self):
         super().__init__('safety_filter')
         self.params = ParameterHandler(self, SPECS, on_validate=self._validate, on_applied=self._applied)
@@ -95,13 +100,13 @@ class SafetyFilterNode(Node):
         # What it enforces, for mpc_controller and policy to plan within (latched: late joiners get it).
         self._pub_limits = self.create_publisher(JointState, SAFETY_LIMITS_TOPIC, LATCHED)
         self._publish_limits()
-        self._pub_mode = self.create_publisher(String, '/mbrl/safety/mode', LATCHED)
-        self.create_subscription(JointState, '/mbrl/state', self._on_state, CONTROL)
+        self._pub_mode = self.create_publisher(String, SAFETY_MODE_TOPIC, LATCHED)
+        self.create_subscription(JointState, STATE_TOPIC, self._on_state, CONTROL)
         for name, topic in SOURCES.items():
             # A short queue, not depth 1: every command is looked at (a malformed one is counted,
             # not silently overwritten); the newest still wins, and its age is judged by its stamp.
             self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), SENSOR)
-        self.create_subscription(String, '/mbrl/world_model/active_model', self._on_active_model, LATCHED)
+        self.create_subscription(String, ACTIVE_MODEL_TOPIC, self._on_active_model, LATCHED)
         self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='safety_filter',
                                 priority=self.params['control_thread_priority'])
         self.loop.start()
@@ -135,16 +140,10 @@ class SafetyFilterNode(Node):
 
     # ---- inputs -----------------------------------------------------------------------
     def _on_state(self, msg: JointState) -> None:
-        try:
-            sample, why = self.reader.state(msg)
-        except Exception as exc:
-            sample, why = None, f'unreadable: {exc!r}'
-        if sample is None:
-            self.counts['bad_states'] += 1
-            self._bad(f'state: {why}')
-            return
-        self._state = sample
-        self.counts['states'] += 1
+        sample = self._read_state(msg)
+        if sample is not None:
+            self._state = sample
+            self.counts['states'] += 1
 
     def _on_command(self, source: str, msg: JointState) -> None:
         try:
@@ -153,7 +152,7 @@ class SafetyFilterNode(Node):
             sample, why = None, f'unreadable: {exc!r}'
         if sample is None:
             self.counts[f'bad_{source}_commands'] += 1
-            self._bad(f'{source} command: {why}')
+            self._refuse_input(f'{source} command: {why}')
             return
         self._cmds[source] = (sample, self._now())
         self.counts[f'{source}_commands'] += 1
@@ -171,10 +170,6 @@ class SafetyFilterNode(Node):
     def _model_refused(self, text: str, why: str) -> None:
         self.counts['refused_models'] += 1
         self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
-
-    def _bad(self, what: str) -> None:
-        self._last['bad_input'] = what
-        self.get_logger().warning(f'ignoring {what}', throttle_duration_sec=2.0)
 
     # ---- one control period -----------------------------------------------------------
     def _now(self) -> float:

@@ -36,6 +36,7 @@ from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.robot_param import load_robot, robot_params, robot_source
+from mbrl_ros.topics import COMMAND_TOPIC, EE_POSITION_TOPIC, JOINT_STATES_TOPIC
 
 SPECS = [
     *robot_params(),  # robot_description, base_link, tip_link, ee_offset, ee_site, package_paths
@@ -99,10 +100,10 @@ class SimRobotNode(Node):
         self._last_error = ''
         self._window = (time.monotonic(), 0.0, 0, 0)  # wall time, sim time, published, rejected
 
-        self.pub_js = self.create_publisher(JointState, '/joint_states', SENSOR)
-        self.pub_ee = self.create_publisher(PointStamped, '/mbrl/sim/ee_position', SENSOR)
+        self.pub_js = self.create_publisher(JointState, JOINT_STATES_TOPIC, SENSOR)
+        self.pub_ee = self.create_publisher(PointStamped, EE_POSITION_TOPIC, SENSOR)
         self.pub_clock = self.create_publisher(Clock, '/clock', 10) if p['publish_clock'] else None
-        self.create_subscription(Float64MultiArray, '/forward_effort_controller/commands',
+        self.create_subscription(Float64MultiArray, COMMAND_TOPIC,
                                  self._on_command, COMMAND_QOS)
         self.create_service(Trigger, '~/reset', self._on_reset)
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)

@@ -22,6 +22,7 @@ from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.robot_param import load_robot, robot_params, robot_source
+from mbrl_ros.topics import JOINT_STATES_TOPIC, STATE_TOPIC
 
 FILTER_PARAMS = ('process_noise', 'position_noise_std', 'velocity_noise_std', 'gap_timeout_s')
 
@@ -77,8 +78,8 @@ class StateEstimatorNode(Node):
         self._internal_errors = 0
         self._published = 0
         self._window = {'n': 0, 'rejected': 0, 'proc_sum': 0.0, 'proc_max': 0.0, 't0': time.monotonic()}
-        self._pub = self.create_publisher(JointState, '/mbrl/state', SENSOR)
-        self.create_subscription(JointState, '/joint_states', self._on_joint_states, INPUT_QOS)
+        self._pub = self.create_publisher(JointState, STATE_TOPIC, SENSOR)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_states, INPUT_QOS)
         # Steady clock: with use_sim_time a dead simulator also stops /clock, and a sim-time
         # timer would then never notice that the input went stale.
         self.create_timer(STALE_CHECK_PERIOD_S, self._check_stale,

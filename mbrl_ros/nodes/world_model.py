@@ -34,6 +34,9 @@ from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
 from mbrl_ros.ros.robot_param import load_robot, robot_params, robot_source
 from mbrl_ros.ros.respawn_memory import RespawnMemory
+from mbrl_ros.topics import (
+    ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, PREDICTION_TOPIC, STATE_TOPIC, UNCERTAINTY_TOPIC
+)
 
 # The roots' default and spec are shared with the followers (mbrl_ros.ros.model_source);
 # `_default_roots` stays importable under its old name.
@@ -93,11 +96,11 @@ class WorldModelNode(Node):
         self._last_refusal = 'none'
         self._last_bad = 'none'
 
-        self._pub_pred = self.create_publisher(JointState, '/mbrl/world_model/prediction', SENSOR)
-        self._pub_unc = self.create_publisher(Float64, '/mbrl/world_model/uncertainty', SENSOR)
-        self._pub_active = self.create_publisher(String, '/mbrl/world_model/active_model', LATCHED)
-        self.create_subscription(JointState, '/mbrl/state', self._on_state, SENSOR)
-        self.create_subscription(Float64MultiArray, '/forward_effort_controller/commands', self._on_command,
+        self._pub_pred = self.create_publisher(JointState, PREDICTION_TOPIC, SENSOR)
+        self._pub_unc = self.create_publisher(Float64, UNCERTAINTY_TOPIC, SENSOR)
+        self._pub_active = self.create_publisher(String, ACTIVE_MODEL_TOPIC, LATCHED)
+        self.create_subscription(JointState, STATE_TOPIC, self._on_state, SENSOR)
+        self.create_subscription(Float64MultiArray, COMMAND_TOPIC, self._on_command,
                                  CONTROL)
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         if resumed:  # model_dir then tells what is served (already loaded: no second validation)

@@ -17,6 +17,7 @@ from geometry_msgs.msg import PointStamped
 from mbrl_ros.core.report import reachable_goals
 from mbrl_ros.core.workspace import Workspace
 from mbrl_ros.testing.goals import goal_msg
+from mbrl_ros.topics import GOAL_TOPIC
 
 
 class GoalDriver:
@@ -30,7 +31,7 @@ class GoalDriver:
         self._batch = batch
         self._queue: list[np.ndarray] = []
         self._last = robot.fk(robot.home_q)
-        self.pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+        self.pub = probe.publisher(GOAL_TOPIC, PointStamped, 10)
         self.sent: list[tuple[float, tuple]] = []     # (time.time() of the first send, goal)
         self.goal = None
         self._stop = threading.Event()

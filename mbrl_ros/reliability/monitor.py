@@ -35,19 +35,22 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 
 from mbrl_ros.reliability.analysis import command_violation
 from mbrl_ros.ros.conversions import LATCHED
+from mbrl_ros.topics import (
+    COMMAND_TOPIC, DIAGNOSTICS_TOPIC, EE_POSITION_TOPIC, GOAL_TOPIC, JOINT_STATES_TOPIC,
+    MPC_COMMAND_TOPIC, POLICY_COMMAND_TOPIC, SAFETY_MODE_TOPIC, STATE_TOPIC, UNCERTAINTY_TOPIC
+)
 
-COMMAND_TOPIC = '/forward_effort_controller/commands'
 # Reliable and deep: nothing the filter sends is lost on the way to the monitor's queue.
 _DEEP = QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                    durability=DurabilityPolicy.VOLATILE)
 
 # Each node's own output: seeing it flow again means the node is back at work.
 LIVENESS = {
-    'sim_robot': ('/joint_states', JointState),
-    'state_estimator': ('/mbrl/state', JointState),
-    'world_model': ('/mbrl/world_model/uncertainty', Float64),
-    'mpc_controller': ('/mbrl/mpc/command', JointState),
-    'policy': ('/mbrl/policy/command', JointState),
+    'sim_robot': (JOINT_STATES_TOPIC, JointState),
+    'state_estimator': (STATE_TOPIC, JointState),
+    'world_model': (UNCERTAINTY_TOPIC, Float64),
+    'mpc_controller': (MPC_COMMAND_TOPIC, JointState),
+    'policy': (POLICY_COMMAND_TOPIC, JointState),
     'safety_filter': (COMMAND_TOPIC, Float64MultiArray),
 }
 
@@ -95,10 +98,10 @@ class Monitor:
 
         n = self.node
         n.create_subscription(Float64MultiArray, COMMAND_TOPIC, self._on_command, _DEEP)
-        n.create_subscription(String, '/mbrl/safety/mode', self._on_mode, LATCHED)
-        n.create_subscription(PointStamped, '/mbrl/goal', self._on_goal, 10)
-        n.create_subscription(PointStamped, '/mbrl/sim/ee_position', self._on_ee, 10)
-        n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 50)
+        n.create_subscription(String, SAFETY_MODE_TOPIC, self._on_mode, LATCHED)
+        n.create_subscription(PointStamped, GOAL_TOPIC, self._on_goal, 10)
+        n.create_subscription(PointStamped, EE_POSITION_TOPIC, self._on_ee, 10)
+        n.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diag, 50)
         if liveness:
             for node, (topic, typ) in LIVENESS.items():
                 if topic == COMMAND_TOPIC:

@@ -15,7 +15,8 @@ import numpy as np
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from mbrl_ros.ros.conversions import COMMAND_TOPIC, CONTROL, LATCHED, SAFETY_LIMITS_TOPIC, limits_from_msg
+from mbrl_ros.ros.conversions import CONTROL, LATCHED, limits_from_msg
+from mbrl_ros.topics import COMMAND_TOPIC, SAFETY_LIMITS_TOPIC
 
 
 class LimitsFollower:

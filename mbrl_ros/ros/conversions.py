@@ -37,17 +37,6 @@ def as_array(values, n: int | None = None) -> np.ndarray | None:
     return a
 
 
-# ---- topics the nodes agree on (defined once here) ------------------------------------------------
-COMMAND_TOPIC = '/forward_effort_controller/commands'   # what the safety filter sends the robot
-# The limits the safety filter enforces, latched, re-sent whenever they change (live parameters too):
-# sensor_msgs/JointState, one entry per joint in `name`:
-#   effort   = the effort limit it clamps to [Nm] (robot limit x effort_limit_scale), symmetric +-
-#   velocity = the largest change of its output from one period to the next [Nm per period]
-#              (robot limit x max_effort_step): a rate of the effort, not a joint velocity
-#   position = the keep-out band inside each joint range it refuses commands in [rad]
-SAFETY_LIMITS_TOPIC = '/mbrl/safety/limits'
-
-
 def limits_to_msg(limits, joint_names, stamp: Time | None = None):
     from sensor_msgs.msg import JointState
     msg = JointState(name=list(joint_names), position=[float(v) for v in limits.joint_margin],

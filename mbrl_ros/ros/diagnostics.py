@@ -5,6 +5,8 @@ from typing import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from mbrl_ros.topics import DIAGNOSTICS_TOPIC
+
 OK = DiagnosticStatus.OK
 WARN = DiagnosticStatus.WARN
 ERROR = DiagnosticStatus.ERROR
@@ -23,7 +25,7 @@ class Diagnostics:
         self._node = node
         self._status = status
         self._hardware_id = hardware_id
-        self._pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._timer = node.create_timer(period_s, self.publish)
 
     def publish(self) -> None:

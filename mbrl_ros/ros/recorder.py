@@ -19,9 +19,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from mbrl_ros.core.commands import check_command
-from mbrl_ros.core.data.bags import COMMANDS, JOINT_STATES, BagWriter
+from mbrl_ros.core.data.bags import BagWriter
 from mbrl_ros.core.data.exploration import Exploration
 from mbrl_ros.ros.conversions import CONTROL
+from mbrl_ros.topics import COMMAND_TOPIC, JOINT_STATES_TOPIC
 
 # Best effort matches reliable and best-effort drivers alike; a deep queue so a busy recorder
 # does not drop samples.
@@ -48,18 +49,18 @@ class LiveRecorder(Node):
         self.bad_states = 0
         self.done = False
         self._stopping_tick = None
-        self._pub = self.create_publisher(Float64MultiArray, COMMANDS, CONTROL)
-        self.create_subscription(JointState, JOINT_STATES, self._on_joint_states, JOINT_STATES_QOS, raw=True)
+        self._pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, CONTROL)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_states, JOINT_STATES_QOS, raw=True)
         self._timer = self.create_timer(self.dt, self._tick)
         self.get_logger().info(f'exploring {robot.name} ({exploration.kind}, amplitude {exploration.amplitude}) '
-                               f'for {n_commands} control periods of {dt} s; waiting for {JOINT_STATES}')
+                               f'for {n_commands} control periods of {dt} s; waiting for {JOINT_STATES_TOPIC}')
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
     def _on_joint_states(self, raw: bytes) -> None:
         t = self._now_ns()
-        self.writer.write_raw(JOINT_STATES, t, raw)  # the log keeps everything; the reader filters
+        self.writer.write_raw(JOINT_STATES_TOPIC, t, raw)  # the log keeps everything; the reader filters
         try:
             msg = deserialize_message(raw, JointState)
             key = tuple(msg.name)
@@ -88,7 +89,7 @@ class LiveRecorder(Node):
             return False
         msg = Float64MultiArray(data=[float(v) for v in values])
         self._pub.publish(msg)
-        self.writer.write_raw(COMMANDS, self._now_ns(), serialize_message(msg))
+        self.writer.write_raw(COMMAND_TOPIC, self._now_ns(), serialize_message(msg))
         return True
 
     def _tick(self) -> None:

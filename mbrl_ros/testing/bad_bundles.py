@@ -30,6 +30,7 @@ import yaml
 
 from mbrl_ros.core.runtime.bundle import (BUNDLE_FILE, ENSEMBLE_FILE, MAX_ONNX_BYTES, MAX_YAML_BYTES,
                                           PARTITIONED_FILE, POLICY_FILE, sha256_file)
+from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, MPC_COMMAND_TOPIC, PREDICTION_TOPIC
 
 
 @dataclass
@@ -474,8 +475,8 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
         with lock:
             cmd_times.append(time.monotonic())
             cmd_stamps.append((cmd_times[-1], msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec))
-    probe.node.create_subscription(JointState, '/mbrl/mpc/command', on_cmd, 50)
-    probe.node.create_subscription(JointState, '/mbrl/world_model/prediction', stamp(pred_times), 50)
+    probe.node.create_subscription(JointState, MPC_COMMAND_TOPIC, on_cmd, 50)
+    probe.node.create_subscription(JointState, PREDICTION_TOPIC, stamp(pred_times), 50)
     wm_gids: set = set()
     heard: list = []   # (publisher gid, text) of every active_model message, in order
 
@@ -489,14 +490,14 @@ def run_against_stack(system, bad: list, period: float = 0.02, baseline_s: float
         # knows its publisher, and world_model sends it only once.
         if not wm_gids:
             wm_gids.update(bytes(i.endpoint_gid) for i in probe.node.get_publishers_info_by_topic(
-                '/mbrl/world_model/active_model') if i.node_name == 'world_model')
+                ACTIVE_MODEL_TOPIC) if i.node_name == 'world_model')
         with lock:
             got = list(heard)
         return [text for gid, text in got
                 if gid and any(g[:len(gid)] == gid or gid[:len(g)] == g for g in wm_gids)]
-    probe.node.create_subscription(String, '/mbrl/world_model/active_model', on_active, LATCHED)
-    diag = probe.subscribe('/diagnostics', DiagnosticArray, 100)
-    announce = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
+    probe.node.create_subscription(String, ACTIVE_MODEL_TOPIC, on_active, LATCHED)
+    diag = probe.subscribe(DIAGNOSTICS_TOPIC, DiagnosticArray, 100)
+    announce = probe.publisher(ACTIVE_MODEL_TOPIC, String, LATCHED)
     good = probe.wait_until(lambda: (world_model_actives() or [None])[-1], 60)
     if not good:
         raise RuntimeError('no active_model from world_model')

@@ -38,6 +38,11 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
+from mbrl_ros.topics import (
+    ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, DIAGNOSTICS_TOPIC, GOAL_TOPIC, JOINT_STATES_TOPIC,
+    MPC_COMMAND_TOPIC, POLICY_COMMAND_TOPIC, PREDICTION_TOPIC, SAFETY_MODE_TOPIC, STATE_TOPIC
+)
+
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
 SPECIAL_FLOATS = [math.nan, -math.nan, math.inf, -math.inf, 1e308, -1e308, 1.7976931348623157e308,
@@ -247,11 +252,11 @@ def active_models(good_identity: Optional[str] = None):
 
 
 def strategy_for(topic: str, robot, good_identity: Optional[str] = None, marker: Optional[int] = None):
-    if topic == '/forward_effort_controller/commands':
+    if topic == COMMAND_TOPIC:
         return effort_arrays(robot, marker=marker)
-    if topic == '/mbrl/goal':
+    if topic == GOAL_TOPIC:
         return goals(robot)
-    if topic == '/mbrl/world_model/active_model':
+    if topic == ACTIVE_MODEL_TOPIC:
         return active_models(good_identity)
     return joint_states(robot)
 
@@ -284,13 +289,13 @@ def generate(strategy, n: int, fn: Callable, seed: int = 0) -> int:
 
 # (topic, message type, the nodes that subscribe to it)
 TARGETS = [
-    ('/forward_effort_controller/commands', Float64MultiArray, ['sim_robot', 'world_model']),
-    ('/joint_states', JointState, ['state_estimator']),
-    ('/mbrl/state', JointState, ['world_model', 'mpc_controller', 'policy', 'safety_filter']),
-    ('/mbrl/goal', PointStamped, ['mpc_controller', 'policy']),
-    ('/mbrl/world_model/active_model', String, ['mpc_controller', 'policy', 'safety_filter']),
-    ('/mbrl/mpc/command', JointState, ['safety_filter']),
-    ('/mbrl/policy/command', JointState, ['safety_filter']),
+    (COMMAND_TOPIC, Float64MultiArray, ['sim_robot', 'world_model']),
+    (JOINT_STATES_TOPIC, JointState, ['state_estimator']),
+    (STATE_TOPIC, JointState, ['world_model', 'mpc_controller', 'policy', 'safety_filter']),
+    (GOAL_TOPIC, PointStamped, ['mpc_controller', 'policy']),
+    (ACTIVE_MODEL_TOPIC, String, ['mpc_controller', 'policy', 'safety_filter']),
+    (MPC_COMMAND_TOPIC, JointState, ['safety_filter']),
+    (POLICY_COMMAND_TOPIC, JointState, ['safety_filter']),
 ]
 NODES = ['sim_robot', 'state_estimator', 'world_model', 'mpc_controller', 'policy', 'safety_filter']
 FUZZ_MARKER = 0x0F022E5   # layout.data_offset of the fuzzer's own effort arrays
@@ -316,7 +321,7 @@ class CommandWatch:
     """Every /forward_effort_controller/commands message sent by the safety filter (told apart from
     other publishers by its publisher gid), checked: dof values, finite, within the effort limits."""
 
-    def __init__(self, probe, robot, topic: str = '/forward_effort_controller/commands'):
+    def __init__(self, probe, robot, topic: str = COMMAND_TOPIC):
         from mbrl_ros.ros.conversions import CONTROL
         self.probe, self.topic = probe, topic
         self.limit = np.asarray(robot.effort_max, dtype=np.float64) * (1 + 1e-9)
@@ -380,7 +385,7 @@ class FuzzCampaign:
         self.watch = CommandWatch(self.probe, robot)
         self.error_texts: dict = {}
         self.watch.refresh_gids()
-        self.diag = self.probe.subscribe('/diagnostics', DiagnosticArray, 100)
+        self.diag = self.probe.subscribe(DIAGNOSTICS_TOPIC, DiagnosticArray, 100)
         self._pubs = {t: self.probe.publisher(t, ty, LATCHED if t.endswith('active_model') else 10)
                       for t, ty, _ in TARGETS}
 
@@ -471,7 +476,7 @@ class FuzzCampaign:
         res.error_texts = {k: self.error_texts.get(k, '') for k in res.internal_errors}
         cmds, bad, first = self.watch.snapshot()
         res.filter_commands, res.out_of_limit, res.first_bad = cmds - before_cmds, bad - before_bad, first
-        if topic == '/mbrl/world_model/active_model' and self.good_identity:
+        if topic == ACTIVE_MODEL_TOPIC and self.good_identity:
             pub.publish(String(data=self.good_identity))   # leave the good identity latched
         return res
 
@@ -494,8 +499,8 @@ def format_table(results: list[TopicResult]) -> str:
     return '\n'.join(out)
 
 
-STACK_TOPICS = ['/joint_states', '/mbrl/state', '/mbrl/mpc/command', '/forward_effort_controller/commands',
-                '/mbrl/safety/mode', '/mbrl/world_model/active_model', '/mbrl/world_model/prediction']
+STACK_TOPICS = [JOINT_STATES_TOPIC, STATE_TOPIC, MPC_COMMAND_TOPIC, COMMAND_TOPIC,
+                SAFETY_MODE_TOPIC, ACTIVE_MODEL_TOPIC, PREDICTION_TOPIC]
 STACK_ARGS = {'robot': 'arm3', 'respawn': False}   # no node respawned: a crash must show
 GOALS = [(0.3, 0.1, 0.35), (0.25, -0.15, 0.3), (0.35, 0.0, 0.25)]
 
@@ -507,12 +512,12 @@ def fuzz_stack(system, robot, n: int, topics=None, rate_hz: float = 1000.0, seed
     from mbrl_ros.ros.conversions import LATCHED
     from mbrl_ros.testing.goals import GoalSender
     probe = system.probe
-    active = probe.wait_for('/mbrl/world_model/active_model', String, timeout=60, qos=LATCHED)
+    active = probe.wait_for(ACTIVE_MODEL_TOPIC, String, timeout=60, qos=LATCHED)
     if active is None:
         raise RuntimeError('no /mbrl/world_model/active_model from the stack')
     sender = GoalSender(probe, GOALS[0])
     try:
-        mode = probe.wait_for('/mbrl/safety/mode', String, timeout=60, predicate=lambda m: m.data == 'mpc',
+        mode = probe.wait_for(SAFETY_MODE_TOPIC, String, timeout=60, predicate=lambda m: m.data == 'mpc',
                               qos=LATCHED)
         log(f'stack up: model {active.data}; safety mode {"mpc" if mode else "not mpc yet"}')
         campaign = FuzzCampaign(system, robot, good_identity=active.data, rate_hz=rate_hz, seed=seed, log=log)

@@ -7,6 +7,7 @@ import time
 from geometry_msgs.msg import PointStamped
 
 from mbrl_ros.ros.conversions import sec_to_stamp
+from mbrl_ros.topics import GOAL_TOPIC
 
 
 def goal_msg(xyz, frame: str = 'world') -> PointStamped:
@@ -22,7 +23,7 @@ class GoalSender:
     discovered late still gets it. `goal` may be changed while it runs."""
 
     def __init__(self, probe, goal, period_s: float = 0.5):
-        self.pub = probe.publisher('/mbrl/goal', PointStamped, 10)
+        self.pub = probe.publisher(GOAL_TOPIC, PointStamped, 10)
         self.goal = goal
         self._period = period_s
         self._stop = threading.Event()

@@ -20,15 +20,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import yaml
 
 from mbrl_ros.core.data.dataset import TransitionDataset
+from mbrl_ros.topics import COMMAND_TOPIC, JOINT_STATES_TOPIC
 
-JOINT_STATES = '/joint_states'
-COMMANDS = '/forward_effort_controller/commands'
 JOINT_STATE_TYPE = 'sensor_msgs/msg/JointState'
 COMMAND_TYPE = 'std_msgs/msg/Float64MultiArray'
 CUSTOM_PREFIX = 'mbrl_ros.'
@@ -91,7 +90,7 @@ class BagWriter:
         with BagWriter(path, custom={'robot': 'arm7', 'dt': 0.02}) as w:
             w.write_joint_state(t_ns, names, q, qd)
             w.write_command(t_ns, effort)
-            w.write_raw(COMMANDS, t_ns, cdr_bytes)   # already serialized (rclpy raw subscription)
+            w.write_raw(COMMAND_TOPIC, t_ns, cdr_bytes)   # already serialized (rclpy raw subscription)
     """
 
     def __init__(self, path: str | Path, custom: Optional[dict] = None, overwrite: bool = False):
@@ -108,15 +107,15 @@ class BagWriter:
             self._w.set_custom_data(CUSTOM_PREFIX + str(k), _custom_str(v))
         self._w.open()
         self._conns = {
-            JOINT_STATES: self._w.add_connection(JOINT_STATES, JOINT_STATE_TYPE, typestore=self._ts),
-            COMMANDS: self._w.add_connection(COMMANDS, COMMAND_TYPE, typestore=self._ts),
+            JOINT_STATES_TOPIC: self._w.add_connection(JOINT_STATES_TOPIC, JOINT_STATE_TYPE, typestore=self._ts),
+            COMMAND_TOPIC: self._w.add_connection(COMMAND_TOPIC, COMMAND_TYPE, typestore=self._ts),
         }
         T = self._ts.types
         self._JS, self._Header, self._Time = (T[JOINT_STATE_TYPE], T['std_msgs/msg/Header'],
                                               T['builtin_interfaces/msg/Time'])
         self._F64, self._Layout = T[COMMAND_TYPE], T['std_msgs/msg/MultiArrayLayout']
         self._empty = np.zeros(0, dtype=np.float64)
-        self.counts = {JOINT_STATES: 0, COMMANDS: 0}
+        self.counts = {JOINT_STATES_TOPIC: 0, COMMAND_TOPIC: 0}
 
     def write_joint_state(self, t_ns: int, names: Sequence[str], position, velocity=None, effort=None,
                           stamp_ns: Optional[int] = None, frame_id: str = '') -> None:
@@ -127,12 +126,12 @@ class BagWriter:
             name=list(names), position=np.asarray(position, dtype=np.float64),
             velocity=self._empty if velocity is None else np.asarray(velocity, dtype=np.float64),
             effort=self._empty if effort is None else np.asarray(effort, dtype=np.float64))
-        self.write_raw(JOINT_STATES, t_ns, self._ts.serialize_cdr(msg, JOINT_STATE_TYPE))
+        self.write_raw(JOINT_STATES_TOPIC, t_ns, self._ts.serialize_cdr(msg, JOINT_STATE_TYPE))
 
     def write_command(self, t_ns: int, values) -> None:
         msg = self._F64(layout=self._Layout(dim=[], data_offset=0),
                         data=np.asarray(values, dtype=np.float64))
-        self.write_raw(COMMANDS, t_ns, self._ts.serialize_cdr(msg, COMMAND_TYPE))
+        self.write_raw(COMMAND_TOPIC, t_ns, self._ts.serialize_cdr(msg, COMMAND_TYPE))
 
     def write_raw(self, topic: str, t_ns: int, data: bytes) -> None:
         self._w.write(self._conns[topic], int(t_ns), data)
@@ -245,7 +244,7 @@ def bag_custom_data(path: str | Path) -> dict:
 
 
 def read_streams(path: str | Path, joint_names: Optional[Sequence[str]] = None,
-                 js_topic: str = JOINT_STATES, cmd_topic: str = COMMANDS) -> Streams:
+                 js_topic: str = JOINT_STATES_TOPIC, cmd_topic: str = COMMAND_TOPIC) -> Streams:
     """Both topics of a bag as arrays, JointState columns reordered to `joint_names` by name
     (default: the names of the first JointState). Unusable messages are counted, not fatal."""
     from rosbags.highlevel import AnyReader
@@ -398,7 +397,7 @@ def read_bag(path: str | Path, robot=None, dt: Optional[float] = None, **kwargs)
         robot_name = str(custom.get('robot', ''))
     streams = read_streams(path, names)
     if len(streams.cmd_time_ns) == 0:
-        raise BagError(f'{bag_dir(path)}: no usable {COMMANDS} messages; transitions need the commands '
+        raise BagError(f'{bag_dir(path)}: no usable {COMMAND_TOPIC} messages; transitions need the commands '
                        'that were in force (record that topic too)')
     meta = {k[len('meta.'):]: v for k, v in custom.items() if str(k).startswith('meta.')}
     meta['bag'] = str(bag_dir(path))
