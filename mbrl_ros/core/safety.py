@@ -29,20 +29,19 @@ hold — within the rate limit of the previous output.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
-from .planning.config import range_errors, setting
+from .planning.config import Settings, setting
 
 MODES = ('mpc', 'policy', 'hold')
 
 
 @dataclass(frozen=True)
-class SafetySettings:
+class SafetySettings(Settings):
     command_timeout_s: float = setting(0.1, 0.001, 10.0, 'a command older than this is stale')
     state_timeout_s: float = setting(0.1, 0.001, 10.0, 'a state older than this is stale: hold with zero effort')
     future_tolerance_s: float = setting(0.05, 0.0, 1.0, 'a stamp further than this in the future is refused')
@@ -54,17 +53,7 @@ class SafetySettings:
     joint_limit_margin: float = setting(0.05, 0.0, 1.0, 'margin inside the joint limits [rad]')
     limit_lookahead_s: float = setting(0.1, 0.0, 2.0, 'kinematic look-ahead q + qd·t for the joint-limit check [s]')
 
-    def errors(self) -> list[str]:
-        return range_errors(self)
-
-    def validated(self) -> 'SafetySettings':
-        errs = self.errors()
-        if errs:
-            raise ValueError('invalid safety settings: ' + '; '.join(errs))
-        return self
-
-    def replace(self, **changes) -> 'SafetySettings':
-        return dataclasses.replace(self, **changes)
+    _what = 'safety settings'
 
 
 @dataclass(frozen=True)

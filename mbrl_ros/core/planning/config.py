@@ -22,13 +22,35 @@ def setting(default, lo=None, hi=None, help='', choices=None):
     return field(default=default, metadata=meta)
 
 
+class Settings:
+    """`errors`, `validated` and `replace` of the frozen settings dataclasses (planner, cost, safety
+    filter): ranges and choices from each field's metadata, `_cross_errors` for rules across fields."""
+    _what = 'settings'   # (no annotation: a class attribute, not a dataclass field)
+
+    def errors(self) -> list[str]:
+        """Why these settings cannot be used (empty when they can)."""
+        return range_errors(self) + self._cross_errors()
+
+    def _cross_errors(self) -> list[str]:
+        return []
+
+    def validated(self):
+        errs = self.errors()
+        if errs:
+            raise ValueError(f'invalid {self._what}: ' + '; '.join(errs))
+        return self
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 PLANNERS = ('cem', 'icem')
 EXECUTE = ('best', 'mean')
 SHIFT_FILL = ('zero', 'last')
 
 
 @dataclass(frozen=True)
-class PlannerConfig:
+class PlannerConfig(Settings):
     """Settings of the CEM / iCEM trajectory optimiser.
 
     `planner='cem'` is the classic cross-entropy method (white noise, fixed population, no
@@ -69,9 +91,7 @@ class PlannerConfig:
     bias_gain: float = setting(0.3, 0.0, 1.0, 'offset-free MPC: weight of the newest one-step model residual in the '
                                'bias estimate added to every predicted step (0 = off)')
 
-    def errors(self) -> list[str]:
-        """Why this configuration cannot be used (empty when it can)."""
-        return range_errors(self) + self._cross_errors()
+    _what = 'planner config'
 
     def _cross_errors(self) -> list[str]:
         errs = []
@@ -80,15 +100,6 @@ class PlannerConfig:
         if self.min_std > self.init_std:
             errs.append(f'min_std ({self.min_std}) must be <= init_std ({self.init_std})')
         return errs
-
-    def validated(self) -> 'PlannerConfig':
-        errs = self.errors()
-        if errs:
-            raise ValueError('invalid planner config: ' + '; '.join(errs))
-        return self
-
-    def replace(self, **changes) -> 'PlannerConfig':
-        return dataclasses.replace(self, **changes)
 
     def population(self, iteration: int) -> int:
         """Samples drawn in `iteration` (iCEM: N·γ^-i, never below 2·elites)."""
@@ -99,7 +110,7 @@ class PlannerConfig:
 
 
 @dataclass(frozen=True)
-class CostWeights:
+class CostWeights(Settings):
     """Weights of the task cost terms (0 disables a term: it is then not computed at all)."""
     ee_distance: float = setting(1.0, 0.0, 1e6, 'running end-effector distance to the goal [1/m]')
     effort: float = setting(0.01, 0.0, 1e6, 'running squared effort, normalised by effort limits')
@@ -120,17 +131,7 @@ class CostWeights:
     joint_goal_release: float = setting(0.05, 0.0, 10.0, 'the joint_goal pull ends for the current goal once the '
                                         'end effector is within this distance of it [m] (0 = never)')
 
-    def errors(self) -> list[str]:
-        return range_errors(self)
-
-    def validated(self) -> 'CostWeights':
-        errs = self.errors()
-        if errs:
-            raise ValueError('invalid cost weights: ' + '; '.join(errs))
-        return self
-
-    def replace(self, **changes) -> 'CostWeights':
-        return dataclasses.replace(self, **changes)
+    _what = 'cost weights'
 
 
 def field_specs(cls) -> list[dict[str, Any]]:
