@@ -24,6 +24,7 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.ros.conversions import stamp_to_sec
 from mbrl_ros.testing.goals import GoalSender
 from mbrl_ros.testing.pytest_plugin import LaunchedSystem
+from mbrl_ros.ros.diagnostics import status_values
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 
@@ -64,7 +65,7 @@ def _mpc_values(diags, since: float) -> dict | None:
             return None
         for st in arr.status:
             if st.name == MPC:
-                return {kv.key: kv.value for kv in st.values}
+                return status_values(st)
     return None
 
 

@@ -34,6 +34,7 @@ from mbrl_ros.resources import default_model_dir
 from mbrl_ros.ros.conversions import LATCHED
 from mbrl_ros.testing.filter_log import LIMIT_REFUSAL, mode_switches, refusal_of
 from mbrl_ros.testing.goals import GoalSender
+from mbrl_ros.ros.diagnostics import status_values
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 
@@ -93,7 +94,7 @@ def _status(diags, node: str, since: float) -> dict | None:
             return None
         for st in arr.status:
             if st.name == node:
-                return {kv.key: kv.value for kv in st.values} | {
+                return status_values(st) | {
                     '_stamp': arr.header.stamp.sec + 1e-9 * arr.header.stamp.nanosec}
     return None
 

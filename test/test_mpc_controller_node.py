@@ -22,7 +22,8 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.goals import goal_msg
-from mbrl_ros.testing.node_process import NodeHarness, NodeProcess, status_values, wait_for_status
+from mbrl_ros.testing.node_process import NodeHarness, NodeProcess, wait_for_status
+from mbrl_ros.ros.diagnostics import status_values
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros

@@ -17,7 +17,8 @@ from _model_helpers import write_bundle
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
-from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values, wait_for_status
+from mbrl_ros.testing.node_process import Feeder, NodeProcess, wait_for_status
+from mbrl_ros.ros.diagnostics import status_values
 from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros

@@ -225,7 +225,8 @@ def test_followers_refuse_announced_bundles_outside_their_roots(tmp_path):
 
     from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
     from mbrl_ros.testing.goals import goal_msg
-    from mbrl_ros.testing.node_process import Feeder, NodeProcess, status_values
+    from mbrl_ros.ros.diagnostics import status_values
+    from mbrl_ros.testing.node_process import Feeder, NodeProcess
     from mbrl_ros.testing.ros_probe import RosProbe
 
     robot = RobotModel.load('arm3')

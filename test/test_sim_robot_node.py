@@ -16,6 +16,7 @@ from std_srvs.srv import Trigger
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.ros.conversions import stamp_to_sec
 from mbrl_ros.testing.ros_probe import RosProbe
+from mbrl_ros.ros.diagnostics import status_values
 
 pytestmark = pytest.mark.ros
 
@@ -101,7 +102,7 @@ class Robot:
                     continue
                 for st in msg.status:
                     if st.name.endswith('sim_robot'):
-                        return {kv.key: kv.value for kv in st.values} | {'_message': st.message,
+                        return status_values(st) | {'_message': st.message,
                                                                           '_level': st.level}
             return None
         d = self.probe.wait_until(find, timeout)

@@ -37,6 +37,7 @@ from std_msgs.msg import Float64MultiArray, String
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
 from mbrl_ros.testing.filter_log import mode_switches
+from mbrl_ros.ros.diagnostics import status_values
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 
@@ -171,7 +172,7 @@ def _node_status(probe, diag, node: str) -> dict:
         for _, d in diag[n:]:
             for st in d.status:
                 if st.name.endswith(node):   # + the node's own stamp of the status
-                    return {kv.key: kv.value for kv in st.values} | {
+                    return status_values(st) | {
                         '_stamp': d.header.stamp.sec + 1e-9 * d.header.stamp.nanosec}
         return None
     got = probe.wait_until(find, 5.0)

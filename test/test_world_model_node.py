@@ -20,6 +20,7 @@ from mbrl_ros.core.runtime.bundle import load_bundle, sha256_file
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.node_process import NodeHarness, NodeProcess
 from mbrl_ros.testing.ros_probe import RosProbe
+from mbrl_ros.ros.diagnostics import status_values
 
 NODE = '/world_model'
 ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
@@ -263,9 +264,9 @@ def test_bad_messages_never_crash_and_never_predict(serving_a, bundles):
         assert any(np.allclose(got, w, atol=1e-5) for w in allowed), got
     diag = node.probe.wait_until(lambda: next(
         (s for _, a in reversed(node.diag) for s in a.status if s.name == NODE
-         and int({kv.key: kv.value for kv in s.values}.get('bad_states', 0)) > 0), None), 5.0)
+         and int(status_values(s).get('bad_states', 0)) > 0), None), 5.0)
     assert diag is not None
-    values = {kv.key: kv.value for kv in diag.values}
+    values = status_values(diag)
     assert int(values['bad_commands']) > 0 and int(values['internal_errors']) == 0
 
 
@@ -276,7 +277,7 @@ def test_diagnostics_report_running_prediction_error(serving_a):
         for _, arr in reversed(node.diag):
             for s in arr.status:
                 if s.name == NODE:
-                    v = {kv.key: kv.value for kv in s.values}
+                    v = status_values(s)
                     if v.get('rmse_q', 'n/a') != 'n/a':
                         return v
         return None

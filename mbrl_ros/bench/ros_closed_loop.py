@@ -37,6 +37,7 @@ from mbrl_ros.topics import (
     ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, EE_POSITION_TOPIC, GOAL_TOPIC, MPC_COMMAND_TOPIC,
     SAFETY_MODE_TOPIC
 )
+from mbrl_ros.ros.diagnostics import status_values
 
 CONTROL_PERIOD_S = 0.02   # the resampling step of the distance series and the missed-period unit
 
@@ -292,7 +293,7 @@ class _Recorder:
         import re
         for st in msg.status:
             name = st.name.lstrip('/').split(':')[-1].strip()
-            values = {kv.key: kv.value for kv in st.values}
+            values = status_values(st)
             self.diag[name] = values
             for key in ('last_refusal', 'last_no_command'):
                 v = values.get(key)

@@ -26,6 +26,7 @@ import tempfile
 import time
 
 from mbrl_ros.topics import DIAGNOSTICS_TOPIC, JOINT_STATES_TOPIC, STATE_TOPIC
+from mbrl_ros.ros.diagnostics import status_values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -191,7 +192,7 @@ def analyse(js, st, clk, diags, w0, w1, rate_setting, args, np) -> dict:
     diags: (receive time, DiagnosticStatus); w0..w1: the measurement window (receive time).
     """
     last_diag = {s.name: s for _, s in diags}  # the latest status of each node
-    sim_diag = [(t, {kv.key: kv.value for kv in s.values}) for t, s in diags
+    sim_diag = [(t, status_values(s)) for t, s in diags
                 if w0 <= t <= w1 and 'sim' in s.name]
     js = [x for x in js if w0 <= x[0] <= w1]
     st = [x for x in st if w0 <= x[0] <= w1]

@@ -28,6 +28,7 @@ from mbrl_ros.topics import (
     JOINT_STATES_TOPIC, MPC_COMMAND_TOPIC, MPC_PLAN_TOPIC, POLICY_COMMAND_TOPIC, SAFETY_MODE_TOPIC,
     STATE_TOPIC, UNCERTAINTY_TOPIC
 )
+from mbrl_ros.ros.diagnostics import status_values
 
 BAG_TOPICS = {  # topic -> (package, type); imported lazily so `--help` stays fast
     JOINT_STATES_TOPIC: ('sensor_msgs', 'JointState'),
@@ -205,7 +206,7 @@ class _Watch:
 
     def on_diag(self, msg, t):
         for st in msg.status:
-            values = {kv.key: kv.value for kv in st.values}
+            values = status_values(st)
             self.diag[st.name.lstrip('/')] = (st.level, st.message, values)
             if st.name.endswith('safety_filter'):
                 try:

@@ -39,6 +39,7 @@ from mbrl_ros.topics import (
     COMMAND_TOPIC, DIAGNOSTICS_TOPIC, EE_POSITION_TOPIC, GOAL_TOPIC, JOINT_STATES_TOPIC,
     MPC_COMMAND_TOPIC, POLICY_COMMAND_TOPIC, SAFETY_MODE_TOPIC, STATE_TOPIC, UNCERTAINTY_TOPIC
 )
+from mbrl_ros.ros.diagnostics import status_values
 
 # Reliable and deep: nothing the filter sends is lost on the way to the monitor's queue.
 _DEEP = QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -154,7 +155,7 @@ class Monitor:
         t = _arrival(info)
         for st in msg.status:
             name = st.name.lstrip('/')
-            values = {kv.key: kv.value for kv in st.values}
+            values = status_values(st)
             level = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
             with self.lock:
                 self.diag[name] = (t, level, st.message, values)

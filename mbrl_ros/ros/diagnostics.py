@@ -1,4 +1,5 @@
-"""Publishes a node's health on /diagnostics (diagnostic_msgs/DiagnosticArray)."""
+"""A node's health on /diagnostics (diagnostic_msgs/DiagnosticArray): `Diagnostics` publishes it,
+`status_values` reads a status back (for every tool that watches the stack)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -13,6 +14,11 @@ ERROR = DiagnosticStatus.ERROR
 STALE = DiagnosticStatus.STALE
 
 StatusFn = Callable[[], tuple[int, str, dict]]
+
+
+def status_values(status) -> dict[str, str]:
+    """A DiagnosticStatus's key/values as a dict (values are the strings the node published)."""
+    return {kv.key: kv.value for kv in status.values}
 
 
 class Diagnostics:

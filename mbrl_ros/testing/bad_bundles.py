@@ -31,6 +31,7 @@ import yaml
 from mbrl_ros.core.runtime.bundle import (BUNDLE_FILE, ENSEMBLE_FILE, MAX_ONNX_BYTES, MAX_YAML_BYTES,
                                           PARTITIONED_FILE, POLICY_FILE, sha256_file)
 from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, MPC_COMMAND_TOPIC, PREDICTION_TOPIC
+from mbrl_ros.ros.diagnostics import status_values
 
 
 @dataclass
@@ -597,7 +598,7 @@ def _diag_values(diag) -> dict:
     out = {}
     for _, arr in list(diag):
         for s in arr.status:
-            out[s.name.lstrip('/').split('/')[-1]] = {kv.key: kv.value for kv in s.values}
+            out[s.name.lstrip('/').split('/')[-1]] = status_values(s)
     return out
 
 

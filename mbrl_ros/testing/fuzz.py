@@ -42,6 +42,7 @@ from mbrl_ros.topics import (
     ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, DIAGNOSTICS_TOPIC, GOAL_TOPIC, JOINT_STATES_TOPIC,
     MPC_COMMAND_TOPIC, POLICY_COMMAND_TOPIC, PREDICTION_TOPIC, SAFETY_MODE_TOPIC, STATE_TOPIC
 )
+from mbrl_ros.ros.diagnostics import status_values
 
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
@@ -409,7 +410,7 @@ class FuzzCampaign:
         for _, arr in list(self.diag[since:]):
             for s in arr.status:
                 node = s.name.split(':')[-1].strip().lstrip('/').split('/')[-1]
-                vals = {kv.key: kv.value for kv in s.values}
+                vals = status_values(s)
                 if 'internal_errors' in vals:
                     try:
                         out[node] = int(float(vals['internal_errors']))

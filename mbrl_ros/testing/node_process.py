@@ -120,10 +120,6 @@ def wait_for_status(probe, diagnostics: list, node_suffix: str, timeout: float,
     return probe.wait_until(find, timeout)
 
 
-def status_values(status) -> dict:
-    return {kv.key: kv.value for kv in status.values}
-
-
 class NodeHarness:
     """The test side of one node under test: the probe, the node's process, and a feeder that
     calls `self.tick(k)` every `period_s` (override it to play the rest of the stack)."""
