@@ -34,16 +34,15 @@ from mbrl_ros.core.planning import CostWeights, PlannerConfig, from_mapping
 from mbrl_ros.core.planning.mpc import ALIASES
 from mbrl_ros.reliability.analysis import missed_in_gap
 from mbrl_ros.ros.command_limits import LimitsFollower
-from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
-from mbrl_ros.ros.controller_inputs import ControllerInputs
+from mbrl_ros.ros.control_loop import control_priority_param
+from mbrl_ros.ros.controller_node import ControllerNode
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
-from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
+from mbrl_ros.ros.model_source import follower_params
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param
-from mbrl_ros.ros.robot_param import load_robot, robot_params
+from mbrl_ros.ros.robot_param import robot_params
 from mbrl_ros.ros.settings_params import params_from_settings
 from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, GOAL_TOPIC, MPC_COMMAND_TOPIC, MPC_PLAN_TOPIC, STATE_TOPIC
 
@@ -101,7 +100,7 @@ def settings_from(values: dict) -> tuple[list[str], PlannerConfig, CostWeights]:
     return cfg.errors() + w.errors(), cfg, w
 
 
-class MpcControllerNode(ControllerInputs, LifecycleNode):
+class MpcControllerNode(ControllerNode, LifecycleNode):
     def __init__(self):
         super().__init__('mpc_controller')
         from mbrl_ros.ros.parameters import ParameterHandler
@@ -109,17 +108,10 @@ class MpcControllerNode(ControllerInputs, LifecycleNode):
         errs, _, _ = settings_from(self.params.values)
         if errs:
             raise StartupError('invalid planner parameters: ' + '; '.join(errs))
-        try:
-            self.robot = load_robot(self.params)
-        except Exception as exc:
-            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        self._load_robot()
         from mbrl_ros.core.workspace import Workspace
         self.workspace = Workspace.from_robot(self.robot)
-        self.reader = JointStateReader(self.robot.joint_names)
-        # Confined like world_model: whoever can publish active_model must not choose any directory.
-        self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
-        self.follower = node_follower(self, self.robot, self._model_loaded, self._model_refused, self.roots,
-                                      loop=lambda: self.loop)
+        self._follow_models()
         self.mpc = None                  # MpcController, built when the first model arrives
         self._model_in_use = None        # identity of the bundle the planner runs
         self._state = None               # (JointSample, stamp msg) latest, set by the subscription
@@ -131,8 +123,7 @@ class MpcControllerNode(ControllerInputs, LifecycleNode):
         self._active = False
         # demote_after: a plan running away (num_samples set huge) must not starve, at its own
         # priority, the state path and the policy that covers for it (control_loop.py).
-        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='mpc',
-                                priority=self.params['control_thread_priority'], demote_after=OVERRUN_DEMOTE_PERIODS)
+        self.loop = self._make_loop(self._tick, 'mpc', demote_after=OVERRUN_DEMOTE_PERIODS)
         self._subs: list = []
         self._pub_cmd = self._pub_plan = None
         self._plan_ms: deque = deque(maxlen=self.params['stats_window'])
@@ -174,11 +165,7 @@ class MpcControllerNode(ControllerInputs, LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
-        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
-        # (Before the loop starts: its overrun guard runs one step above the rest.)
-        prioritise_process(self.params['control_thread_priority'])
-        self.loop.start()
-        report_scheduling(self.loop, self.get_logger())
+        self._start_loop()
         self.get_logger().info(f"active: planning at {self.params['control_rate_hz']:g} Hz")
         return super().on_activate(state)
 

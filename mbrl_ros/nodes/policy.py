@@ -24,16 +24,15 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from mbrl_ros.ros.command_limits import LimitsFollower
-from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
-from mbrl_ros.ros.controller_inputs import ControllerInputs
+from mbrl_ros.ros.control_loop import control_priority_param
+from mbrl_ros.ros.controller_node import ControllerNode
 from mbrl_ros.ros.conversions import CONTROL, LATCHED
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
-from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
-from mbrl_ros.ros.node_main import StartupError, main_for
+from mbrl_ros.ros.model_source import follower_params
+from mbrl_ros.ros.node_main import main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
-from mbrl_ros.ros.robot_param import load_robot, robot_params
+from mbrl_ros.ros.robot_param import robot_params
 from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, GOAL_TOPIC, POLICY_COMMAND_TOPIC, STATE_TOPIC
 
 
@@ -51,21 +50,14 @@ SPECS = [
 ]
 
 
-class PolicyNode(ControllerInputs, Node):
+class PolicyNode(ControllerNode, Node):
     def __init__(self):
         super().__init__('policy')
         self.params = ParameterHandler(self, SPECS, on_applied=self._applied)
-        try:
-            self.robot = load_robot(self.params)
-        except Exception as exc:
-            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        self._load_robot()
         from mbrl_ros.core.workspace import Workspace
         self.workspace = Workspace.from_robot(self.robot)
-        self.reader = JointStateReader(self.robot.joint_names)
-        # Confined like world_model: whoever can publish active_model must not choose any directory.
-        self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
-        self.follower = node_follower(self, self.robot, self._model_loaded, self._model_refused, self.roots,
-                                      loop=lambda: self.loop)
+        self._follow_models()
         self.runtime = None              # PolicyRuntime of the current bundle (None: no policy)
         self._no_policy = 'no model yet (waiting for /mbrl/world_model/active_model)'
         self._state = None               # (JointSample, stamp msg), latest
@@ -82,12 +74,8 @@ class PolicyNode(ControllerInputs, Node):
         # network asks for is what the arm gets when the policy takes over.
         self.limits = LimitsFollower(self, self.robot.joint_names)
         self._last_cmd = None            # (effort, node time) of the last command published
-        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='policy',
-                                priority=self.params['control_thread_priority'])
-        self.loop.start()
-        report_scheduling(self.loop, self.get_logger())
-        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
-        prioritise_process(self.params['control_thread_priority'])
+        self.loop = self._make_loop(self._tick, 'policy')
+        self._start_loop()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         self.hang_watchdog = start_hang_watchdog(self, self.params['hang_timeout_s'])
         self.get_logger().info(f"policy for {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "

@@ -29,16 +29,15 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
-from mbrl_ros.ros.control_loop import ControlLoop, control_priority_param, prioritise_process, report_scheduling
-from mbrl_ros.ros.controller_inputs import ControllerInputs
+from mbrl_ros.ros.control_loop import control_priority_param
+from mbrl_ros.ros.controller_node import ControllerNode
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, limits_to_msg
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
-from mbrl_ros.ros.joint_state import JointStateReader
-from mbrl_ros.ros.model_source import configured_roots, follower_params, node_follower
+from mbrl_ros.ros.model_source import follower_params
 from mbrl_ros.ros.node_main import StartupError, main_for
 from mbrl_ros.ros.parameters import Param, ParameterHandler
-from mbrl_ros.ros.robot_param import load_robot, robot_params
+from mbrl_ros.ros.robot_param import robot_params
 from mbrl_ros.ros.settings_params import params_from_settings
 from mbrl_ros.topics import (
     ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, MPC_COMMAND_TOPIC, POLICY_COMMAND_TOPIC, SAFETY_LIMITS_TOPIC,
@@ -66,23 +65,16 @@ SPECS = [
 _SETTINGS = set(SafetySettings.__dataclass_fields__)
 
 
-class SafetyFilterNode(ControllerInputs, Node):
+class SafetyFilterNode(ControllerNode, Node):
     def __init__(self):
         super().__init__('safety_filter')
         self.params = ParameterHandler(self, SPECS, on_validate=self._validate, on_applied=self._applied)
-        try:
-            self.robot = load_robot(self.params)
-        except Exception as exc:
-            raise StartupError(f"cannot load robot '{self.params['robot']}': {exc}") from exc
+        self._load_robot()
         settings, why = self._settings(self.params.values)
         if why:
             raise StartupError(why)
         self.filter = SafetyFilter.for_robot(self.robot, settings)
-        self.reader = JointStateReader(self.robot.joint_names)
-        # Confined like world_model: whoever can publish active_model must not choose any directory.
-        self.roots = configured_roots(self.params['model_roots'], self.params['model_dir'], self.robot.name)
-        self.follower = node_follower(self, self.robot, self._model_loaded, self._model_refused, self.roots,
-                                      loop=lambda: self.loop)
+        self._follow_models()
         self.bundle = None
         self._settings_pending: Optional[SafetySettings] = None
         self._state = None                               # JointSample, latest
@@ -107,12 +99,8 @@ class SafetyFilterNode(ControllerInputs, Node):
             # not silently overwritten); the newest still wins, and its age is judged by its stamp.
             self.create_subscription(JointState, topic, lambda m, n=name: self._on_command(n, m), SENSOR)
         self.create_subscription(String, ACTIVE_MODEL_TOPIC, self._on_active_model, LATCHED)
-        self.loop = ControlLoop(self._tick, self.params['control_rate_hz'], name='safety_filter',
-                                priority=self.params['control_thread_priority'])
-        self.loop.start()
-        report_scheduling(self.loop, self.get_logger())
-        # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
-        prioritise_process(self.params['control_thread_priority'])
+        self.loop = self._make_loop(self._tick, 'safety_filter')
+        self._start_loop()
         self.diagnostics = Diagnostics(self, self._status, period_s=1.0)
         # A hang exit sends nothing (no close(), no last command): the robot's command timeout acts,
         # as for a SIGKILL, and the respawned filter starts in hold (docs/safety_filter.md).
