@@ -21,6 +21,14 @@ def arm7():
     return RobotModel.load('arm7')
 
 
+@pytest.fixture(scope='module')
+def probe(request):
+    """One RosProbe per test module (a test node on the session's isolated domain), named after it."""
+    from mbrl_ros.testing.ros_probe import RosProbe
+    with RosProbe(request.module.__name__.rpartition('.')[2] + '_probe') as p:
+        yield p
+
+
 def pytest_report_header(config):
     return describe_isolation()
 

@@ -9,8 +9,6 @@ import time
 
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from nav_msgs.msg import Path
@@ -20,9 +18,9 @@ from std_msgs.msg import String
 from _model_helpers import write_bundle
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
-from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
+from mbrl_ros.ros.conversions import sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.goals import goal_msg
-from mbrl_ros.testing.node_process import NodeHarness, NodeProcess, wait_for_status
+from mbrl_ros.testing.node_process import ControllerHarness, NodeProcess, wait_for_status
 from mbrl_ros.ros.diagnostics import status_values
 from mbrl_ros.testing.ros_probe import RosProbe
 
@@ -34,17 +32,11 @@ EFFORT_MAX = np.array([20.0, 20.0, 10.0])
 GOAL = (0.3, 0.1, 0.35)
 
 
-class Harness(NodeHarness):
+class Harness(ControllerHarness):
     def __init__(self, probe, node: NodeProcess):
-        self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
-        self.goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
-        self.active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
-        self.cmd = probe.subscribe('/mbrl/mpc/command', JointState, 1000)
         self.plan = probe.subscribe('/mbrl/mpc/plan', Path, 100)
-        self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
         self.sent = set()
-        self.feeding = True
-        super().__init__(probe, node)
+        super().__init__(probe, node, '/mbrl/mpc/command', 1000)
 
     def tick(self, k):
         if self.feeding:

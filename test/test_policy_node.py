@@ -11,8 +11,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
@@ -21,9 +19,9 @@ from mbrl_ros.core.policy.distill import install_policy, write_policy_section
 from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, fk_chain
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle
-from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
+from mbrl_ros.ros.conversions import sec_to_stamp
 from mbrl_ros.testing.goals import goal_msg
-from mbrl_ros.testing.node_process import NodeHarness, NodeProcess, wait_for_status
+from mbrl_ros.testing.node_process import ControllerHarness, NodeProcess, wait_for_status
 from mbrl_ros.ros.diagnostics import status_values
 from mbrl_ros.testing.ros_probe import RosProbe
 
@@ -50,17 +48,11 @@ def write_policy_bundle(out_dir, robot, seed=0, out_scale=2.0):
     return bdir.resolve()
 
 
-class Harness(NodeHarness):
+class Harness(ControllerHarness):
     def __init__(self, probe, node: NodeProcess):
-        self.state_pub = probe.publisher('/mbrl/state', JointState, 10)
-        self.goal_pub = probe.publisher('/mbrl/goal', PointStamped, 10)
-        self.active_pub = probe.publisher('/mbrl/world_model/active_model', String, LATCHED)
-        self.cmd = probe.subscribe('/mbrl/policy/command', JointState, 2000)
-        self.diag = probe.subscribe('/diagnostics', DiagnosticArray, 50)
         self.sent = {}
-        self.feeding = True
         self.stale_by = 0.0
-        super().__init__(probe, node)
+        super().__init__(probe, node, '/mbrl/policy/command', 2000)
 
     def tick(self, k):
         if self.feeding:

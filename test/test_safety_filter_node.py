@@ -19,7 +19,6 @@ from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
 from mbrl_ros.testing.node_process import Feeder, NodeProcess, wait_for_status
 from mbrl_ros.ros.diagnostics import status_values
-from mbrl_ros.testing.ros_probe import RosProbe
 
 pytestmark = pytest.mark.ros
 
@@ -80,12 +79,6 @@ class StackPlayer:
         got = wait_for_status(self.probe, self.diag, 'safety_filter', timeout)
         assert got is not None, 'no diagnostics'
         return status_values(got)
-
-
-@pytest.fixture(scope='module')
-def probe():
-    with RosProbe('safety_filter_test') as p:
-        yield p
 
 
 @pytest.fixture(scope='module')

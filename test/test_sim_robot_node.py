@@ -15,7 +15,6 @@ from std_srvs.srv import Trigger
 
 from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.ros.conversions import stamp_to_sec
-from mbrl_ros.testing.ros_probe import RosProbe
 from mbrl_ros.ros.diagnostics import status_values
 
 pytestmark = pytest.mark.ros
@@ -108,12 +107,6 @@ class Robot:
         d = self.probe.wait_until(find, timeout)
         assert d is not None, 'no /diagnostics from sim_robot'
         return d
-
-
-@pytest.fixture(scope='module')
-def probe():
-    with RosProbe('sim_robot_test') as p:
-        yield p
 
 
 @pytest.fixture(scope='class')

@@ -10,7 +10,6 @@ from sensor_msgs.msg import JointState
 
 from mbrl_ros.ros.conversions import sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.node_process import NodeProcess
-from mbrl_ros.testing.ros_probe import RosProbe
 
 ARM3 = ['arm3_joint1', 'arm3_joint2', 'arm3_joint3']
 NODE = '/state_estimator'
@@ -18,12 +17,6 @@ NODE = '/state_estimator'
 
 def estimator_process(*params):
     return NodeProcess('state_estimator', 'robot:=arm3', *params)
-
-
-@pytest.fixture(scope='module')
-def probe():
-    with RosProbe('state_estimator_test') as p:
-        yield p
 
 
 class Harness:

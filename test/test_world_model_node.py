@@ -19,7 +19,6 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.core.runtime.bundle import load_bundle, sha256_file
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.node_process import NodeHarness, NodeProcess
-from mbrl_ros.testing.ros_probe import RosProbe
 from mbrl_ros.ros.diagnostics import status_values
 
 NODE = '/world_model'
@@ -123,12 +122,6 @@ class Harness(NodeHarness):
         got = self.probe.wait_until(lambda: self.active[-1][1].data if self.active else None, timeout)
         assert got, 'no active_model'
         return got
-
-
-@pytest.fixture(scope='module')
-def probe():
-    with RosProbe('world_model_test') as p:
-        yield p
 
 
 @pytest.fixture(scope='module')

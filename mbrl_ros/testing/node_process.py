@@ -146,3 +146,25 @@ class NodeHarness:
         ok = self.probe.wait_until(lambda: len(buffer) >= start + n, timeout)
         self.alive()
         assert ok, f'{what} stopped:\n{self.log_text()}'
+
+
+class ControllerHarness(NodeHarness):
+    """A NodeHarness for a controller node (mpc_controller, policy): publishers for its inputs
+    (`state_pub`, `goal_pub`, `active_pub`), and its commands on `command_topic` (`cmd`) and
+    /diagnostics (`diag`) recorded."""
+
+    def __init__(self, probe, node: NodeProcess, command_topic: str, depth: int = 1000):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PointStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+
+        from mbrl_ros.ros.conversions import LATCHED
+        from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, GOAL_TOPIC, STATE_TOPIC
+        self.state_pub = probe.publisher(STATE_TOPIC, JointState, 10)
+        self.goal_pub = probe.publisher(GOAL_TOPIC, PointStamped, 10)
+        self.active_pub = probe.publisher(ACTIVE_MODEL_TOPIC, String, LATCHED)
+        self.cmd = probe.subscribe(command_topic, JointState, depth)
+        self.diag = probe.subscribe(DIAGNOSTICS_TOPIC, DiagnosticArray, 50)
+        self.feeding = True
+        super().__init__(probe, node)
