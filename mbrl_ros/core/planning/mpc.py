@@ -71,6 +71,10 @@ class MpcController:
     # IK iterations run per plan until the solver converges (a few plans after a new goal), so
     # no plan carries the whole solve; their time is taken out of that plan's budget.
     IK_ITERATIONS_PER_PLAN = 10
+    # The IK target stays this far [rad] inside the joint-limit cost's band: a target on the band's edge
+    # balanced the pull against the limit penalty short of it (arm7, seed 2000 goal 25: stuck 7.8 cm
+    # away with two joints at the edge).
+    IK_LIMIT_CLEARANCE = 0.1
 
     @property
     def joint_goal(self) -> Optional[np.ndarray]:
@@ -97,7 +101,7 @@ class MpcController:
             return
         if self._ik is None:
             self._ik = IkSolver(self.robot, self.goal, q, rng=self._ik_rng,
-                                margin=max(self.joint_limit_margin, 0.05))
+                                margin=max(self.joint_limit_margin, 0.05) + self.IK_LIMIT_CLEARANCE)
         self._ik.iterate(self.IK_ITERATIONS_PER_PLAN)
         if self._ik.done:
             q_star, err = self._ik.best()
