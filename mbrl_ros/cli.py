@@ -22,6 +22,7 @@ COMMANDS = {
     'collect': ('mbrl_ros.commands.collect', 'record exploration data as a rosbag2 MCAP bag (sim fast path or --live)'),
     'distill': ('mbrl_ros.commands.distill', 'DAgger-distil the MPC into a fast policy (policy.onnx in the bundle)'),
     'learn': ('mbrl_ros.commands.learn', 'PETS from nothing: explore, train, MPC episodes, retrain (K times), distil'),
+    'check': ('mbrl_ros.commands.check', 'reliability checks on a live sim stack: chaos, load, soak, fuzz, bad-bundles'),
 }
 
 

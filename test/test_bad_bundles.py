@@ -1,4 +1,4 @@
-"""Bad model files (issue 7, item 5), short CI form. The long form is `scripts/bad_bundles.py --count 100`.
+"""Bad model files (issue 7, item 5), short CI form. The long form is `mbrl-ros check bad-bundles --count 100`.
 
 1. Without ROS: one bundle of every kind in mbrl_ros.testing.bad_bundles.KINDS is refused by
    load_bundle (with model roots) with exactly the check it breaks.

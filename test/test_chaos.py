@@ -1,4 +1,4 @@
-"""Chaos check, short form (the long one: scripts/chaos.py --duration 300, see docs/reliability.md).
+"""Chaos check, short form (the long one: mbrl-ros check chaos --duration 300, see docs/reliability.md).
 
 The sim stack (sim_arm.launch.yaml through the launch runner, arm3 and its shipped bundle, which
 has no policy.onnx: MPC dead -> hold is the designed outcome) reaches random goals while four

@@ -3,7 +3,7 @@ stack gets 60 hypothesis-generated messages (mbrl_ros.testing.fuzz) over real DD
 while the MPC is reaching. No node process may exit, every command the safety filter sends
 must be finite and within the effort limits, every node must still answer a parameter get and
 publish /diagnostics, and no node may count an internal error (an exception its callbacks
-caught). The long form is `scripts/fuzz_nodes.py --messages 10000`.
+caught). The long form is `mbrl-ros check fuzz --messages 10000`.
 """
 import os
 

@@ -1,4 +1,4 @@
-"""Load check, short form (the long one: scripts/load.py --duration 300), and the definitions the
+"""Load check, short form (the long one: mbrl-ros check load --duration 300), and the definitions the
 reliability figures rest on (missed periods, limits)."""
 import io
 

@@ -1,4 +1,4 @@
-"""Soak check, short form (the long one: scripts/soak.py --duration 1800), and the reach and
+"""Soak check, short form (the long one: mbrl-ros check soak --duration 1800), and the reach and
 memory figures it reports."""
 import io
 

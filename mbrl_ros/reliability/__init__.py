@@ -4,6 +4,6 @@
 - `monitor`: the monitor node (what reaches the arm, modes, goals, EE, diagnostics) + RSS sampler;
 - `goals`: the goal driver (random reachable goals); `stack`: the launch file run by the launch
   runner in-process; `harness`: the three together;
-- `chaos`, `load`, `soak`: the checks (scripts/chaos.py, load.py, soak.py print their figures;
+- `chaos`, `load`, `soak`: the checks (`mbrl-ros check chaos|load|soak` print their figures;
   test/test_chaos.py, test_load.py, test_soak.py run short forms).
 """

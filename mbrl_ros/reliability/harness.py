@@ -80,7 +80,7 @@ def load_note() -> str:
         return 'load average n/a'
 
 
-# ---- shared by scripts/chaos.py, load.py, soak.py ----------------------------------------------
+# ---- shared by mbrl-ros check chaos, load, soak (reliability/checks.py) ------------------------
 def add_common_arguments(p, duration: float) -> None:
     p.add_argument('--duration', type=float, default=duration, metavar='S', help=f'seconds (default {duration:g})')
     p.add_argument('--robot', default='arm7', help='built-in robot (default arm7)')
