@@ -82,14 +82,15 @@ def load_note() -> str:
 
 # ---- shared by mbrl-ros check chaos, load, soak (reliability/checks.py) ------------------------
 def add_common_arguments(p, duration: float) -> None:
-    p.add_argument('--duration', type=float, default=duration, metavar='S', help=f'seconds (default {duration:g})')
-    p.add_argument('--robot', default='arm7', help='built-in robot (default arm7)')
+    p.add_argument('--duration', type=float, default=duration, metavar='S', help='seconds')
+    p.add_argument('--robot', default='arm7', help='built-in robot')
     p.add_argument('--model-dir', default=None, help='model bundle (default: the shipped models/<robot>)')
-    p.add_argument('--seed', type=int, default=0, help='seed of goals (and faults) (default 0)')
+    p.add_argument('--seed', type=int, default=0, help='seed of goals (and faults)')
     p.add_argument('--log', default=None, metavar='FILE',
                    help="the nodes' output (default /tmp/mbrl_<check>_<pid>.log)")
     p.add_argument('--json', default=None, metavar='FILE', help='write every figure as JSON here')
-    p.add_argument('--startup-timeout', type=float, default=120.0, metavar='S')
+    p.add_argument('--startup-timeout', type=float, default=120.0, metavar='S',
+                   help='seconds to wait for the stack to come up')
 
 
 def open_log(args, check: str):
