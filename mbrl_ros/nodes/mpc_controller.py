@@ -210,27 +210,14 @@ class MpcControllerNode(ControllerNode, LifecycleNode):
     def _applied(self, changes: dict) -> None:
         with self._param_lock:
             self._param_changes.update(changes)
-        if 'control_rate_hz' in changes:
-            self.loop.set_rate(changes['control_rate_hz'])
+        self._follow_rate(changes)
 
     # ---- inputs (never block: store the latest and return) -------------------------------
-    def _on_state(self, msg: JointState) -> None:
-        sample = self._read_state(msg)
-        if sample is not None:
-            self._state = (sample, msg.header.stamp)
-
-    def _on_active_model(self, msg: String) -> None:
-        self.follower.submit(msg.data)   # validated on the loader thread, then handed to the loop
-
     def _model_loaded(self, bundle) -> None:
         if not self._subs:
             return  # cleaned up while it was loading
         self._new_bundle = bundle  # the loop swaps it in between plans
         self.get_logger().info(f'loaded model {bundle.identity}')
-
-    def _model_refused(self, text: str, why: str) -> None:
-        self.counts['refused_models'] += 1
-        self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
 
     # ---- the control loop ---------------------------------------------------------------
     def _take_pending(self) -> None:

@@ -53,7 +53,7 @@ SPECS = [
 class PolicyNode(ControllerNode, Node):
     def __init__(self):
         super().__init__('policy')
-        self.params = ParameterHandler(self, SPECS, on_applied=self._applied)
+        self.params = ParameterHandler(self, SPECS, on_applied=self._follow_rate)
         self._load_robot()
         from mbrl_ros.core.workspace import Workspace
         self.workspace = Workspace.from_robot(self.robot)
@@ -81,19 +81,6 @@ class PolicyNode(ControllerNode, Node):
         self.get_logger().info(f"policy for {self.robot.name} at {self.params['control_rate_hz']:g} Hz; "
                                f'waiting for /mbrl/world_model/active_model; model roots: {", ".join(self.roots)}')
 
-    def _applied(self, changes: dict) -> None:
-        if 'control_rate_hz' in changes:
-            self.loop.set_rate(changes['control_rate_hz'])
-
-    # ---- inputs (never block: store the latest and return) -------------------------------
-    def _on_state(self, msg: JointState) -> None:
-        sample = self._read_state(msg)
-        if sample is not None:
-            self._state = (sample, msg.header.stamp)
-
-    def _on_active_model(self, msg: String) -> None:
-        self.follower.submit(msg.data)
-
     def _model_loaded(self, bundle) -> None:
         from mbrl_ros.core.policy import PolicyRuntime
         self.counts['model_loads'] += 1
@@ -116,10 +103,6 @@ class PolicyNode(ControllerNode, Node):
             return
         self.runtime = runtime   # one reference: the next period uses it
         self.get_logger().info(f'policy {bundle.policy_path} ({bundle.identity})')
-
-    def _model_refused(self, text: str, why: str) -> None:
-        self.counts['refused_models'] += 1
-        self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
 
     # ---- one control period ---------------------------------------------------------------
     def _tick(self) -> None:

@@ -123,8 +123,7 @@ class SafetyFilterNode(ControllerNode, Node):
     def _applied(self, changes: dict) -> None:
         if _SETTINGS & set(changes):
             self._settings_pending = self._settings(self.params.values)[0]
-        if 'control_rate_hz' in changes:
-            self.loop.set_rate(changes['control_rate_hz'])
+        self._follow_rate(changes)
 
     # ---- inputs -----------------------------------------------------------------------
     def _on_state(self, msg: JointState) -> None:
@@ -148,16 +147,9 @@ class SafetyFilterNode(ControllerNode, Node):
         if self.params['forward_on_arrival'] and (source == 'mpc' or self._mode != 'mpc'):
             self.loop.wake()
 
-    def _on_active_model(self, msg: String) -> None:
-        self.follower.submit(msg.data)   # validated on the loader thread: the executor never stalls
-
     def _model_loaded(self, bundle) -> None:
         self.bundle = bundle  # one reference: the next period uses it
         self.get_logger().info(f'checking commands against {bundle.identity}')
-
-    def _model_refused(self, text: str, why: str) -> None:
-        self.counts['refused_models'] += 1
-        self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
 
     # ---- one control period -----------------------------------------------------------
     def _now(self) -> float:

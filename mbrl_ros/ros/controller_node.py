@@ -49,6 +49,23 @@ class ControllerNode:
         self.loop.start()
         report_scheduling(self.loop, self.get_logger())
 
+    def _on_state(self, msg) -> None:
+        sample = self._read_state(msg)
+        if sample is not None:
+            self._state = (sample, msg.header.stamp)
+
+    def _on_active_model(self, msg) -> None:
+        self.follower.submit(msg.data)   # validated on the loader thread: the executor never stalls
+
+    def _model_refused(self, text: str, why: str) -> None:
+        self.counts['refused_models'] += 1
+        self.get_logger().error(f'refused model {text[:200]!r}: {why}; keeping {self.follower.identity}')
+
+    def _follow_rate(self, changes: dict) -> None:
+        """A live control_rate_hz takes effect from the loop's next cycle."""
+        if 'control_rate_hz' in changes:
+            self.loop.set_rate(changes['control_rate_hz'])
+
     def _refuse_input(self, what: str) -> None:
         self._last['bad_input'] = what
         self.get_logger().warning(f'ignoring {what}', throttle_duration_sec=2.0)
