@@ -161,6 +161,28 @@ def test_bench_closed_loop_refuses_bad_input_without_a_traceback(capsys, argv, w
     assert rc == 2 and words in out and 'Traceback' not in out, out
 
 
+def test_bench_closed_loop_runs_a_bundle_of_an_arm_given_by_its_description(capsys, tmp_path):
+    """A bundle learned on a URDF/MJCF arm names a robot that is not built in: --robot gives the
+    description (checked against the bundle); without it a clear refusal says so."""
+    import shutil
+
+    from _model_helpers import write_bundle
+    mjcf = tmp_path / 'my_arm.xml'
+    shutil.copy(RobotModel.load('arm3').mjcf_path, mjcf)   # arm3's MJCF under another name
+    robot = RobotModel.load(str(mjcf))
+    assert robot.name not in ('arm3', 'arm7')
+    bundle = write_bundle(tmp_path / 'bundle', robot)
+    rc, out = _cli(capsys, 'bench', 'closed-loop', '--short', '--model', str(bundle), '--controller', 'osc_pd')
+    assert rc == 2 and '--robot' in out and 'Traceback' not in out, out
+    rc, out = _cli(capsys, 'bench', 'closed-loop', '--short', '--model', str(bundle), '--robot', 'arm7',
+                   '--controller', 'osc_pd')
+    assert rc == 2 and '[robot]' in out and 'Traceback' not in out, out
+    rc, out = _cli(capsys, 'bench', 'closed-loop', '--short', '--model', str(bundle), '--robot', str(mjcf),
+                   '--controller', 'osc_pd', '--json')
+    assert rc == 0, out
+    assert json.loads(out)['robot'] == robot.name
+
+
 def test_bench_osc_tune_short(capsys, tmp_path):
     rc, out = _cli(capsys, 'bench', 'osc-tune', '--robot', 'arm3', '--short', '--json')
     assert rc == 0, out

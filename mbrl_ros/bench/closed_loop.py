@@ -29,6 +29,9 @@ CONTROLLERS = ('mpc', 'osc_pd', 'policy')
 
 def add_arguments(p):
     p.add_argument('--model', default='arm7', help='bundle name under models/ or bundle directory (its robot is used)')
+    p.add_argument('--robot', default=None,
+                   help="the bundle's robot when it is not built in: an MJCF, URDF or robot YAML path "
+                        "(checked against the description hash the bundle records)")
     p.add_argument('--controller', default='mpc,osc_pd,policy', metavar='LIST',
                    help=f'comma list of {", ".join(CONTROLLERS)}: run side by side on the same goals')
     p.add_argument('--budgets', default='14.5', metavar='MS,...',
@@ -109,7 +112,6 @@ def run(args) -> int:
     from mbrl_ros.core.baseline import gains_source
     from mbrl_ros.core.learning import planner_config
     from mbrl_ros.core.planning.config import CostWeights
-    from mbrl_ros.core.robot import RobotModel
     from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
     from mbrl_ros.core.sim import SimArm
     from mbrl_ros.resources import find_resource
@@ -117,7 +119,7 @@ def run(args) -> int:
     try:
         opts = _parse(args)
         bundle = load_bundle(find_resource('models', args.model))
-        robot = RobotModel.load(bundle.robot_name)
+        robot = _robot_of(bundle, args.robot)
         weights = CostWeights(**number_pairs(args.weights)).validated()
         cfgs = {b: planner_config(time_budget_ms=b, horizon=args.horizon, num_samples=args.samples,
                                   num_iterations=args.iterations, num_elites=args.elites, planner=args.planner)
@@ -184,6 +186,22 @@ def run(args) -> int:
               f'{1e3 * d["p90"]:>13.1f}{_settle(r["settle_time_s"]["median"]):>14}{r["settled_fraction"]:>9.0%}'
               f'{r["stalled"]:>9}{st["p50"]:>13.3f}{st["p99"]:>13.3f}')
     return 0
+
+
+def _robot_of(bundle, description):
+    """The RobotModel the bundle was learned on: `description` (checked against the bundle) or, without it,
+    the built-in robot the bundle names."""
+    from mbrl_ros.core.robot import RobotModel
+    from mbrl_ros.core.runtime.bundle import load_bundle
+    if description:
+        robot = RobotModel.load(description)
+        load_bundle(bundle.path, robot)   # the joints, limits and description hash must match
+        return robot
+    try:
+        return RobotModel.load(bundle.robot_name)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _Refused(f"{bundle.path} was learned on robot '{bundle.robot_name}', which is not built in: "
+                       'give its description with --robot <MJCF, URDF or robot YAML>') from exc
 
 
 def _settle(t: float) -> str:
