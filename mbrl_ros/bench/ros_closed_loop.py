@@ -37,7 +37,6 @@ from mbrl_ros.topics import (
     ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, EE_POSITION_TOPIC, GOAL_TOPIC, MPC_COMMAND_TOPIC,
     SAFETY_MODE_TOPIC
 )
-from mbrl_ros.ros.diagnostics import status_values
 
 CONTROL_PERIOD_S = 0.02   # the resampling step of the distance series and the missed-period unit
 
@@ -290,6 +289,7 @@ class _Recorder:
                 self.out_delay_ms.append(1e3 * (t - self.mpc[-1][1]))
 
     def on_diag(self, msg, t):
+        from mbrl_ros.ros.diagnostics import status_values
         import re
         for st in msg.status:
             name = st.name.lstrip('/').split(':')[-1].strip()

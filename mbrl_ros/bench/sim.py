@@ -26,7 +26,6 @@ import tempfile
 import time
 
 from mbrl_ros.topics import DIAGNOSTICS_TOPIC, JOINT_STATES_TOPIC, STATE_TOPIC
-from mbrl_ros.ros.diagnostics import status_values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -191,6 +190,7 @@ def analyse(js, st, clk, diags, w0, w1, rate_setting, args, np) -> dict:
     js, st: (receive time, stamp sec, stamp nanosec); clk: (receive time, sim time);
     diags: (receive time, DiagnosticStatus); w0..w1: the measurement window (receive time).
     """
+    from mbrl_ros.ros.diagnostics import status_values
     last_diag = {s.name: s for _, s in diags}  # the latest status of each node
     sim_diag = [(t, status_values(s)) for t, s in diags
                 if w0 <= t <= w1 and 'sim' in s.name]

@@ -28,7 +28,6 @@ from mbrl_ros.topics import (
     JOINT_STATES_TOPIC, MPC_COMMAND_TOPIC, MPC_PLAN_TOPIC, POLICY_COMMAND_TOPIC, SAFETY_MODE_TOPIC,
     STATE_TOPIC, UNCERTAINTY_TOPIC
 )
-from mbrl_ros.ros.diagnostics import status_values
 
 BAG_TOPICS = {  # topic -> (package, type); imported lazily so `--help` stays fast
     JOINT_STATES_TOPIC: ('sensor_msgs', 'JointState'),
@@ -205,6 +204,7 @@ class _Watch:
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
     def on_diag(self, msg, t):
+        from mbrl_ros.ros.diagnostics import status_values
         for st in msg.status:
             values = status_values(st)
             self.diag[st.name.lstrip('/')] = (st.level, st.message, values)

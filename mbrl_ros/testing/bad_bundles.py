@@ -31,7 +31,6 @@ import yaml
 from mbrl_ros.core.runtime.bundle import (BUNDLE_FILE, ENSEMBLE_FILE, MAX_ONNX_BYTES, MAX_YAML_BYTES,
                                           PARTITIONED_FILE, POLICY_FILE, sha256_file)
 from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, MPC_COMMAND_TOPIC, PREDICTION_TOPIC
-from mbrl_ros.ros.diagnostics import status_values
 
 
 @dataclass
@@ -595,6 +594,7 @@ def _cpu_seconds(system) -> dict:
 
 def _diag_values(diag) -> dict:
     """node -> its latest /diagnostics values."""
+    from mbrl_ros.ros.diagnostics import status_values
     out = {}
     for _, arr in list(diag):
         for s in arr.status:
