@@ -112,14 +112,13 @@ def run(args) -> int:
     from mbrl_ros.core.baseline import gains_source
     from mbrl_ros.core.learning import planner_config
     from mbrl_ros.core.planning.config import CostWeights
-    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
+    from mbrl_ros.core.runtime.bundle import BundleError
     from mbrl_ros.core.sim import SimArm
     from mbrl_ros.resources import find_resource
 
     try:
         opts = _parse(args)
-        bundle = load_bundle(find_resource('models', args.model))
-        robot = _robot_of(bundle, args.robot)
+        bundle, robot = _bundle_and_robot(find_resource('models', args.model), args.robot)
         weights = CostWeights(**number_pairs(args.weights)).validated()
         cfgs = {b: planner_config(time_budget_ms=b, horizon=args.horizon, num_samples=args.samples,
                                   num_iterations=args.iterations, num_elites=args.elites, planner=args.planner)
@@ -188,17 +187,17 @@ def run(args) -> int:
     return 0
 
 
-def _robot_of(bundle, description):
-    """The RobotModel the bundle was learned on: `description` (checked against the bundle) or, without it,
-    the built-in robot the bundle names."""
+def _bundle_and_robot(path, description):
+    """(bundle, the RobotModel it was learned on): `description` (the bundle is loaded against it: joints,
+    limits and description hash must match) or, without it, the built-in robot the bundle names."""
     from mbrl_ros.core.robot import RobotModel
     from mbrl_ros.core.runtime.bundle import load_bundle
     if description:
         robot = RobotModel.load(description)
-        load_bundle(bundle.path, robot)   # the joints, limits and description hash must match
-        return robot
+        return load_bundle(path, robot), robot
+    bundle = load_bundle(path)
     try:
-        return RobotModel.load(bundle.robot_name)
+        return bundle, RobotModel.load(bundle.robot_name)
     except (ValueError, FileNotFoundError) as exc:
         raise _Refused(f"{bundle.path} was learned on robot '{bundle.robot_name}', which is not built in: "
                        'give its description with --robot <MJCF, URDF or robot YAML>') from exc
