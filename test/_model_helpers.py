@@ -31,12 +31,13 @@ def make_model(S, A, E=3, hidden=(16, 16), seed=0, **config):
 
 def write_bundle(out_dir, robot, model=None, E=3, partitioned=True):
     """A valid (untrained) bundle for `robot` in out_dir."""
+    from mbrl_ros.core.bundle import write_bundle_meta
     from mbrl_ros.core.dynamics.export import export_ensemble
-    from mbrl_ros.core.dynamics.pipeline import bundle_meta, write_yaml
+    from mbrl_ros.core.dynamics.pipeline import bundle_meta
     from mbrl_ros.core.dynamics.train import TrainConfig
     model = model if model is not None else make_model(2 * robot.dof, robot.dof, E=E)
     files = export_ensemble(model, out_dir, partitioned=partitioned)
     meta = bundle_meta(robot, model.config, TrainConfig(), 0.02, files,
                        {'transitions': 0, 'episodes': 0, 'source': 'test'}, {}, 'test', 0)
-    write_yaml(out_dir / 'bundle.yaml', meta)
+    write_bundle_meta(out_dir, meta)
     return out_dir

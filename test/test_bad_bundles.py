@@ -13,8 +13,8 @@ import shutil
 
 import pytest
 
+from mbrl_ros.core.bundle import CHECKS, BundleError, load_bundle
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import CHECKS, BundleError, load_bundle
 from mbrl_ros.resources import default_model_dir
 from mbrl_ros.testing.bad_bundles import KINDS, format_report, make_bad_bundles, run_against_stack
 from mbrl_ros.testing.fuzz import STACK_TOPICS

@@ -75,7 +75,7 @@ def test_mppi_torch_dynamics_match_the_onnx_adapter():
     import torch
 
     from mbrl_ros.bench.mppi_compare import _RecordingDynamics, _TorchEnsembleDynamics
-    from mbrl_ros.core.runtime.bundle import load_bundle
+    from mbrl_ros.core.bundle import load_bundle
     from mbrl_ros.resources import find_resource
     bundle = load_bundle(find_resource('models', ARM3), intra_op_threads=1)
     rng = np.random.default_rng(0)

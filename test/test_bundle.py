@@ -9,8 +9,9 @@ import torch
 import yaml
 
 from _model_helpers import make_model, toy_data, write_bundle
+from mbrl_ros.core.bundle import (BundleError, load_bundle, read_bundle_meta, sha256_file, update_bundle_meta,
+                                  write_bundle_meta)
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import BundleError, load_bundle, sha256_file
 
 
 @pytest.fixture(scope='module')
@@ -60,6 +61,26 @@ def test_good_bundle_loads(good, robot):
     mean, _ = b.ensemble.predict(np.zeros((2, 6)), np.zeros((2, 3)))
     assert mean.shape == (3, 2, 6)
     load_bundle(good)   # without a robot: the robot checks are skipped
+
+
+def test_meta_read_write_update(bundle, robot):
+    """The owner's writers keep the bundle loadable; its reader refuses what load_bundle refuses."""
+    meta = read_bundle_meta(bundle)
+    assert meta == yaml.safe_load((bundle / 'bundle.yaml').read_text())
+    (bundle / 'policy.onnx').write_bytes(b'x')
+    update_bundle_meta(bundle, {'note': {'a': 1}}, hash_files=['policy.onnx'])
+    got = read_bundle_meta(bundle)
+    assert list(got)[-1] == 'note' and got['note'] == {'a': 1}
+    assert got['files']['policy.onnx'] == {'sha256': sha256_file(bundle / 'policy.onnx')}
+    (bundle / 'policy.onnx').unlink()
+    write_bundle_meta(bundle, meta)
+    assert not (bundle / 'bundle.yaml.tmp').exists()
+    assert load_bundle(bundle, robot).meta == meta
+    (bundle / 'bundle.yaml').write_text('a: &a [x, x, x, x, x, x, x, x, x, x]\n' + ''.join(
+        f'{c}: &{c} [' + ', '.join([f'*{p}'] * 10) + ']\n' for p, c in zip('abcdefgh', 'bcdefghi')))
+    with pytest.raises(BundleError) as ei:
+        read_bundle_meta(bundle)
+    assert ei.value.check == 'yaml' and 'alias bomb' in str(ei.value)
 
 
 def test_missing_files(bundle, robot):

@@ -17,8 +17,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from _model_helpers import write_bundle
+from mbrl_ros.core.bundle import load_bundle
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp
 from mbrl_ros.topics import COMMAND_TOPIC, SAFETY_LIMITS_TOPIC
 from mbrl_ros.testing.goals import goal_msg

@@ -238,11 +238,11 @@ def test_beta_nll_weights_by_predicted_variance():
 def test_train_bundle_with_the_velocity_head_and_masked_joint(tmp_path):
     # The whole train -> export -> validate -> evaluate path with the new options, on a tiny arm3 run;
     # the options are recorded in bundle.yaml and carried by the graph (the runtime needs no change).
+    from mbrl_ros.core.bundle import load_bundle
     from mbrl_ros.core.data.collect import collect_sim
     from mbrl_ros.core.dynamics.export import model_from_onnx
     from mbrl_ros.core.dynamics.pipeline import train_bundle
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import load_bundle
     robot = RobotModel.load('arm3')
     data = collect_sim(robot, 400, seed=0, episode_len=50, amplitude=0.1, progress=False)
     cfg = EnsembleConfig(6, 3, ensemble_size=2, hidden_sizes=[16], angle_features=3,

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
+from mbrl_ros.core.bundle import load_bundle
 from mbrl_ros.core.learning.agent import MpcAgent, planner_config
 from mbrl_ros.core.learning.pets import LearnConfig, _episodes_to_dataset, learn
 from mbrl_ros.core.planning import DoubleIntegratorDynamics, PlannerConfig
-from mbrl_ros.core.runtime.bundle import load_bundle
 
 TINY = dict(robot='arm3', seed=3, init_transitions=400, episode_len=100, iterations=2, episodes_per_iteration=2,
             episode_s=0.4, ensemble_size=2, hidden_sizes=[16, 16], epochs=3, patience=3,

@@ -28,8 +28,8 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Float64MultiArray, String
 
+from mbrl_ros.core.bundle import load_bundle
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.resources import default_model_dir
 from mbrl_ros.ros.conversions import LATCHED
 from mbrl_ros.testing.filter_log import LIMIT_REFUSAL, mode_switches, refusal_of

@@ -10,9 +10,9 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import JointState
 
 from _model_helpers import write_bundle
+from mbrl_ros.core.bundle import load_bundle
 from mbrl_ros.core.planning import CostWeights, PlannerConfig
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.core.safety import SafetySettings
 from mbrl_ros.core.workspace import Workspace
 from mbrl_ros.ros.control_loop import ControlLoop

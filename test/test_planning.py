@@ -704,7 +704,7 @@ def test_one_member_per_sample_uses_each_member_for_its_rows_only(mode, rows):
 
 
 def test_one_member_per_sample_matches_the_full_ensemble_on_the_shipped_bundle():
-    from mbrl_ros.core.runtime.bundle import load_bundle
+    from mbrl_ros.core.bundle import load_bundle
     from mbrl_ros.resources import find_resource
     rt = load_bundle(find_resource('models', 'arm7')).ensemble
     assert rt.partitioned is not None

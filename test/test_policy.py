@@ -8,12 +8,12 @@ import torch
 import yaml
 
 from _model_helpers import write_bundle
+from mbrl_ros.core.bundle import BundleError, load_bundle
 from mbrl_ros.core.evaluation import evaluate_reaching, sample_goals
 from mbrl_ros.core.policy import PolicyError, PolicyRuntime
 from mbrl_ros.core.policy.distill import DistillConfig, attach_policy, distill, save_to_bundle
 from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, _fk_parts, export_policy, fk_chain, jt_torch
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 
 
 def _net(robot, seed=0, scale=1.0):

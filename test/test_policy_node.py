@@ -15,10 +15,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from _model_helpers import write_bundle
+from mbrl_ros.core.bundle import load_bundle
 from mbrl_ros.core.policy.distill import install_policy, write_policy_section
 from mbrl_ros.core.policy.network import PolicyConfig, PolicyNet, fk_chain
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import load_bundle
 from mbrl_ros.ros.conversions import sec_to_stamp
 from mbrl_ros.testing.goals import goal_msg
 from mbrl_ros.testing.node_process import ControllerHarness, NodeProcess, wait_for_status

@@ -1,7 +1,7 @@
 """Security checks of the robot-side code (issue 7, item 6).
 
-(a) An `ast` scan of everything that runs on the robot (nodes, ros helpers, the ONNX runtime, the
-    planner, the safety filter, the policy runtime, the sim/robot/estimation modules the nodes
+(a) An `ast` scan of everything that runs on the robot (nodes, ros helpers, the bundle format, the ONNX
+    runtime, the planner, the safety filter, the policy runtime, the sim/robot/estimation modules the nodes
     use): no pickle / marshal / shelve / dill / joblib, no torch (torch.load unpickles), no
     np.load(allow_pickle=True), no yaml.load / unsafe_load / full_load or unsafe loaders, no
     eval / exec / compile / __import__. The scanner is tested on planted snippets so it can fail.
@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from mbrl_ros.core.bundle import BundleError, load_bundle
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 from mbrl_ros.resources import default_model_dir
 
 PKG = Path(__file__).resolve().parent.parent / 'mbrl_ros'
-ROBOT_SIDE = ['nodes', 'ros', 'core/runtime', 'core/planning', 'core/safety.py', 'core/policy/runtime.py',
-              'core/policy/__init__.py', 'core/commands.py', 'core/robot.py', 'core/sim.py',
-              'core/estimation.py', 'core/world_model.py', 'core/workspace.py']
+ROBOT_SIDE = ['nodes', 'ros', 'core/bundle', 'core/runtime', 'core/planning', 'core/safety.py',
+              'core/policy/runtime.py', 'core/policy/__init__.py', 'core/commands.py', 'core/robot.py',
+              'core/sim.py', 'core/estimation.py', 'core/world_model.py', 'core/workspace.py']
 BANNED_MODULES = {'pickle', 'cPickle', '_pickle', 'marshal', 'shelve', 'dill', 'cloudpickle', 'joblib', 'torch'}
 BANNED_CALLS = {'eval', 'exec', 'compile', '__import__'}
 YAML_UNSAFE = {'load', 'unsafe_load', 'full_load', 'load_all', 'unsafe_load_all', 'full_load_all'}

@@ -12,7 +12,7 @@ import pytest
 from mbrl_ros.core.evaluation import evaluate_reaching
 from mbrl_ros.core.learning import MpcAgent, planner_config
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import load_bundle
+from mbrl_ros.core.bundle import load_bundle
 from mbrl_ros.resources import find_resource
 
 

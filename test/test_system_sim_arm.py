@@ -107,7 +107,7 @@ def _shipped_bundle():
 @pytest.mark.slow
 @pytest.mark.skipif(_shipped_bundle() is None, reason='no shipped models/arm3 bundle (trained elsewhere)')
 def test_shipped_arm3_bundle_reaches_the_goal(launch_system):
-    from mbrl_ros.core.runtime.bundle import load_bundle
+    from mbrl_ros.core.bundle import load_bundle
     meta = load_bundle(_shipped_bundle()).meta
     if meta.get('data', {}).get('source') == 'test':
         pytest.skip('the shipped bundle is a test bundle')

@@ -15,8 +15,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from _model_helpers import make_model, write_bundle
+from mbrl_ros.core.bundle import load_bundle, sha256_file
 from mbrl_ros.core.robot import RobotModel
-from mbrl_ros.core.runtime.bundle import load_bundle, sha256_file
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.node_process import NodeHarness, NodeProcess
 from mbrl_ros.ros.diagnostics import status_values

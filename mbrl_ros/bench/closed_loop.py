@@ -110,9 +110,9 @@ def _osc_gains(robot, text: str):
 def run(args) -> int:
     from mbrl_ros.commands.options import number_pairs
     from mbrl_ros.core.baseline import gains_source
+    from mbrl_ros.core.bundle import BundleError
     from mbrl_ros.core.learning import planner_config
     from mbrl_ros.core.planning.config import CostWeights
-    from mbrl_ros.core.runtime.bundle import BundleError
     from mbrl_ros.core.sim import SimArm
     from mbrl_ros.resources import find_resource
 
@@ -190,8 +190,8 @@ def run(args) -> int:
 def _bundle_and_robot(path, description):
     """(bundle, the RobotModel it was learned on): `description` (the bundle is loaded against it: joints,
     limits and description hash must match) or, without it, the built-in robot the bundle names."""
+    from mbrl_ros.core.bundle import load_bundle
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import load_bundle
     if description:
         robot = RobotModel.load(description)
         return load_bundle(path, robot), robot

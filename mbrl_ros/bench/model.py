@@ -39,7 +39,7 @@ def _time_calls(fn, min_time: float, max_calls: int = 20000):
 def run(args) -> int:
     import numpy as np
 
-    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
+    from mbrl_ros.core.bundle import BundleError, load_bundle
     from mbrl_ros.resources import find_resource
     try:
         batches = [int(b) for b in args.batches.split(',') if b.strip()]

@@ -171,10 +171,10 @@ def interleaved_plan_times(agents: dict, robot, plans: int, seed: int = 0) -> di
 def run(args) -> int:
     import torch
 
+    from mbrl_ros.core.bundle import BundleError, load_bundle
     from mbrl_ros.core.evaluation.reaching import evaluate_reaching
     from mbrl_ros.core.learning import MpcAgent, planner_config
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
     from mbrl_ros.resources import find_resource
 
     try:

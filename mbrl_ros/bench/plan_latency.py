@@ -88,10 +88,10 @@ def matmul_rate(session, E: int, d_in: int, batch: int, min_s: float = 0.2) -> f
 
 
 def run(args) -> int:
+    from mbrl_ros.core.bundle import BundleError, load_bundle
     from mbrl_ros.core.planning import EnsembleDynamics, PlannerConfig
     from mbrl_ros.core.planning.bench import benchmark_planner
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
     from mbrl_ros.resources import find_resource
 
     try:

@@ -47,7 +47,7 @@ def _dynamics(args, robot, tmp):
                              partitioned_path=f'{tmp}/ensemble_partitioned.onnx')
         label = f'random ensemble E={args.ensemble_size} hidden={hidden}'
     else:
-        from mbrl_ros.core.runtime.bundle import load_bundle
+        from mbrl_ros.core.bundle import load_bundle
         from mbrl_ros.resources import find_resource
         bundle = load_bundle(find_resource('models', args.model), intra_op_threads=args.threads)
         rt = bundle.ensemble

@@ -49,9 +49,9 @@ def run(args) -> int:
     import tempfile
     from pathlib import Path
 
+    from mbrl_ros.core.bundle import BundleError, load_bundle
     from mbrl_ros.core.policy import PolicyRuntime
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
     from mbrl_ros.ros.model_source import resolve_model_dir
 
     robot = RobotModel.load(args.robot)

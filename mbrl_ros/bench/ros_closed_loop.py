@@ -632,9 +632,9 @@ def run_ros_free(robot, model_dir: Path, chains: list, metrics, from_home: bool,
     budget) on the same goals and start mode, within the limits the stack's filter announced."""
     import numpy as np
 
+    from mbrl_ros.core.bundle import load_bundle
     from mbrl_ros.core.evaluation.reaching import evaluate_reaching
     from mbrl_ros.core.learning.agent import MpcAgent, planner_config
-    from mbrl_ros.core.runtime.bundle import load_bundle
     from mbrl_ros.core.safety import CommandLimits
 
     bundle = load_bundle(model_dir, robot)

@@ -123,8 +123,8 @@ def run(args) -> int:
 
 def _check_bundle(model_dir: Path, robot) -> str | None:
     """Why the bundle cannot run the demo, before starting anything (the nodes would say it less clearly)."""
-    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
-    if not (model_dir / 'bundle.yaml').is_file():
+    from mbrl_ros.core.bundle import BUNDLE_FILE, BundleError, load_bundle
+    if not (model_dir / BUNDLE_FILE).is_file():
         return (f'no model bundle at {model_dir} (no bundle.yaml): pass --model-dir, or train one '
                 f'(mbrl-ros collect, mbrl-ros train --robot {robot.name})')
     try:

@@ -69,14 +69,15 @@ def add_arguments(p):
 def run(args) -> int:
     import yaml
 
+    from mbrl_ros.core.bundle import (BUNDLE_FILE, POLICY_FILE, BundleError, load_bundle, read_bundle_meta,
+                                      write_bundle_meta)
     from mbrl_ros.core.policy.distill import DistillConfig, distill, save_to_bundle
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import BUNDLE_FILE, POLICY_FILE, BundleError, load_bundle
 
     src = Path(args.bundle)
     try:
         hidden = [int(h) for h in args.hidden.split(',') if h.strip()]
-        meta = yaml.safe_load((src / BUNDLE_FILE).read_text()) if (src / BUNDLE_FILE).is_file() else {}
+        meta = read_bundle_meta(src) if (src / BUNDLE_FILE).is_file() else {}
         robot = RobotModel.load(args.robot or (meta.get('robot') or {}).get('name') or 'arm7')
         cfg = DistillConfig(rounds=args.rounds, episodes_per_round=args.episodes_per_round,
                             episode_s=args.episode_s, beta_decay=args.beta_decay, epochs_per_round=args.epochs,
@@ -109,10 +110,10 @@ def run(args) -> int:
                 if f != POLICY_FILE:
                     shutil.copy2(src / f, dest / f)
             # The copy must not claim a policy it does not have yet.
-            m = yaml.safe_load((dest / BUNDLE_FILE).read_text())
+            m = read_bundle_meta(dest)
             m['files'].pop(POLICY_FILE, None)
             m.pop('policy', None)
-            (dest / BUNDLE_FILE).write_text(yaml.safe_dump(m, sort_keys=False, width=120, default_flow_style=None))
+            write_bundle_meta(dest, m)
             (dest / POLICY_FILE).unlink(missing_ok=True)
     argv = sys.argv[sys.argv.index('distill'):] if 'distill' in sys.argv else ['distill', '<called from python>']
     command = 'mbrl-ros ' + ' '.join(shlex.quote(a) for a in argv)

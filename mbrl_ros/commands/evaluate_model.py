@@ -23,8 +23,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from mbrl_ros.core.bundle import BundleError, load_bundle
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
     from mbrl_ros.core.runtime.evaluate import evaluate, format_metrics
     from mbrl_ros.resources import find_resource
 

@@ -3,7 +3,7 @@
 /mbrl/state + /forward_effort_controller/commands -> /mbrl/world_model/prediction (state +
 ensemble-mean delta, stamped state stamp + dt), /uncertainty (ensemble disagreement), and the
 latched /active_model ("<path> <sha256>"). Setting `model_dir` validates the new bundle inside
-the set-parameters callback (every check of mbrl_ros.core.runtime.bundle); a bundle that fails
+the set-parameters callback (every check of mbrl_ros.core.bundle); a bundle that fails
 is refused with the failed check named and the old model keeps serving; a good one is swapped
 in atomically after the change is accepted. The node is single-threaded (see main()), so
 predictions pause while a new bundle is being validated. A bundle swapped in live survives a
@@ -22,8 +22,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
+from mbrl_ros.core.bundle import BundleError, load_bundle
 from mbrl_ros.core.commands import check_command
-from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
 from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics

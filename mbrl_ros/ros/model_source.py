@@ -34,7 +34,7 @@ from typing import Callable, Optional
 
 # At import (node start), not in the loader thread: the bundle code imports onnx, whose extension
 # holds the GIL for over a second, freezing the node's executor and control loop mid-run.
-from mbrl_ros.core.runtime.bundle import BundleError, load_bundle
+from mbrl_ros.core.bundle import BundleError, load_bundle
 
 _HEX = set('0123456789abcdef')
 

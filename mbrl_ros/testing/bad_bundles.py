@@ -13,7 +13,8 @@ over the size caps (sparse, so they take no disk), symlinks and '..' out of the 
 meant to be refused by model_roots are placed (or point) under `outside`, which must not be
 inside a root; all the others are under `root`.
 
-No torch: graphs are edited with `onnx`, YAML with yaml.safe_load / safe_dump.
+No torch: graphs are edited with `onnx`; the metadata is read and written with mbrl_ros.core.bundle's
+read_bundle_meta / write_bundle_meta, and broken on purpose as raw text.
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import yaml
 
-from mbrl_ros.core.runtime.bundle import (BUNDLE_FILE, ENSEMBLE_FILE, MAX_ONNX_BYTES, MAX_YAML_BYTES,
-                                          PARTITIONED_FILE, POLICY_FILE, sha256_file)
+from mbrl_ros.core.bundle import (BUNDLE_FILE, ENSEMBLE_FILE, MAX_ONNX_BYTES, MAX_YAML_BYTES, PARTITIONED_FILE,
+                                  POLICY_FILE, read_bundle_meta, sha256_file, update_bundle_meta,
+                                  write_bundle_meta)
 from mbrl_ros.topics import ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, MPC_COMMAND_TOPIC, PREDICTION_TOPIC
 
 
@@ -41,26 +42,15 @@ class BadBundle:
 
 
 # ---- editing helpers ---------------------------------------------------------------------------
-def _meta(d: Path) -> dict:
-    return yaml.safe_load((d / BUNDLE_FILE).read_text())
-
-
-def _write_meta(d: Path, meta: dict) -> None:
-    (d / BUNDLE_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
-
-
 def _edit(d: Path, fn: Callable[[dict], None]) -> None:
-    meta = _meta(d)
+    meta = read_bundle_meta(d)
     fn(meta)
-    _write_meta(d, meta)
+    write_bundle_meta(d, meta)
 
 
 def _rehash(d: Path, *names: str) -> None:
     """Record the current sha256 of these files (so the bytes, not the hash, are what is wrong)."""
-    meta = _meta(d)
-    for name in names:
-        meta['files'][name] = {'sha256': sha256_file(d / name)}
-    _write_meta(d, meta)
+    update_bundle_meta(d, {}, hash_files=names)
 
 
 def _onnx_files(d: Path) -> list[str]:
@@ -370,7 +360,7 @@ def make_bad_bundles(good: Path, root: Path, count: int = 100, outside: Path | N
         Path(outside).mkdir(parents=True, exist_ok=True)
     if other_robot_bundle is None:
         from mbrl_ros.resources import default_model_dir
-        robot = _meta(good)['robot']['name']
+        robot = read_bundle_meta(good)['robot']['name']
         other_robot_bundle = default_model_dir('arm3' if robot == 'arm7' else 'arm7')
     ctx = {'outside': Path(outside) if outside is not None else None, 'other': Path(other_robot_bundle)}
     names = [k for k in (kinds or KINDS) if outside is not None or KINDS[k][0] != 'model_roots']

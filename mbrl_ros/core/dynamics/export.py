@@ -12,7 +12,6 @@ Two graphs come from the same weights:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,11 +20,11 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from mbrl_ros.core.bundle import ENSEMBLE_FILE, PARTITIONED_FILE, sha256_file
+
 from .ensemble import ProbabilisticEnsemble
 
 OPSET = 17
-ONNX_FILE = 'ensemble.onnx'
-PARTITIONED_FILE = 'ensemble_partitioned.onnx'
 
 
 class ExportError(RuntimeError):
@@ -143,14 +142,6 @@ def const_i64(inits, name, values):
     return name
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @torch.no_grad()
 def verify_parity(model: ProbabilisticEnsemble, onnx_path, partitioned: bool = False,
                   n: int = 257, atol: float = 1e-5, seed: int = 0) -> float:
@@ -198,7 +189,7 @@ def export_ensemble(model: ProbabilisticEnsemble, out_dir, partitioned: bool = T
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
-    for part, name in [(False, ONNX_FILE)] + ([(True, PARTITIONED_FILE)] if partitioned else []):
+    for part, name in [(False, ENSEMBLE_FILE)] + ([(True, PARTITIONED_FILE)] if partitioned else []):
         path = out_dir / name
         onnx.save_model(build_graph(model, partitioned=part), str(path))
         err = verify_parity(model, path, partitioned=part)

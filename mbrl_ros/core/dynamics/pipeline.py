@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mbrl_ros.core.bundle import ENSEMBLE_FILE, POLICY_FILE, SCHEMA_VERSION, load_bundle, write_bundle_meta
+
 from .ensemble import EnsembleConfig
-from .export import ONNX_FILE, export_ensemble
+from .export import export_ensemble
 from .plots import plot_training_curve
 from .train import TrainConfig, train_ensemble
 
 CURVE_FILE = 'training_curve.png'
-SCHEMA_VERSION = 1
 
 
 def load_dataset(spec, robot, dt: float = 0.02):
@@ -62,7 +63,7 @@ def bundle_meta(robot, model_cfg: EnsembleConfig, train_cfg: TrainConfig, dt: fl
         'limits': _limits(robot),
         'dt': float(dt),
         'ensemble': {
-            'file': ONNX_FILE, 'size': model_cfg.ensemble_size,
+            'file': ENSEMBLE_FILE, 'size': model_cfg.ensemble_size,
             'predicts': 'next-state delta s\' - s: mean and log-variance per member',
             'inputs': {'state': ['batch', 2 * len(joints)], 'action': ['batch', len(joints)]},
             'outputs': {'mean': [model_cfg.ensemble_size, 'batch', 2 * len(joints)],
@@ -98,7 +99,7 @@ def _data_summary(ds, source: str) -> dict:
 
 
 def write_yaml(path, meta: dict) -> None:
-    # Flow style for lists of numbers/names keeps limits and layouts one line each.
+    """A report next to the bundle, formatted like bundle.yaml (which write_bundle_meta writes)."""
     Path(path).write_text(yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None))
 
 
@@ -109,7 +110,6 @@ def train_bundle(dataset, robot, out_dir, model_cfg: EnsembleConfig, train_cfg: 
     """Train, export and evaluate; the bundle appears at out_dir only once it validates.
     `calibration_episodes`: episode ids of `dataset` whose holdout part the variance is calibrated on
     (`calibration_data` says what they are); default: the whole holdout."""
-    from mbrl_ros.core.runtime.bundle import load_bundle
     from mbrl_ros.core.runtime.evaluate import evaluate
 
     check_dataset(dataset, robot)
@@ -143,21 +143,21 @@ def train_bundle(dataset, robot, out_dir, model_cfg: EnsembleConfig, train_cfg: 
                     'onnx_parity_max_error': max(v['parity_max_error'] for v in files.values())}
         meta = bundle_meta(robot, model_cfg, train_cfg, dataset.dt, files, _data_summary(dataset, source),
                            training, command, train_cfg.seed)
-        write_yaml(tmp / 'bundle.yaml', meta)
+        write_bundle_meta(tmp, meta)
         bundle = load_bundle(tmp, robot)
         metrics = evaluate(bundle.ensemble, holdout, robot, horizon=horizon)
         metrics['data'] = 'holdout episodes of the training data'
         meta['evaluation'] = _rounded(metrics)
-        write_yaml(tmp / 'bundle.yaml', meta)
+        write_bundle_meta(tmp, meta)
         load_bundle(tmp, robot)
         # Keep unrelated files (e.g. policy.onnx is another tool's) out of the way: replace ours only.
         out_dir.mkdir(parents=True, exist_ok=True)
         for f in tmp.iterdir():
             shutil.move(str(f), str(out_dir / f.name))
-        old_policy = out_dir / 'policy.onnx'
+        old_policy = out_dir / POLICY_FILE
         if old_policy.exists():
             # A policy distilled from the previous model no longer matches; never ship it unlisted.
-            old_policy.rename(out_dir / 'policy.onnx.stale')
+            old_policy.rename(out_dir / (POLICY_FILE + '.stale'))
             log(f'note: {old_policy} was distilled from the previous model; moved to policy.onnx.stale')
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import yaml
 
 from mbrl_ros.core.dynamics.heads import AFFINE_INPUTS
 from mbrl_ros.core.planning import PlannerConfig
@@ -232,13 +231,13 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
           log=print) -> dict:
     """Run the loop; the final bundle is written to `out_dir`, iteration bundles to `work_dir`
     (default: `<out_dir>/../.<name>.learn`; removed at the end unless given). Returns the report."""
+    from mbrl_ros.core.bundle import load_bundle
     from mbrl_ros.core.data.collect import collect_sim
     from mbrl_ros.core.data.dataset import TransitionDataset
     from mbrl_ros.core.dynamics.ensemble import EnsembleConfig
     from mbrl_ros.core.dynamics.pipeline import train_bundle, write_yaml
     from mbrl_ros.core.dynamics.train import TrainConfig
     from mbrl_ros.core.robot import RobotModel
-    from mbrl_ros.core.runtime.bundle import load_bundle
 
     errs = cfg.errors()
     if errs:
@@ -339,7 +338,7 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
         'wall_time_s': round(time.perf_counter() - t_start, 1),
         'derived': derived,   # settings derived from the arm rather than given
     }
-    _write_learning_section(out_dir, report, write_yaml)
+    _write_learning_section(out_dir, report)
     write_yaml(out_dir / REPORT_YAML, _plain(report))
     try:
         plot_report(stats, out_dir / REPORT_PNG, title=f'{robot.name}: {out_dir.name} (seed {cfg.seed})',
@@ -395,17 +394,16 @@ def _distill(cfg: LearnConfig, bundle, robot, out_dir, command, progress, log) -
             'labels': int(result.data_size), 'wall_time_s': round(result.seconds, 1), 'env_steps': steps}
 
 
-def _write_learning_section(out_dir: Path, report: dict, write_yaml) -> None:
+def _write_learning_section(out_dir: Path, report: dict) -> None:
     """Add `learning:` (data per source, per-iteration metrics, closed loop) to bundle.yaml.
     bundle.yaml carries no sha256 of itself, so editing it keeps the bundle valid."""
-    path = out_dir / 'bundle.yaml'
-    meta = yaml.safe_load(path.read_text())
-    meta['command'] = report['command'] or meta.get('command', '')
-    meta['seed'] = report['seed']
-    meta['learning'] = _plain({k: report[k] for k in ('retraining', 'environment_steps', 'data_size_by_source',
-                                                     'training_wall_time_s', 'iterations', 'closed_loop',
-                                                     'distillation', 'derived')})
-    write_yaml(path, meta)
+    from mbrl_ros.core.bundle import update_bundle_meta
+    sections = {'command': report['command']} if report['command'] else {}   # else the bundle's own
+    sections['seed'] = report['seed']
+    sections['learning'] = _plain({k: report[k] for k in ('retraining', 'environment_steps', 'data_size_by_source',
+                                                         'training_wall_time_s', 'iterations', 'closed_loop',
+                                                         'distillation', 'derived')})
+    update_bundle_meta(out_dir, sections)
 
 
 def _plain(x):

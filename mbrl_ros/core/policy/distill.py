@@ -448,7 +448,7 @@ def install_policy(bundle_dir, net: PolicyNet, robot, seed: int = 0, metadata: O
     `write_policy_section` next (until then the bundle is refused: a policy without a sha256)."""
     import os
 
-    from mbrl_ros.core.runtime.bundle import POLICY_FILE
+    from mbrl_ros.core.bundle import POLICY_FILE
 
     from .network import export_policy
     bundle_dir = Path(bundle_dir)
@@ -465,18 +465,8 @@ def install_policy(bundle_dir, net: PolicyNet, robot, seed: int = 0, metadata: O
 
 def write_policy_section(bundle_dir, section: dict) -> None:
     """Record policy.onnx's sha256 and the `policy:` section in bundle.yaml (atomic replace)."""
-    import os
-
-    import yaml
-
-    from mbrl_ros.core.runtime.bundle import BUNDLE_FILE, POLICY_FILE, sha256_file
-    bundle_dir = Path(bundle_dir)
-    meta = yaml.safe_load((bundle_dir / BUNDLE_FILE).read_text())
-    meta['policy'] = section
-    meta['files'][POLICY_FILE] = {'sha256': sha256_file(bundle_dir / POLICY_FILE)}
-    tmp_yaml = bundle_dir / (BUNDLE_FILE + '.tmp')
-    tmp_yaml.write_text(yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None))
-    os.replace(tmp_yaml, bundle_dir / BUNDLE_FILE)
+    from mbrl_ros.core.bundle import POLICY_FILE, update_bundle_meta
+    update_bundle_meta(bundle_dir, {'policy': section}, hash_files=[POLICY_FILE])
 
 
 def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', log=print) -> dict:
@@ -484,7 +474,7 @@ def save_to_bundle(result: DistillResult, bundle_dir, robot, command: str = '', 
     section in bundle.yaml, and write distill_report.{json,png}. Returns the policy section."""
     import json
 
-    from mbrl_ros.core.runtime.bundle import POLICY_FILE
+    from mbrl_ros.core.bundle import POLICY_FILE
 
     from .plots import plot_rounds
 
@@ -567,9 +557,7 @@ def attach_policy(src_dir, bundle_dir, robot, eval_goals: int = 100, eval_seed: 
     import os
     import shutil
 
-    import yaml
-
-    from mbrl_ros.core.runtime.bundle import BUNDLE_FILE, POLICY_FILE, BundleError, load_bundle
+    from mbrl_ros.core.bundle import BUNDLE_FILE, POLICY_FILE, BundleError, load_bundle, read_bundle_meta
 
     from .runtime import PolicyRuntime
     src_dir, bundle_dir = Path(src_dir), Path(bundle_dir)
@@ -579,7 +567,7 @@ def attach_policy(src_dir, bundle_dir, robot, eval_goals: int = 100, eval_seed: 
         raise ValueError(f'source {src_dir}: {e}') from e
     if src.policy_path is None or not isinstance(src.meta.get('policy'), dict):
         raise ValueError(f'source {src_dir} has no policy.onnx with a policy section (distil one first)')
-    meta = yaml.safe_load((bundle_dir / BUNDLE_FILE).read_text())
+    meta = read_bundle_meta(bundle_dir)
     for key, a, b in (('robot description hash', src.meta['robot'].get('description_hash'),
                        (meta.get('robot') or {}).get('description_hash')),
                       ('joint names', src.meta.get('joint_names'), meta.get('joint_names'))):

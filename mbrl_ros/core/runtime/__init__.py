@@ -1,3 +1,3 @@
-"""Robot-side model runtime: onnxruntime inference and bundle validation. Never imports torch."""
-from .bundle import BundleError, ModelBundle, load_bundle  # noqa: F401
+"""Robot-side model runtime: onnxruntime inference of the ensemble. Never imports torch.
+Bundles are read and validated by mbrl_ros.core.bundle."""
 from .ensemble import EnsembleRuntime  # noqa: F401

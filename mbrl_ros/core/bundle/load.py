@@ -1,54 +1,24 @@
-"""Model bundle (`models/<name>/`): loading and validation. No torch; yaml.safe_load only.
+"""Loading a bundle: every check, cheapest first, then the ensemble's onnxruntime sessions.
 
 A bundle is refused with `BundleError(check, message)`; `check` names what failed:
 model_roots, missing_file, file_size, yaml, schema, robot, joint_names, dims, sha256, onnx_load,
-test_inference. Checks run cheapest first, and the ONNX bytes are hashed before they are parsed.
-With `roots`, the bundle directory and every file read from it must resolve (symlinks and '..'
-followed) inside one of those directories (check model_roots).
+test_inference. The ONNX bytes are hashed before they are parsed. With `roots`, the bundle
+directory and every file read from it must resolve (symlinks and '..' followed) inside one of
+those directories (check model_roots).
 """
 from __future__ import annotations
 
-import hashlib
-import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import yaml
 
-from .ensemble import EnsembleRuntime, make_session, means_agree
+from mbrl_ros.core.runtime.ensemble import EnsembleRuntime, make_session, means_agree
 
-SCHEMA_VERSION = 1
-BUNDLE_FILE = 'bundle.yaml'
-ENSEMBLE_FILE = 'ensemble.onnx'
-PARTITIONED_FILE = 'ensemble_partitioned.onnx'
-POLICY_FILE = 'policy.onnx'
-CHECKS = ('model_roots', 'missing_file', 'file_size', 'yaml', 'schema', 'robot', 'joint_names', 'dims',
-          'sha256', 'onnx_load', 'test_inference')
-
-
-# Bigger files are refused before they are read or hashed: a model swap is validated inside the
-# world_model's set-parameters call, and hashing or parsing gigabytes would stall it.
-MAX_YAML_BYTES = 1 << 20
-MAX_ONNX_BYTES = 256 << 20
-MAX_YAML_NODES = 100_000   # a real bundle.yaml has a few hundred
-MAX_YAML_FLOW_OPENERS = 2000
-
-# Values quoted in refusal messages are cut short: a YAML alias bomb expands exponentially in repr().
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 60, 60, 12, 4
-
-
-def _short(value) -> str:
-    return _REPR.repr(value)
-
-
-class BundleError(Exception):
-    def __init__(self, check: str, message: str):
-        assert check in CHECKS, check
-        self.check = check
-        super().__init__(f'model bundle rejected [{check}]: {message}')
+from .format import (BUNDLE_FILE, ENSEMBLE_FILE, MAX_ONNX_BYTES, MAX_YAML_BYTES, PARTITIONED_FILE, POLICY_FILE,
+                     BundleError, _short, check_schema, check_size, check_within_roots, sha256_file)
+from .read import parse_meta_file
 
 
 @dataclass
@@ -76,62 +46,6 @@ class ModelBundle:
     @property
     def robot_name(self) -> str:
         return self.meta['robot']['name']
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# key -> required type(s); nested mappings checked in _check_schema.
-_REQUIRED = {
-    'schema_version': int, 'robot': dict, 'joint_names': list, 'state': dict, 'action': dict,
-    'dt': (int, float), 'ensemble': dict, 'files': dict,
-}
-
-
-def _type_name(t):
-    return ' or '.join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
-
-
-def _require(mapping, key, typ, where):
-    if key not in mapping:
-        raise BundleError('schema', f'{where}: missing required key {key!r}')
-    v = mapping[key]
-    if isinstance(v, bool) or not isinstance(v, typ):
-        raise BundleError('schema', f'{where}.{key} must be {_type_name(typ)}, got {type(v).__name__} {_short(v)}')
-    return v
-
-
-def _check_schema(meta: dict) -> None:
-    version = meta.get('schema_version')
-    if version != SCHEMA_VERSION:
-        raise BundleError('schema', f'schema_version {_short(version)} is not supported (this code reads '
-                          f'{SCHEMA_VERSION})')
-    for k, t in _REQUIRED.items():
-        _require(meta, k, t, BUNDLE_FILE)
-    _require(meta['robot'], 'name', str, 'robot')
-    _require(meta['robot'], 'description_hash', str, 'robot')
-    if not all(isinstance(j, str) for j in meta['joint_names']) or not meta['joint_names']:
-        raise BundleError('schema', 'joint_names must be a non-empty list of strings')
-    _require(meta['state'], 'dim', int, 'state')
-    _require(meta['action'], 'dim', int, 'action')
-    _require(meta['ensemble'], 'size', int, 'ensemble')
-    if not 0 < meta['dt'] <= 10.0:  # also refuses NaN and inf (a stamp of t + inf cannot be sent)
-        raise BundleError('schema', f'dt must be > 0 and <= 10 s, got {_short(meta["dt"])}')
-    if ENSEMBLE_FILE not in meta['files']:
-        raise BundleError('schema', f'files must list {ENSEMBLE_FILE}')
-    for name, entry in meta['files'].items():
-        if not isinstance(name, str):
-            raise BundleError('schema', f'files keys must be file names, got {type(name).__name__} {_short(name)}')
-        if not isinstance(entry, dict):
-            raise BundleError('schema', f'files.{name} must be a mapping with sha256')
-        sha = _require(entry, 'sha256', str, f'files.{name}')
-        if len(sha) != 64 or any(c not in '0123456789abcdef' for c in sha):
-            raise BundleError('schema', f'files.{name}.sha256 is not a sha256 hex digest: {_short(sha)}')
 
 
 def _check_robot(meta: dict, robot) -> None:
@@ -238,78 +152,8 @@ def _check_policy(path: Path, meta: dict) -> None:
                           f'expected (batch, {meta["action"]["dim"]})')
 
 
-def resolved_roots(roots) -> list[Path]:
-    """Root directories as absolute real paths (~ expanded; symlinks and '..' resolved)."""
-    return [Path(r).expanduser().resolve() for r in roots if str(r).strip()]
-
-
-def check_within_roots(path, roots, what: str = 'model_dir') -> Path:
-    """`path` resolved; BundleError('model_roots') unless it lies inside one of `roots`."""
-    real = Path(path).expanduser().resolve()
-    allowed = resolved_roots(roots)
-    if not any(real == r or real.is_relative_to(r) for r in allowed):
-        shown = ', '.join(str(r) for r in allowed) or 'none configured'
-        via = '' if real == Path(path).expanduser().absolute() else f' (resolves to {real})'
-        raise BundleError('model_roots', f'{what} {path}{via} is outside every model root ({shown}); '
-                          'bundles are only loaded from the configured model_roots')
-    return real
-
-
-def _expanded_nodes(root) -> float:
-    """How many nodes the YAML graph has once its aliases are expanded (counted, not expanded:
-    each shared node once, so a billion-laughs document costs microseconds)."""
-    memo: dict = {}
-
-    def size(node, depth=0) -> float:
-        if node is None:
-            return 0
-        key = id(node)
-        if key in memo:
-            return memo[key]
-        if depth > 200:
-            raise RecursionError('YAML nested more than 200 levels deep')
-        memo[key] = 1  # (a cycle counts once)
-        n = 1.0
-        if isinstance(node, yaml.SequenceNode):
-            n += sum(size(c, depth + 1) for c in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            n += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
-        memo[key] = n
-        return n
-    return size(root)
-
-
-# libyaml's safe loader when PyYAML was built with it: the same SafeConstructor (no Python objects
-# from tags), 15x less time holding the GIL than the pure-Python one (0.5 vs 7.6 ms for a bundle.yaml).
-# The followers validate on a worker thread next to a control loop; pure-Python parsing there
-# starved the loop (docs/reliability.md, bad bundles).
-_SAFE_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
-
-
-def _safe_load_bounded(text: str, where: Path):
-    """yaml.safe_load(text), composed once: the node graph is sized (aliases counted, not expanded)
-    before anything is constructed from it."""
-    loader = _SAFE_LOADER(text)
-    try:
-        root = loader.get_single_node()
-        nodes = _expanded_nodes(root)
-        if nodes > MAX_YAML_NODES:
-            raise BundleError('yaml', f'{where} expands to {nodes:.3g} YAML nodes through its '
-                              f'aliases (more than {MAX_YAML_NODES}): an alias bomb, not a bundle description')
-        return loader.construct_document(root) if root is not None else None
-    finally:
-        loader.dispose()
-
-
 def _no_pace() -> None:
     pass
-
-
-def _check_size(path: Path, limit: int) -> None:
-    size = path.stat().st_size
-    if size > limit:
-        raise BundleError('file_size', f'{path} is {size / 2**20:.1f} MiB, more than the {limit / 2**20:g} MiB '
-                          'a bundle file may have')
 
 
 def load_bundle(model_dir, robot=None, intra_op_threads: int = 1, roots=None,
@@ -330,23 +174,11 @@ def load_bundle(model_dir, robot=None, intra_op_threads: int = 1, roots=None,
             check_within_roots(path / name, roots, what='bundle file')
         if not (path / name).is_file():
             raise BundleError('missing_file', f'{path / name} does not exist')
-    _check_size(path / BUNDLE_FILE, MAX_YAML_BYTES)
-    _check_size(path / ENSEMBLE_FILE, MAX_ONNX_BYTES)
+    check_size(path / BUNDLE_FILE, MAX_YAML_BYTES)
+    check_size(path / ENSEMBLE_FILE, MAX_ONNX_BYTES)
     pace()
-    try:
-        text = (path / BUNDLE_FILE).read_text()
-        # PyYAML's scanner is quadratic in flow nesting depth (20000 '[' took 20 s): bound the
-        # openers first; a bundle.yaml has a few dozen.
-        openers = text.count('[') + text.count('{')
-        if openers > MAX_YAML_FLOW_OPENERS:
-            raise BundleError('yaml', f'{path / BUNDLE_FILE} has {openers} flow collections (more than '
-                              f'{MAX_YAML_FLOW_OPENERS}): not a bundle description')
-        meta = _safe_load_bounded(text, path / BUNDLE_FILE)
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
-        raise BundleError('yaml', f'{path / BUNDLE_FILE} is not valid YAML: {str(e)[:300] or type(e).__name__}') from e
-    if not isinstance(meta, dict):
-        raise BundleError('yaml', f'{path / BUNDLE_FILE} must hold a mapping, got {type(meta).__name__}')
-    _check_schema(meta)
+    meta = parse_meta_file(path / BUNDLE_FILE)
+    check_schema(meta)
     for name in meta['files']:
         if Path(name).name != name:
             raise BundleError('schema', f'files entry {name!r} must be a plain file name in the bundle')
@@ -354,7 +186,7 @@ def load_bundle(model_dir, robot=None, intra_op_threads: int = 1, roots=None,
             check_within_roots(path / name, roots, what='bundle file')
         if not (path / name).is_file():
             raise BundleError('missing_file', f'{path / name} is listed in {BUNDLE_FILE} but does not exist')
-        _check_size(path / name, MAX_ONNX_BYTES)
+        check_size(path / name, MAX_ONNX_BYTES)
     if (path / POLICY_FILE).is_file() and POLICY_FILE not in meta['files']:
         raise BundleError('sha256', f'{POLICY_FILE} is present but has no sha256 in {BUNDLE_FILE}')
     _check_robot(meta, robot)
