@@ -28,10 +28,13 @@ CONTROLLERS = ('mpc', 'osc_pd', 'policy')
 
 
 def add_arguments(p):
-    p.add_argument('--model', default='arm7', help='bundle name under models/ or bundle directory (its robot is used)')
+    p.add_argument('--model', default=None,
+                   help='bundle name under models/ or bundle directory (its robot is used) (default: arm7; none '
+                        'for --controller osc_pd alone with --robot)')
     p.add_argument('--robot', default=None,
                    help="the bundle's robot when it is not built in: an MJCF, URDF or robot YAML path "
-                        "(checked against the description hash the bundle records)")
+                        "(checked against the description hash the bundle records); with --controller osc_pd "
+                        "alone and no --model, any arm (no bundle is loaded)")
     p.add_argument('--controller', default='mpc,osc_pd,policy', metavar='LIST',
                    help=f'comma list of {", ".join(CONTROLLERS)}: run side by side on the same goals')
     p.add_argument('--budgets', default='14.5', metavar='MS,...',
@@ -109,16 +112,21 @@ def _osc_gains(robot, text: str):
 
 def run(args) -> int:
     from mbrl_ros.commands.options import number_pairs
-    from mbrl_ros.core.baseline import gains_source
+    from mbrl_ros.core.baseline import RULE_CONTROL_PERIOD_S, gains_source
     from mbrl_ros.core.bundle import BundleError
     from mbrl_ros.core.learning import planner_config
     from mbrl_ros.core.planning.config import CostWeights
+    from mbrl_ros.core.robot import RobotModel
     from mbrl_ros.core.sim import SimArm
     from mbrl_ros.resources import find_resource
 
     try:
         opts = _parse(args)
-        bundle, robot = _bundle_and_robot(find_resource('models', args.model), args.robot)
+        if opts['controllers'] == ['osc_pd'] and args.robot and args.model is None:   # no learned model needed
+            bundle, robot = None, RobotModel.load(args.robot)
+        else:
+            bundle, robot = _bundle_and_robot(find_resource('models', args.model or 'arm7'), args.robot)
+        dt = bundle.dt if bundle is not None else RULE_CONTROL_PERIOD_S
         weights = CostWeights(**number_pairs(args.weights)).validated()
         cfgs = {b: planner_config(time_budget_ms=b, horizon=args.horizon, num_samples=args.samples,
                                   num_iterations=args.iterations, num_elites=args.elites, planner=args.planner)
@@ -151,7 +159,7 @@ def run(args) -> int:
             agent = _make(name, robot, bundle, cfgs.get(budget), weights, propagation, seed, gains)
             sim = SimArm(robot, payload_kg=args.payload_kg, joint_friction=args.friction)
             t0 = time.perf_counter()
-            res = _evaluate(agent, robot, opts['goals'], seed, bundle.dt, start, sim, args.progress,
+            res = _evaluate(agent, robot, opts['goals'], seed, dt, start, sim, args.progress,
                             goal_s, settle_s)
             row = _row(name, budget, seed, res, agent, time.perf_counter() - t0)
             rows.append(row)
@@ -159,7 +167,8 @@ def run(args) -> int:
     if len(opts['seeds']) > 1:
         for (name, budget), results in pooled.items():
             rows.append(_row(name, budget, 'all', _concat(results), None, None))
-    meta = {'bundle': str(bundle.path), 'robot': robot.name, 'start': start, 'goals': opts['goals'],
+    meta = {'bundle': str(bundle.path) if bundle is not None else None, 'robot': robot.name, 'start': start,
+            'goals': opts['goals'],
             'seeds': opts['seeds'], 'payload_kg': args.payload_kg, 'friction_nm': args.friction,
             'propagation': propagation, 'osc_gains': {**gains.__dict__, 'source': gains_source(robot)
                                                       if not args.osc_gains else '--osc-gains'},
@@ -168,7 +177,8 @@ def run(args) -> int:
         print(json.dumps({**meta, 'rows': rows}, indent=1))
         return 0
     c = next(iter(cfgs.values()))
-    print(f'bundle {bundle.path} ({robot.name}); {opts["goals"]} goals {start}, seeds {opts["seeds"]}; '
+    print(f'bundle {meta["bundle"] or "none (osc_pd only)"} ({robot.name}); {opts["goals"]} goals {start}, '
+          f'seeds {opts["seeds"]}; '
           f'payload {args.payload_kg:g} kg, friction {args.friction:g} Nm; load {meta["load_avg_1min"]}')
     if 'mpc' in opts['controllers']:
         print(f'mpc: {c.planner} H={c.horizon} N={c.num_samples} iterations<={c.num_iterations} {propagation}, '

@@ -1,8 +1,8 @@
 """`mbrl-ros bench osc-tune`: the coarse gain sweep that made config/osc_pd.yaml.
 
 Kp × ζ × kq on chained goals of the ROS-free reaching benchmark (nominal sim: no payload, no
-friction), Kd = 2·ζ·√(λ·Kp) with λ the end effector's apparent mass at home; the best by success at
-3 s, then settled fraction, then the p90 final distance (mbrl_ros.core.baseline.tune_gains). The
+friction), Kd = 2·ζ·√(λ·Kp) with λ the end effector's apparent mass (baseline.arm_inertia); the best
+by success at 3 s, then settled fraction, then the p90 final distance (mbrl_ros.core.baseline.tune_gains). The
 default seed is not one of the benchmark seeds (1000/2000/3000). `--write` stores the winner in
 config/osc_pd.yaml (the source tree's), keeping the other robots' entries.
 """
@@ -51,7 +51,8 @@ def run(args) -> int:
         print(f'mbrl-ros bench osc-tune: {e}')
         return 2
     if not args.json:
-        print(f'{robot.name}: apparent mass at home {apparent_mass(robot):.2f} kg; {len(kp) * len(zeta) * len(kq)} '
+        print(f'{robot.name}: apparent mass {apparent_mass(robot):.2f} kg (heaviest direction, median over typical '
+              f'configurations); {len(kp) * len(zeta) * len(kq)} '
               f'gain sets x {goals} chained goals (seed {args.seed})')
         print(f'{"kp":>8}{"kd":>8}{"kq":>6}{"zeta":>6}{"success":>9}{"settled":>9}{"med mm":>9}{"p90 mm":>9}{"stalled":>9}')
     show = None if args.json else (lambda r: print(

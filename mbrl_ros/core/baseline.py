@@ -35,6 +35,11 @@ RULE_FREQUENCY_HZ = 1.0
 RULE_DAMPING_RATIO = 1.0
 RULE_SATURATION_ERROR_M = 0.10
 RULE_JOINT_DAMPING_FRACTION = 0.05
+RULE_CONFIGS = 32              # typical configurations the rule looks at (arm_inertia)
+RULE_CONTROL_PERIOD_S = 0.02   # the stack's 50 Hz
+# 0.5: arm7, arm3, KUKA iiwa, Franka Panda at 93-100 % of 15 chained goals (seed 77); at 1.0 iiwa's
+# and xArm6's light wrists ring (docs/your_arm.md, "Derived, not tuned").
+RULE_MAX_STEP = 0.5
 
 
 @dataclass(frozen=True)
@@ -108,23 +113,61 @@ class OscPd:
 
 
 # ---- gains ----------------------------------------------------------------------------------
-def default_gains(robot: RobotModel) -> OscGains:
+@dataclass(frozen=True)
+class ArmInertia:
+    """What the gain rule needs of the arm's inertia, over RULE_CONFIGS typical configurations
+    (the middle 70 % of each joint range, a fixed seed), not at home: a URDF's home is often the
+    arm stretched straight up, a singular pose where the apparent mass is unbounded."""
+    heavy_kg: float        # median over configurations of the largest apparent-mass eigenvalue
+    light_kg: float        # smallest apparent-mass eigenvalue seen (the lightest task direction)
+    lightest_joint: float  # smallest eigenvalue of M(q) seen [kg m^2] (a light wrist)
+    column_norms: np.ndarray   # median ‖∂x/∂q_j‖ per joint [m/rad]
+
+
+def arm_inertia(robot: RobotModel, n_configs: int = None, seed: int = 0) -> ArmInertia:
+    jac = TaskJacobian(robot)
+    rng = np.random.default_rng(seed)
+    lo, span = robot.q_min, robot.q_max - robot.q_min
+    heavy, light, joint, cols = [], [], [], []
+    for _ in range(n_configs or RULE_CONFIGS):
+        q = lo + span * (0.15 + 0.7 * rng.random(robot.dof))
+        _, J = jac(q)
+        M = jac.mass_matrix(q)
+        inv = np.linalg.eigvalsh(J @ np.linalg.solve(M, J.T))   # eigenvalues of Λ⁻¹, ascending
+        heavy.append(1.0 / max(inv[0], 1e-9))
+        light.append(1.0 / inv[-1])
+        joint.append(np.linalg.eigvalsh(M)[0])
+        cols.append(np.linalg.norm(J, axis=0))
+    return ArmInertia(float(np.median(heavy)), float(np.min(light)), float(np.min(joint)),
+                      np.median(cols, axis=0))
+
+
+def default_gains(robot: RobotModel, control_period_s: float = RULE_CONTROL_PERIOD_S) -> OscGains:
     """Gains from the arm's own description, for an arm not in config/osc_pd.yaml.
 
-    At the home pose, with Λ = (J M⁻¹ Jᵀ)⁻¹ the end effector's apparent mass and λ its largest
-    eigenvalue (kg, the heaviest direction):
+    With Λ = (J M⁻¹ Jᵀ)⁻¹ the end effector's apparent mass and λ the median of its largest
+    eigenvalue over typical configurations (kg, the heaviest direction; see ArmInertia):
       Kp = λ·ω², ω = 2π·RULE_FREQUENCY_HZ, but at most min_j τ_max_j / (‖∂x/∂q_j‖ · 10 cm), so that
            a 10 cm error asks no joint more than its effort limit (a light or weak arm gets softer);
       Kd = 2·ζ·√(λ·Kp) (ζ = 1, critical damping along that direction);
       kq = 5 % of the mean τ_max/qd_max (damps null-space motion).
+    Then the sampled-data cap: the command is held for a whole control period T, so no closed-loop
+    mode may be faster than the period allows (each decays by at most RULE_MAX_STEP of itself per
+    period): Kd ≤ s·λ_light/T, Kp ≤ s²·λ_light/T², kq ≤ s·m_light/T, with λ_light the lightest task
+    direction and m_light the lightest joint-space direction. A URDF without rotor inertia has
+    wrists of 1e-3 kg·m² (KUKA iiwa in pybullet_data): the uncapped kq alone made those joints
+    diverge at 50 Hz (1.5·0.02/0.001 = 30 per period).
     """
-    lam = apparent_mass(robot)
-    _, J = TaskJacobian(robot)(robot.home_q)
+    arm = arm_inertia(robot)
+    lam, s, T = arm.heavy_kg, RULE_MAX_STEP, float(control_period_s)
     omega = 2.0 * np.pi * RULE_FREQUENCY_HZ
-    col = np.maximum(np.linalg.norm(J, axis=0), 1e-6)
+    col = np.maximum(arm.column_norms, 1e-6)
     kp = min(lam * omega ** 2, float(np.min(robot.effort_max / (col * RULE_SATURATION_ERROR_M))))
     kd = 2.0 * RULE_DAMPING_RATIO * np.sqrt(lam * kp)
     kq = RULE_JOINT_DAMPING_FRACTION * float(np.mean(robot.effort_max / robot.qd_max))
+    kp = min(kp, s ** 2 * arm.light_kg / T ** 2)
+    kd = min(kd, s * arm.light_kg / T)
+    kq = min(kq, s * arm.lightest_joint / T)
     return OscGains(float(kp), float(kd), float(kq))
 
 
@@ -186,11 +229,8 @@ TUNE_KQ = (0.0, 0.5, 2.0)
 
 
 def apparent_mass(robot: RobotModel) -> float:
-    """λ: the largest eigenvalue of the end effector's apparent mass (J M⁻¹ Jᵀ)⁻¹ at home [kg]."""
-    jac = TaskJacobian(robot)
-    _, J = jac(robot.home_q)
-    lam_inv = J @ np.linalg.solve(jac.mass_matrix(robot.home_q), J.T)
-    return float(np.max(np.linalg.eigvalsh(np.linalg.inv(lam_inv + 1e-9 * np.eye(3)))))
+    """λ: the end effector's apparent mass in its heaviest direction, median over typical configurations [kg]."""
+    return arm_inertia(robot).heavy_kg
 
 
 def score(summary: dict) -> tuple:
