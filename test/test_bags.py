@@ -199,30 +199,18 @@ def test_path_to_mcap_file_is_accepted(tmp_path, sim_data):
 def test_live_collect_against_sim_robot(tmp_path):
     import subprocess
     import sys
-    import tempfile
 
     from mbrl_ros.core.commands import check_command
+    from mbrl_ros.testing.node_process import NodeProcess
     robot = RobotModel.load('arm3')
-    with tempfile.TemporaryFile(mode='w+') as log:
-        sim = subprocess.Popen([sys.executable, '-m', 'mbrl_ros.nodes.sim_robot', '--ros-args',
-                                '-p', 'robot:=arm3', '-p', 'publish_rate_hz:=250.0'],
-                               stdout=log, stderr=subprocess.STDOUT)
-        try:
-            out = tmp_path / 'live'
-            res = subprocess.run([sys.executable, '-m', 'mbrl_ros.cli', 'collect', '--live', '--robot', 'arm3',
-                                  '--transitions', '100', '--amplitude', '0.5', '--out', str(out), '--npz',
-                                  '--no-progress', '--wait', '30'],
-                                 capture_output=True, text=True, timeout=120)
-            log.seek(0)
-            assert res.returncode == 0, res.stdout + res.stderr + '\nsim_robot:\n' + log.read()[-2000:]
-            assert sim.poll() is None
-        finally:
-            sim.terminate()
-            try:
-                sim.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait()
+    with NodeProcess('sim_robot', 'robot:=arm3', 'publish_rate_hz:=250.0') as sim:
+        out = tmp_path / 'live'
+        res = subprocess.run([sys.executable, '-m', 'mbrl_ros.cli', 'collect', '--live', '--robot', 'arm3',
+                              '--transitions', '100', '--amplitude', '0.5', '--out', str(out), '--npz',
+                              '--no-progress', '--wait', '30'],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr + '\nsim_robot:\n' + sim.log_text(2000)
+        sim.alive()
     assert 'sent 100 commands (0 refused' in res.stdout, res.stdout
     streams = read_streams(out, robot.joint_names)
     # Every command that went out is in the bag and was valid; the last one is the hold.

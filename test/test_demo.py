@@ -222,32 +222,22 @@ def test_demo_says_when_the_stack_does_not_come_up(tmp_path):
 @pytest.mark.ros
 @pytest.mark.system
 def test_ctrl_c_ends_the_run_early_with_a_report_and_stops_the_stack(tmp_path):
-    import signal
-    import time
-
     import psutil
+
+    from mbrl_ros.testing.node_process import interrupt_after
     bundle = write_bundle(tmp_path / 'bundle', RobotModel.load('arm3'))
     out = tmp_path / 'run'
     env = dict(os.environ, MBRL_TEST_DOMAIN_ID=os.environ['ROS_DOMAIN_ID'], PYTHONUNBUFFERED='1')
     p = subprocess.Popen([sys.executable, '-m', 'mbrl_ros.cli', 'demo', '--robot', 'arm3', '--model-dir',
                           str(bundle), '--goals', '20', '--out', str(out)], env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        for line in p.stdout:   # until the first goal is under way
-            lines.append(line)
-            if line.startswith('goal 1/20'):
-                break
-        children = psutil.Process(p.pid).children(recursive=True)
+    children = []
+
+    def the_stack_runs():
+        children.extend(psutil.Process(p.pid).children(recursive=True))
         assert children, 'no stack processes'
-        time.sleep(1.0)
-        p.send_signal(signal.SIGINT)
-        rest, _ = p.communicate(timeout=90)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    text = ''.join(lines) + rest
+    # Ctrl-C once the first goal is under way.
+    text = interrupt_after(p, lambda line: line.startswith('goal 1/20'), before=the_stack_runs, settle_s=1.0)
     assert p.returncode == 0, text[-4000:]
     assert 'interrupted after' in text and 'total:' in text, text[-3000:]
     assert (out / 'summary.yaml').is_file() and (out / 'bag' / 'metadata.yaml').is_file()

@@ -6,8 +6,6 @@ goal on /mbrl/goal makes the MPC plan, the safety filter pass its commands in mo
 efforts within limits reach /forward_effort_controller/commands. Whether the arm reaches the
 goal depends on a trained model: that is only checked with a shipped models/arm3 bundle.
 """
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,6 +19,7 @@ from mbrl_ros.core.robot import RobotModel
 from mbrl_ros.ros.conversions import LATCHED
 from mbrl_ros.resources import default_model_dir, find_resource
 from mbrl_ros.testing.goals import GoalSender
+from mbrl_ros.testing.node_process import NodeProcess
 
 pytestmark = [pytest.mark.ros, pytest.mark.system]
 
@@ -74,9 +73,7 @@ def test_sim_arm_stack_goal_gives_mpc_commands_within_limits(launch_system, bund
 
 def test_real_arm_launch_drives_a_separate_ros2_control_stand_in(launch_system, bundle):
     # sim_robot plays the robot's ros2_control stack: /joint_states out, forward commands in.
-    robot = subprocess.Popen([sys.executable, '-m', 'mbrl_ros.nodes.sim_robot', '--ros-args',
-                              '-p', 'robot:=arm3'], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
+    with NodeProcess('sim_robot', 'robot:=arm3') as robot:
         args = {'robot': 'arm3', 'model_dir': str(bundle)}
         with launch_system('real_arm.launch.yaml', args=args, wait_topics=WAIT, timeout=90) as system:
             assert 'sim_robot' not in system.pids()
@@ -84,15 +81,8 @@ def test_real_arm_launch_drives_a_separate_ros2_control_stand_in(launch_system, 
             assert reached, system.output_text()[-4000:]
             # The template's effort_limit_scale (0.3) applies: the params file reached the filter.
             _check_commands(outs, 0.3 * EFFORT_MAX)
-            assert robot.poll() is None
+            robot.alive()
         assert system.returncode == 0
-    finally:
-        robot.terminate()
-        try:
-            robot.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            robot.kill()
-            robot.wait()
 
 
 def _shipped_bundle():

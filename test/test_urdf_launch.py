@@ -54,35 +54,20 @@ def test_unusable_description_ends_the_launch_once_with_the_fix(launch_system):
 
 def test_sim_robot_takes_the_description_from_the_robot_description_parameter(tmp_path):
     # As robot_state_publisher gets it: the URDF text in a parameter (here through a params file).
-    import signal
     import subprocess
     import sys
-    import time
 
     import yaml
+
+    from mbrl_ros.testing.node_process import interrupt_after
     params = tmp_path / 'params.yaml'
     text = open(os.path.join(DATA, 'xarm', 'xarm6_robot.urdf')).read()
     params.write_text(yaml.safe_dump({'sim_robot': {'ros__parameters': {
         'robot_description': text, 'control_thread_priority': 0}}}))
     proc = subprocess.Popen([sys.executable, '-m', 'mbrl_ros.nodes.sim_robot', '--ros-args', '--params-file',
                              str(params)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "robot 'xarm6' (URDF <robot_description>)" in line:
-                break
-        time.sleep(3.0)  # past construction: a SIGINT inside it is another matter than this test's
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = ''.join(lines) + out
+    # SIGINT 3 s after the start line: past construction (a SIGINT inside it is another matter).
+    text = interrupt_after(proc, lambda line: "robot 'xarm6' (URDF <robot_description>)" in line, settle_s=3.0,
+                           wait_s=60.0, timeout_s=20.0)
     assert "robot 'xarm6' (URDF <robot_description>): 6 joints joint1, joint2" in text, text
     assert proc.returncode == 0, text

@@ -406,22 +406,21 @@ class LaunchParser:
 
     def _respawn(self, e: _Entry, scope: _Scope) -> dict:
         respawn = self._bool(e, 'respawn', scope, False)
-        delay, retries = 0.0, -1
-        if 'respawn_delay' in e.body:
-            text = self._str(e.body['respawn_delay'], scope, e, 'respawn_delay')
-            try:
-                delay = float(text)
-            except ValueError:
-                raise e.error(f'`respawn_delay` must be a number of seconds, got {text!r}') from None
-            if delay < 0:
-                raise e.error('`respawn_delay` must be >= 0')
-        if 'respawn_max_retries' in e.body:
-            text = self._str(e.body['respawn_max_retries'], scope, e, 'respawn_max_retries')
-            try:
-                retries = int(text)
-            except ValueError:
-                raise e.error(f'`respawn_max_retries` must be an integer (-1: no limit), got {text!r}') from None
+        delay = self._number(e, 'respawn_delay', scope, float, 0.0, 'a number of seconds')
+        if delay < 0:
+            raise e.error('`respawn_delay` must be >= 0')
+        retries = self._number(e, 'respawn_max_retries', scope, int, -1, 'an integer (-1: no limit)')
         return {'respawn': respawn, 'respawn_delay': delay, 'respawn_max_retries': retries}
+
+    def _number(self, e: _Entry, key: str, scope: _Scope, kind, default, what: str):
+        """`key` of the entry as `kind` (float or int) after substitution, `default` when absent."""
+        if key not in e.body:
+            return default
+        text = self._str(e.body[key], scope, e, key)
+        try:
+            return kind(text)
+        except ValueError:
+            raise e.error(f'`{key}` must be {what}, got {text!r}') from None
 
     def _split(self, e: _Entry, key: str, scope: _Scope) -> list[str]:
         if key not in e.body:

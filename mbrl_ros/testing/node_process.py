@@ -81,6 +81,33 @@ class NodeProcess:
         assert self.proc.poll() is None, f'{self.node} exited ({self.proc.returncode}):\n{self.log_text()}'
 
 
+def interrupt_after(proc: subprocess.Popen, seen: Callable[[str], bool], *, before: Callable[[], None] = None,
+                    settle_s: float = 0.0, wait_s: float = 90.0, timeout_s: float = 90.0) -> str:
+    """Ctrl-C a process the way a user does: read its stdout (a text pipe) until a line satisfies
+    `seen` (or `wait_s` passes, or the output ends), call `before()`, wait `settle_s`, send SIGINT
+    and read the rest. Returns all it printed; a process that outlives `timeout_s` is killed."""
+    import signal
+    import time
+    lines = []
+    rest = ''
+    try:
+        deadline = time.monotonic() + wait_s
+        for line in proc.stdout:
+            lines.append(line)
+            if seen(line) or time.monotonic() > deadline:
+                break
+        if before is not None:
+            before()
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return ''.join(lines) + (rest or '')
+
+
 class Feeder:
     """Calls `tick(k)` every `period_s` on a daemon thread (k counts ticks) until closed: the test
     side of a stream of messages, like a driver publishing at its rate."""

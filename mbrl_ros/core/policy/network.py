@@ -320,16 +320,22 @@ def _fk_nodes(chain: dict, dof: int, const, node, q: str, prefix: str):
             qk = node('Slice', [qf, lo, hi, 'fk_ax'], f'{prefix}q{k}_')
             p = node('Add', [p, node('Mul', [qk, const('fk_e001', _E001)], f'{prefix}slide{k}')], f'{prefix}ps{k}')
         else:
-            ck = node('Slice', [c, lo, hi, 'fk_ax'], f'{prefix}cos{k}')
-            sk = node('Slice', [s, lo, hi, 'fk_ax'], f'{prefix}sin{k}')
-            a = node('Add', [node('Mul', [ck, const('fk_e110', _E110)], f'{prefix}ce{k}'), const('fk_e001', _E001)],
-                     f'{prefix}cc1_{k}')
-            b = node('Mul', [sk, const('fk_em110', _EM110)], f'{prefix}ss0_{k}')
-            sw = node('MatMul', [p, const('fk_swap', _SWAP)], f'{prefix}sw{k}')
-            p = node('Add', [node('Mul', [p, a], f'{prefix}pa{k}'), node('Mul', [sw, b], f'{prefix}pb{k}')], f'{prefix}rot{k}')
+            p = _rot_z_nodes(p, c, s, lo, hi, ('fk_em110', _EM110), const, node, prefix, k, 'p', f'{prefix}rot{k}')
         p = node('MatMul', [p, const(f'fk_RT{k}', np.asarray(chain['R'][k]).T)], f'{prefix}pr{k}')
         p = node('Add', [p, const(f'fk_t{k}', chain['t'][k])], f'{prefix}p{k}')
     return node('Identity', [p], prefix + 'ee'), c, s, p_in
+
+
+def _rot_z_nodes(v, c, s, lo, hi, sin_sign, const, node, prefix, k, tag, out):
+    """Row vectors v (B,3) times the rotation about z by joint k's angle (its cos and sin sliced from
+    c, s): v·(cos, cos, 1) + swap(v)·sin·sin_sign; sin_sign (name, value) picks R or its transpose."""
+    ck = node('Slice', [c, lo, hi, 'fk_ax'], f'{prefix}cos{k}')
+    sk = node('Slice', [s, lo, hi, 'fk_ax'], f'{prefix}sin{k}')
+    a = node('Add', [node('Mul', [ck, const('fk_e110', _E110)], f'{prefix}ce{k}'), const('fk_e001', _E001)],
+             f'{prefix}cc1_{k}')
+    b = node('Mul', [sk, const(*sin_sign)], f'{prefix}ss0_{k}')
+    sw = node('MatMul', [v, const('fk_swap', _SWAP)], f'{prefix}sw{k}')
+    return node('Add', [node('Mul', [v, a], f'{prefix}{tag}a{k}'), node('Mul', [sw, b], f'{prefix}{tag}b{k}')], out)
 
 
 def _jt_nodes(chain: dict, dof: int, const, node, e: str, c: str, s: str, p_in: list, prefix: str) -> str:
@@ -343,13 +349,7 @@ def _jt_nodes(chain: dict, dof: int, const, node, e: str, c: str, s: str, p_in: 
                             f'{prefix}jt{k}', keepdims=1))
             continue
         lo, hi = const(f'fk_lo{k}', [k], np.int64), const(f'fk_hi{k}', [k + 1], np.int64)
-        ck = node('Slice', [c, lo, hi, 'fk_ax'], f'{prefix}cos{k}')
-        sk = node('Slice', [s, lo, hi, 'fk_ax'], f'{prefix}sin{k}')
-        a = node('Add', [node('Mul', [ck, const('fk_e110', _E110)], f'{prefix}ce{k}'), const('fk_e001', _E001)],
-                 f'{prefix}cc1_{k}')
-        b = node('Mul', [sk, const('fk_e1m10', _E1M10)], f'{prefix}ss0_{k}')
-        sw = node('MatMul', [w, const('fk_swap', _SWAP)], f'{prefix}sw{k}')
-        w = node('Add', [node('Mul', [w, a], f'{prefix}wa{k}'), node('Mul', [sw, b], f'{prefix}wb{k}')], f'{prefix}w{k}')
+        w = _rot_z_nodes(w, c, s, lo, hi, ('fk_e1m10', _E1M10), const, node, prefix, k, 'w', f'{prefix}w{k}')
         zxp = node('Mul', [node('MatMul', [p_in[k], const('fk_swap', _SWAP)], f'{prefix}psw{k}'),
                            const('fk_em110', _EM110)], f'{prefix}zxp{k}')
         out.append(node('ReduceSum', [node('Mul', [zxp, w], f'{prefix}dot{k}'), axes], f'{prefix}jt{k}', keepdims=1))
