@@ -124,8 +124,8 @@ def test_num_samples_and_planner_reach_the_planner(stack):
     # at its next plan) and the statistics of the last finished plan: the first status after the
     # change may predate that plan, so wait for the config, then take the status after it.
     vals = probe.wait_until(lambda: (lambda v: v if v and v['num_samples'] == '40' else None)(
-        _mpc_values(diags, t)), 5.0)
-    assert vals, f'num_samples 40 not in /mpc_controller diagnostics 5 s after the change: {_mpc_values(diags, 0)}'
+        _mpc_values(diags, t)), 15.0)
+    assert vals, f'num_samples 40 not in /mpc_controller diagnostics 15 s after the change: {_mpc_values(diags, 0)}'
     assert vals['planner'] == 'cem', vals
     t = time.time()
     vals = probe.wait_until(lambda: _mpc_values(diags, t), 5.0)
@@ -138,8 +138,8 @@ def test_num_samples_and_planner_reach_the_planner(stack):
         assert ok, (name, why)
     t = time.time()
     vals = probe.wait_until(lambda: (lambda v: v if v and v['num_samples'] == '300' else None)(
-        _mpc_values(diags, t)), 5.0)
-    assert vals and vals['planner'] == 'icem', vals
+        _mpc_values(diags, t)), 15.0)   # generous: a loaded machine delays the 1 Hz report, it passes at once
+    assert vals and vals['planner'] == 'icem', (vals, _mpc_values(diags, 0))
 
 
 def test_uncertainty_penalty_is_live(stack):

@@ -51,7 +51,7 @@ def test_load_short_both_cores_busy():
         s.wait_ready(90)
         with CpuHogs(2) as hogs:
             assert len(hogs.cpu_percent(0.3)) == 2
-            res = measure(s, 20.0, tag='load-short')
+            res = measure(s, 12.0, tag='load-short')
     print(format_result(res, 'load-short'))
     assert not s.left_behind
     assert res['out_of_limit'] == 0
