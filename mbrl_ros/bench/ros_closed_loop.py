@@ -607,15 +607,7 @@ class _FilteredMpc:
 
     def __call__(self, q, qd, goal):
         import numpy as np
-        a = self.agent
-        goal = np.asarray(goal, float)
-        if a._goal is None or not np.array_equal(goal, a._goal):
-            why = a.mpc.set_goal(goal)
-            if why:
-                raise ValueError(why)
-            a._goal = goal.copy()
-        res = a.mpc.compute(q, qd, now=a._now, last_action=self.sent)
-        a._now += a.dt
+        res = self.agent.plan(q, qd, goal, last_action=self.sent)
         self.missing = self.missing + 1 if res.command is None else 0
         if self.missing > self.TIMEOUT_PERIODS:   # hold: dissipative, not rate-limited (as the filter)
             hold = -self.HOLD_DAMPING * np.asarray(qd, float)

@@ -263,11 +263,7 @@ class MpcControllerNode(ControllerNode, LifecycleNode):
     def _tick(self) -> None:
         if not self._active or not self.context.ok():
             return
-        try:
-            self._plan_once()
-        except Exception as exc:  # the loop must survive anything; no command this period
-            if self.context.ok():  # (else SIGINT shut rclpy down under the plan: not an error)
-                self._error(f'plan failed: {exc!r}')
+        self._run_period(self._plan_once, 'plan')
 
     def _plan_once(self) -> None:
         self._take_pending()

@@ -108,11 +108,7 @@ class PolicyNode(ControllerNode, Node):
     def _tick(self) -> None:
         if not self.context.ok():
             return
-        try:
-            self._act_once()
-        except Exception as exc:   # the loop must survive anything; no command this period
-            if self.context.ok():  # (else SIGINT shut rclpy down under the step: not an error)
-                self._error(f'policy step failed: {exc!r}')
+        self._run_period(self._act_once, 'policy step')
 
     def _act_once(self) -> None:
         runtime, state, goal = self.runtime, self._state, self._goal

@@ -42,6 +42,15 @@ class ControllerNode:
         return ControlLoop(tick, self.params['control_rate_hz'], name=name,
                            priority=self.params['control_thread_priority'], demote_after=demote_after)
 
+    def _run_period(self, once, what: str) -> None:
+        """One control period: the loop must survive anything (no command this period, an error on
+        /diagnostics); after SIGINT shut rclpy down under it, an exception is not an error."""
+        try:
+            once()
+        except Exception as exc:
+            if self.context.ok():
+                self._error(f'{what} failed: {exc!r}')
+
     def _start_loop(self) -> None:
         # The executor and DDS threads too: a state waiting there is as old as one waiting upstream.
         # (Before the loop starts: an overrun guard runs one step above the loop.)

@@ -54,16 +54,21 @@ class MpcAgent:
         self._last = np.zeros(self.robot.dof)
         self._now = 0.0
 
-    def __call__(self, q, qd, goal) -> np.ndarray:
+    def plan(self, q, qd, goal, last_action=None):
+        """One control period's MpcResult: a new goal is set first; the clock moves one period."""
         goal = np.asarray(goal, float)
         if self._goal is None or not np.array_equal(goal, self._goal):
             reason = self.mpc.set_goal(goal)
             if reason:
                 raise ValueError(reason)
             self._goal = goal.copy()
-        res = self.mpc.compute(q, qd, now=self._now)
+        res = self.mpc.compute(q, qd, now=self._now, last_action=last_action)
         self._now += self.dt
         self.iterations.append(res.plan.stats.iterations if res.plan is not None else 0)
+        return res
+
+    def __call__(self, q, qd, goal) -> np.ndarray:
+        res = self.plan(q, qd, goal)
         if res.command is None:
             self.no_command += 1
             return self._last.copy()
