@@ -35,6 +35,8 @@ def add_arguments(p):
                    help="the bundle's robot when it is not built in: an MJCF, URDF or robot YAML path "
                         "(checked against the description hash the bundle records); with --controller osc_pd "
                         "alone and no --model, any arm (no bundle is loaded)")
+    p.add_argument('--tip-link', default=None,
+                   help='URDF --robot: the end-effector link where the chain branches (e.g. panda_grasptarget)')
     p.add_argument('--controller', default='mpc,osc_pd,policy', metavar='LIST',
                    help=f'comma list of {", ".join(CONTROLLERS)}: run side by side on the same goals')
     p.add_argument('--budgets', default='14.5', metavar='MS,...',
@@ -123,9 +125,10 @@ def run(args) -> int:
     try:
         opts = _parse(args)
         if opts['controllers'] == ['osc_pd'] and args.robot and args.model is None:   # no learned model needed
-            bundle, robot = None, RobotModel.load(args.robot)
+            bundle, robot = None, RobotModel.load(args.robot, tip_link=args.tip_link)
         else:
-            bundle, robot = _bundle_and_robot(find_resource('models', args.model or 'arm7'), args.robot)
+            bundle, robot = _bundle_and_robot(find_resource('models', args.model or 'arm7'), args.robot,
+                                              args.tip_link)
         dt = bundle.dt if bundle is not None else RULE_CONTROL_PERIOD_S
         weights = CostWeights(**number_pairs(args.weights)).validated()
         cfgs = {b: planner_config(time_budget_ms=b, horizon=args.horizon, num_samples=args.samples,
@@ -197,13 +200,13 @@ def run(args) -> int:
     return 0
 
 
-def _bundle_and_robot(path, description):
+def _bundle_and_robot(path, description, tip_link=None):
     """(bundle, the RobotModel it was learned on): `description` (the bundle is loaded against it: joints,
     limits and description hash must match) or, without it, the built-in robot the bundle names."""
     from mbrl_ros.core.bundle import load_bundle
     from mbrl_ros.core.robot import RobotModel
     if description:
-        robot = RobotModel.load(description)
+        robot = RobotModel.load(description, tip_link=tip_link)
         return load_bundle(path, robot), robot
     bundle = load_bundle(path)
     try:

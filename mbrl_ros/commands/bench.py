@@ -21,6 +21,8 @@ BENCHES = {
     'osc-tune': ('mbrl_ros.bench.osc_tune', 'coarse gain sweep of the operational-space PD baseline on chained goals (config/osc_pd.yaml)'),
     'ros-closed-loop': ('mbrl_ros.bench.ros_closed_loop', 'reaching success through the whole ROS stack (launch file, headless) on the closed-loop goals'),
     'mppi-compare': ('mbrl_ros.bench.mppi_compare', 'our CEM/iCEM vs pytorch-mppi on the same ensemble: per-plan time and success'),
+    'results': ('mbrl_ros.bench.results', 'rerun the benches behind the README and write docs/results.md, stamped with '
+                                          'date, commit and machine'),
 }
 
 
