@@ -28,14 +28,6 @@ def test_period_stats_on_jittered_stream_with_a_hole():
     assert A.period_stats([], 0.0, 1.0).missed == 49   # nothing at all: every period but the edge one
 
 
-def test_command_violation():
-    lim = np.array([20.0, 20.0, 10.0])
-    assert A.command_violation([1.0, -20.0, 10.0], lim) is None
-    assert 'joint 2' in A.command_violation([0.0, 0.0, 10.5], lim)
-    assert 'non-finite' in A.command_violation([0.0, float('nan'), 0.0], lim)
-    assert '2 values' in A.command_violation([0.0, 0.0], lim)
-
-
 def test_mode_counts():
     assert A.mode_counts(['mpc', 'mpc', 'hold', 'x'], missed=2) == {'mpc': 2, 'policy': 0, 'hold': 1, 'none': 1,
                                                                    'missed': 2}

@@ -33,10 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from mbrl_ros.topics import (
-    ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC, EE_POSITION_TOPIC, GOAL_TOPIC, MPC_COMMAND_TOPIC,
-    SAFETY_MODE_TOPIC
-)
+from mbrl_ros.topics import GOAL_TOPIC
 
 CONTROL_PERIOD_S = 0.02   # the resampling step of the distance series and the missed-period unit
 
@@ -258,63 +255,31 @@ def run_ros(robot, model_dir: Path, chains: list, metrics, from_home: bool, sets
     if 'error' in result:
         result['error'] += ''.join('\n' + _tail(p) for p in logs)
     return result
-class _Recorder:
-    """Collects what the bench judges, from the probe's executor thread."""
+def _reasons_counter(reasons: dict):
+    """An on_status hook counting the filter's refusals and the MPC's no-command reasons."""
+    import re
 
-    def __init__(self):
-        import threading
-        self.lock = threading.Lock()
-        self.ee: list = []             # (stamp s, xyz)
-        self.mpc: list = []            # (receive s, state stamp s)
-        self.out: list = []            # receive s of each /forward_effort_controller/commands
-        self.out_delay_ms: list = []   # receive - stamp of the MPC command last received before it
-        self.diag: dict = {}           # node -> values (latest)
-        self.reasons: dict = {}
-        self.active_model = None
-        self.mode = None
-
-    def on_ee(self, msg, t):
-        with self.lock:
-            self.ee.append((msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec,
-                            (msg.point.x, msg.point.y, msg.point.z)))
-
-    def on_mpc(self, msg, t):
-        with self.lock:
-            self.mpc.append((t, msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec))
-
-    def on_out(self, msg, t):
-        with self.lock:
-            self.out.append(t)
-            if self.mpc and t - self.mpc[-1][0] < 0.1:
-                self.out_delay_ms.append(1e3 * (t - self.mpc[-1][1]))
-
-    def on_diag(self, msg, t):
-        from mbrl_ros.ros.diagnostics import status_values
-        import re
-        for st in msg.status:
-            name = st.name.lstrip('/').split(':')[-1].strip()
-            values = status_values(st)
-            self.diag[name] = values
-            for key in ('last_refusal', 'last_no_command'):
-                v = values.get(key)
-                if v and v not in ('none', 'no goal'):
-                    k = f"{name}: {re.sub(r'[0-9]+(.[0-9]+)?', 'N', v)}"
-                    self.reasons[k] = self.reasons.get(k, 0) + 1
+    def on_status(name, st, values, t):
+        for key in ('last_refusal', 'last_no_command'):
+            v = values.get(key)
+            if v and v not in ('none', 'no goal'):
+                k = f"{name}: {re.sub(r'[0-9]+(.[0-9]+)?', 'N', v)}"
+                reasons[k] = reasons.get(k, 0) + 1
+    return on_status
 
 
 def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> dict:
     import numpy as np
-    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PointStamped
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64MultiArray, String
     from std_srvs.srv import Trigger
 
     from mbrl_ros.core.evaluation.reaching import judge_distances
     from mbrl_ros.ros.conversions import LATCHED, limits_from_msg
-    from mbrl_ros.topics import COMMAND_TOPIC, SAFETY_LIMITS_TOPIC
+    from mbrl_ros.topics import SAFETY_LIMITS_TOPIC
     from mbrl_ros.testing.goals import goal_msg
     from mbrl_ros.testing.ros_probe import RosProbe
+    from mbrl_ros.testing.stack_observer import StackObserver
 
     stack = procs[-1]
 
@@ -324,30 +289,24 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
                 return f"the {'stack' if p is stack else 'arm process'} exited (code {p.returncode})"
         return None
 
-    rec = _Recorder()
-    limits = {}
+    limits, reasons = {}, {}
     with RosProbe('ros_closed_loop_bench') as probe:
-        probe.subscribe(EE_POSITION_TOPIC, PointStamped, 50, rec.on_ee)
-        probe.subscribe(MPC_COMMAND_TOPIC, JointState, 50, rec.on_mpc)
-        probe.subscribe(COMMAND_TOPIC, Float64MultiArray, 50, rec.on_out)
-        probe.subscribe(DIAGNOSTICS_TOPIC, DiagnosticArray, 50, rec.on_diag)
-        probe.subscribe(ACTIVE_MODEL_TOPIC, String, LATCHED,
-                        lambda m, t: setattr(rec, 'active_model', m.data))
-        probe.subscribe(SAFETY_MODE_TOPIC, String, LATCHED, lambda m, t: setattr(rec, 'mode', m.data))
+        rec = StackObserver(probe, robot, ('commands', 'mode', 'ee', 'active_model', 'mpc', 'diagnostics'),
+                            ee_min_dt=0.0, on_status=_reasons_counter(reasons))
         probe.subscribe(SAFETY_LIMITS_TOPIC, JointState, LATCHED,
                         lambda m, t: limits.__setitem__('last', limits_from_msg(m, robot.joint_names)[0]))
         t_start = time.monotonic()
 
         def ready():
-            mpc = rec.diag.get('mpc_controller', {})
-            return (rec.ee and rec.active_model is not None and rec.mode is not None
+            mpc = rec.diag_values('mpc_controller') or {}
+            return (len(rec.ee_t) and rec.active_model is not None and rec.mode is not None
                     and mpc.get('model', 'none') != 'none' and probe.node.count_subscribers(GOAL_TOPIC) > 0)
         while not ready():
             if died():
                 return {'error': died() + ' before the stack was ready'}
             if time.monotonic() - t_start > startup_timeout:
                 return {'error': f'the stack was not ready after {startup_timeout:g} s (no /mbrl/sim/ee_position: '
-                                 'a launch file without sim_robot needs --arm-process)' if not rec.ee else
+                                 'a launch file without sim_robot needs --arm-process)' if not len(rec.ee_t) else
                                  f'the stack was not ready after {startup_timeout:g} s'}
             time.sleep(0.1)
         print(f'[bench] stack ready after {time.monotonic() - t_start:.1f} s', file=sys.stderr, flush=True)
@@ -376,10 +335,10 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
 
         def counters():
             time.sleep(1.1)  # one more /diagnostics of each node (1 Hz)
-            return (_filter_periods(rec.diag.get('safety_filter', {})),
-                    _int(rec.diag.get('mpc_controller', {}).get('missed_periods')))
-        with rec.lock:
-            rec.mpc.clear(), rec.out.clear(), rec.out_delay_ms.clear(), rec.reasons.clear()
+            return (_filter_periods(rec.diag_values('safety_filter') or {}),
+                    _int((rec.diag_values('mpc_controller') or {}).get('missed_periods')))
+        t_goals = time.time()
+        reasons.clear()
         runs, t_first = [], None
         cpu_probe = _CpuProbe([p.pid for p in procs])
         n_total, k_total = sum(len(g) for _, g in chains), 0
@@ -401,11 +360,10 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
                     if died():
                         return {'error': f'{died()} during goal {k + 1} of seed {seed}'}
                     time.sleep(0.02)
-                with rec.lock:
-                    window = [(s, p) for s, p in rec.ee if t0 - 0.1 <= s <= t0 + metrics.goal_s + 0.03]
-                    # (memory: only what later windows need is kept)
-                    rec.ee = [(s, p) for s, p in rec.ee if s > t0 + metrics.goal_s - 0.1]
-                d = goal_distances(window, g, t0, metrics.goal_s)
+                stamps, pos = rec.ee_record(by_stamp=True)
+                m = (stamps >= t0 - 0.1) & (stamps <= t0 + metrics.goal_s + 0.03)
+                rec.forget_ee(t0 + metrics.goal_s - 0.1)   # memory: only what later windows need
+                d = goal_distances(list(zip(stamps[m], pos[m])), g, t0, metrics.goal_s)
                 if d is None:
                     return {'error': f'no /mbrl/sim/ee_position during goal {k + 1} of seed {seed}'}
                 at, fin, settle, stalled = judge_distances(d, CONTROL_PERIOD_S, metrics)
@@ -417,10 +375,9 @@ def _drive(robot, chains, metrics, from_home, sets, procs, startup_timeout) -> d
                          **_stack_figures(rec, filter0, filter1, own0, own1, t_seed, t_end_seed)})
         t_end = time.time()
         cpu_probe.stop()
-        mpc_diag = rec.diag.get('mpc_controller', {})
-        with rec.lock:
-            delay = np.array(rec.out_delay_ms)
-            reasons = dict(sorted(rec.reasons.items(), key=lambda kv: -kv[1])[:4])
+        mpc_diag = rec.diag_values('mpc_controller') or {}
+        delay = rec.delays_ms(t_goals)
+        reasons = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
     all_goals = {key: [v for r in runs for v in r['per_goal'][key]] for key in runs[0]['per_goal']}
     overall = summarize(all_goals, metrics)
     overall['filter_periods'] = {m: sum(r['filter_periods'][m] for r in runs) for m in runs[0]['filter_periods']}
@@ -445,9 +402,7 @@ def _stack_figures(rec, filter0, filter1, own0, own1, t0, t1) -> dict:
     """The stack's own figures over [t0, t1]: filter periods per mode (its counters), missed periods
     (receive-time gaps here; the MPC's own count from its send times), MPC commands per second."""
     import numpy as np
-    with rec.lock:
-        mpc_t = np.array([t for t, _ in rec.mpc if t0 <= t <= t1])
-        out_t = np.array([t for t in rec.out if t0 <= t <= t1])
+    mpc_t, out_t = rec.mpc_times(t0, t1), rec.commands(t0, t1)[0]
 
     def missed(ts):
         if len(ts) < 2:

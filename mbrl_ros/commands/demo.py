@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -136,23 +135,38 @@ def _check_bundle(model_dir: Path, robot) -> str | None:
 
 # ---- the run ---------------------------------------------------------------------------------
 class _Watch:
-    """What the readout shows, updated by the recorder callbacks (executor thread)."""
+    """What the readout shows: the stack observer (fed by the bag recorder's callbacks, executor
+    thread) plus the demo's own series of the run record."""
 
-    def __init__(self, rec):
+    def __init__(self, rec, probe, robot):
+        from mbrl_ros.testing.stack_observer import StackObserver
         self.rec = rec
-        self.lock = threading.Lock()
+        self.obs = StackObserver(probe, robot, ('mode', 'active_model', 'diagnostics'), subscribe=False,
+                                 on_status=self.on_status)
         self.goal = None
-        self.mode = None
         self.dist = float('nan')
         self.unc = float('nan')
         self.latency_ms = float('nan')
-        self.plan_p50 = float('nan')
-        self.active_model = None
-        self.mpc_status = None
-        self.diag: dict = {}
         self.reasons: dict = {}          # why the filter refused / the MPC sent nothing -> times seen
         self.filter_periods = []         # (t, {mode: periods so far}) from safety_filter diagnostics
         self._counters: dict = {}
+
+    @property
+    def mode(self):
+        return self.obs.mode
+
+    @property
+    def active_model(self):
+        return self.obs.active_model
+
+    @property
+    def mpc_status(self):
+        d = self.obs.diag.get('mpc_controller')
+        return None if d is None else d[2]
+
+    @property
+    def plan_p50(self):
+        return self.obs.plan_ms[-1][1] if self.obs.plan_ms else float('nan')
 
     def on_ee(self, msg, t):
         import numpy as np
@@ -165,11 +179,6 @@ class _Watch:
         if self.goal is not None:
             self.dist = float(np.linalg.norm(np.asarray(p) - self.goal))
 
-    def on_mode(self, msg, t):
-        self.rec.mode_t.append(t)
-        self.rec.modes.append(msg.data)
-        self.mode = msg.data
-
     def on_unc(self, msg, t):
         self.rec.unc_t.append(t)
         self.rec.unc.append(msg.data)
@@ -181,9 +190,6 @@ class _Watch:
         self.rec.latency_t.append(t)
         self.rec.latency_ms.append(ms)
         self.latency_ms = ms
-
-    def on_active(self, msg, t):
-        self.active_model = msg.data
 
     def _grew(self, who: str, values: dict, keys) -> bool:
         """Whether a node's counters grew since its last status: only then is its 'last reason' news."""
@@ -203,30 +209,26 @@ class _Watch:
         key = who + ': ' + re.sub(r'[0-9]+(\.[0-9]+)?', 'N', text)
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
-    def on_diag(self, msg, t):
-        from mbrl_ros.ros.diagnostics import status_values
-        for st in msg.status:
-            values = status_values(st)
-            self.diag[st.name.lstrip('/')] = (st.level, st.message, values)
-            if st.name.endswith('safety_filter'):
-                try:
-                    self.filter_periods.append((t, {m: int(values[f'periods_{m}']) for m in ('mpc', 'policy', 'hold')}))
-                except (KeyError, ValueError):
-                    pass
-                if self._grew('filter', values, ('refused_mpc', 'refused_policy')):
-                    self._reason('safety_filter refused', values.get('last_refusal'))
-            if st.name.endswith('mpc_controller'):
-                if self._grew('mpc', values, ('no_command',)):
-                    self._reason('mpc_controller sent nothing', values.get('last_no_command'))
-                self.mpc_status = st.message
-                try:
-                    p50, p99 = float(values['plan_ms_p50']), float(values['plan_ms_p99'])
-                except (KeyError, ValueError):
-                    continue  # 'n/a' before the first plan
-                self.rec.plan_t.append(t)
-                self.rec.plan_p50_ms.append(p50)
-                self.rec.plan_p99_ms.append(p99)
-                self.plan_p50 = p50
+    def on_status(self, name, st, values, t):
+        if name.endswith('safety_filter'):
+            try:
+                self.filter_periods.append((t, {m: int(values[f'periods_{m}']) for m in ('mpc', 'policy', 'hold')}))
+            except (KeyError, ValueError):
+                pass
+            if self._grew('filter', values, ('refused_mpc', 'refused_policy')):
+                self._reason('safety_filter refused', values.get('last_refusal'))
+        if name.endswith('mpc_controller') and self._grew('mpc', values, ('no_command',)):
+            self._reason('mpc_controller sent nothing', values.get('last_no_command'))
+
+    def close(self) -> None:
+        """The observer's series into the run record."""
+        changes = self.obs.mode_changes()
+        self.rec.mode_t[:] = [t for t, _ in changes]
+        self.rec.modes[:] = [m for _, m in changes]
+        plans = list(self.obs.plan_ms)
+        self.rec.plan_t[:] = [t for t, _, _ in plans]
+        self.rec.plan_p50_ms[:] = [p for _, p, _ in plans]
+        self.rec.plan_p99_ms[:] = [p for _, _, p in plans]
 
 
 def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
@@ -241,16 +243,16 @@ def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
     from mbrl_ros.testing.ros_probe import RosProbe
 
     rec = RunRecord()
-    w = _Watch(rec)
     topics = {t: getattr(importlib.import_module(f'{pkg}.msg'), name) for t, (pkg, name) in BAG_TOPICS.items()}
-    callbacks = {EE_POSITION_TOPIC: w.on_ee, SAFETY_MODE_TOPIC: w.on_mode,
-                 UNCERTAINTY_TOPIC: w.on_unc, MPC_COMMAND_TOPIC: w.on_mpc,
-                 ACTIVE_MODEL_TOPIC: w.on_active, DIAGNOSTICS_TOPIC: w.on_diag}
     custom = {'robot': robot.name, 'model_dir': str(model_dir), 'goals': len(goals), 'seed': args.seed,
               'goal_period_s': args.goal_period, 'source': 'mbrl-ros demo'}
     interactive = sys.stdout.isatty()
-    result = {'record': rec, 'watch': w, 'interrupted': False, 'died': None, 'goals_sent': 0}
+    result = {'record': rec, 'watch': None, 'interrupted': False, 'died': None, 'goals_sent': 0}
     with RosProbe('mbrl_demo') as probe, _stop_on_signals():
+        w = result['watch'] = _Watch(rec, probe, robot)
+        callbacks = {EE_POSITION_TOPIC: w.on_ee, UNCERTAINTY_TOPIC: w.on_unc, MPC_COMMAND_TOPIC: w.on_mpc,
+                     **{t: lambda m, t_, t=t: w.obs.take(t, m, t_)
+                        for t in (SAFETY_MODE_TOPIC, ACTIVE_MODEL_TOPIC, DIAGNOSTICS_TOPIC)}}
         # ee_position comes at the sim's 100 Hz: every 5th is plenty for the distance curves and
         # keeps this process light next to the stack it measures (all are still recorded).
         recorder = RunRecorder(probe.node, out / 'bag', topics, callbacks, LATCHED_TOPICS, custom,
@@ -292,6 +294,7 @@ def _drive(args, robot, goals, model_dir: Path, out: Path, stack) -> dict:
             if interactive:
                 print(flush=True)
             result['counts'] = recorder.close()
+            w.close()
     return result
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -73,21 +73,6 @@ def mode_counts(modes_per_command: Sequence[str], missed: int = 0) -> dict:
         out[m if m in out else 'none'] += 1
     out['missed'] = int(missed)
     return out
-
-
-# ---- command limits ----------------------------------------------------------------------------
-def command_violation(values, effort_max: np.ndarray, tol: float = 1e-9) -> Optional[str]:
-    """Why a command sent to the arm is out of bounds (wrong length, non-finite, over a limit), or None."""
-    u = np.asarray(values, dtype=np.float64).reshape(-1)
-    if u.shape != effort_max.shape:
-        return f'{u.size} values for {effort_max.size} joints'
-    if not np.all(np.isfinite(u)):
-        return f'non-finite values {u.tolist()}'
-    over = np.abs(u) > effort_max + tol
-    if np.any(over):
-        j = int(np.argmax(np.abs(u) - effort_max))
-        return f'joint {j}: |{u[j]:.6g}| > {effort_max[j]:.6g} Nm'
-    return None
 
 
 # ---- reaching ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ What "as designed" is, per node (the filter's state_timeout_s / command_timeout_
 | policy | no fallback command | stays `mpc` |
 | safety_filter | no command reaches the arm | sim_robot's watchdog commands zero effort after its command_timeout_s (gravity compensation only) |
 
-Recovery: the restarted node's output flows again (its liveness topic, see monitor.LIVENESS; the
+Recovery: the restarted node's output flows again (its liveness topic, see stack_observer.LIVENESS; the
 policy node with no policy.onnx has none: its /diagnostics instead) and the filter is in `mpc`
 again (a mode message after the restart).
 """

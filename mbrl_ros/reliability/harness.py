@@ -42,11 +42,11 @@ class ReachingSession:
 
     def __enter__(self) -> 'ReachingSession':
         from mbrl_ros.reliability.goals import GoalDriver
-        from mbrl_ros.reliability.monitor import Monitor
         from mbrl_ros.testing.ros_probe import RosProbe
+        from mbrl_ros.testing.stack_observer import StackObserver
         try:
             self.probe = RosProbe('reliability_monitor')
-            self.monitor = Monitor(self.probe, self.robot.effort_max, liveness=self.liveness)
+            self.monitor = StackObserver(self.probe, self.robot, liveness=self.liveness)
             self.stack.start()
             self.driver = GoalDriver(self.probe, self.robot, self.goal_period_s, self.seed).start()
         except BaseException:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import math
 import string
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -39,10 +38,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 
 from mbrl_ros.topics import (
-    ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, DIAGNOSTICS_TOPIC, GOAL_TOPIC, JOINT_STATES_TOPIC,
+    ACTIVE_MODEL_TOPIC, COMMAND_TOPIC, GOAL_TOPIC, JOINT_STATES_TOPIC,
     MPC_COMMAND_TOPIC, POLICY_COMMAND_TOPIC, PREDICTION_TOPIC, SAFETY_MODE_TOPIC, STATE_TOPIC
 )
-from mbrl_ros.ros.diagnostics import status_values
 
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
@@ -318,75 +316,23 @@ class TopicResult:
     error_texts: dict = field(default_factory=dict)      # node -> its diagnostics message about them
 
 
-class CommandWatch:
-    """Every /forward_effort_controller/commands message sent by the safety filter (told apart from
-    other publishers by its publisher gid), checked: dof values, finite, within the effort limits."""
-
-    def __init__(self, probe, robot, topic: str = COMMAND_TOPIC):
-        from mbrl_ros.ros.conversions import CONTROL
-        self.probe, self.topic = probe, topic
-        self.limit = np.asarray(robot.effort_max, dtype=np.float64) * (1 + 1e-9)
-        self.dof = robot.dof
-        self.lock = threading.Lock()
-        self.count = self.bad = 0
-        self.other = 0
-        self.first_bad = ''
-        self._gids: set = set()
-        probe.node.create_subscription(Float64MultiArray, topic, self._on, CONTROL)
-
-    def refresh_gids(self) -> int:
-        infos = self.probe.node.get_publishers_info_by_topic(self.topic)
-        self._gids = {bytes(i.endpoint_gid) for i in infos if i.node_name == 'safety_filter'}
-        return len(self._gids)
-
-    def _on(self, msg, info) -> None:
-        gid = info.get('publisher_gid') if isinstance(info, dict) else None
-        gid = bytes(gid['data']) if gid else b''
-        if msg.layout.data_offset == FUZZ_MARKER:
-            return
-        if not any(gid[:len(g)] == g or g[:len(gid)] == gid for g in self._gids if gid):
-            if not self._gids and self.refresh_gids():
-                return self._on(msg, info)
-            with self.lock:
-                self.other += 1
-            return
-        u = np.asarray(msg.data, dtype=np.float64)
-        why = None
-        if u.shape != (self.dof,):
-            why = f'{u.size} values for {self.dof} joints'
-        elif not np.all(np.isfinite(u)):
-            why = f'non-finite {u.tolist()}'
-        elif np.any(np.abs(u) > self.limit):
-            why = f'{u.tolist()} outside +-{self.limit.tolist()}'
-        with self.lock:
-            self.count += 1
-            if why:
-                self.bad += 1
-                self.first_bad = self.first_bad or why
-
-    def snapshot(self) -> tuple[int, int, str]:
-        with self.lock:
-            return self.count, self.bad, self.first_bad
-
-
 class FuzzCampaign:
     """Fuzz every subscriber of a running stack. `system`: a LaunchedSystem (mbrl_ros.testing.
     pytest_plugin) of sim_arm.launch.yaml; its probe publishes and watches."""
 
     def __init__(self, system, robot, good_identity: Optional[str] = None, rate_hz: float = 1000.0,
                  seed: int = 0, log: Callable[[str], None] = lambda s: None):
-        from diagnostic_msgs.msg import DiagnosticArray
-
         from mbrl_ros.ros.conversions import LATCHED
+        from mbrl_ros.testing.stack_observer import StackObserver
         self.system, self.robot, self.probe = system, robot, system.probe
         self.good_identity = good_identity
         self.period = 1.0 / rate_hz if rate_hz > 0 else 0.0
         self.seed = seed
         self.log = log
-        self.watch = CommandWatch(self.probe, robot)
+        # the safety filter's commands only (the fuzzer publishes on the command topic too)
+        self.watch = StackObserver(self.probe, robot, ('commands', 'diagnostics'), command_from='safety_filter',
+                                   ignore=lambda m: m.layout.data_offset == FUZZ_MARKER, status_log=True)
         self.error_texts: dict = {}
-        self.watch.refresh_gids()
-        self.diag = self.probe.subscribe(DIAGNOSTICS_TOPIC, DiagnosticArray, 100)
         self._pubs = {t: self.probe.publisher(t, ty, LATCHED if t.endswith('active_model') else 10)
                       for t, ty, _ in TARGETS}
 
@@ -407,18 +353,16 @@ class FuzzCampaign:
         """Latest `internal_errors` counter each node reported on /diagnostics (and, in
         self.error_texts, the status message that came with a non-zero one)."""
         out = {}
-        for _, arr in list(self.diag[since:]):
-            for s in arr.status:
-                node = s.name.split(':')[-1].strip().lstrip('/').split('/')[-1]
-                vals = status_values(s)
-                if 'internal_errors' in vals:
-                    try:
-                        out[node] = int(float(vals['internal_errors']))
-                    except ValueError:
-                        continue
-                    if out[node]:
-                        self.error_texts[node] = s.message + ' | ' + '; '.join(
-                            f'{k}={vals[k]}' for k in ('last_bad_input', 'last_error') if k in vals)
+        for _, name, _, message, vals in self.watch.statuses_since(since):
+            node = name.split('/')[-1]
+            if 'internal_errors' in vals:
+                try:
+                    out[node] = int(float(vals['internal_errors']))
+                except ValueError:
+                    continue
+                if out[node]:
+                    self.error_texts[node] = message + ' | ' + '; '.join(
+                        f'{k}={vals[k]}' for k in ('last_bad_input', 'last_error') if k in vals)
         return out
 
     def responsive(self, node: str, since: int, timeout: float = 10.0) -> str:
@@ -429,7 +373,7 @@ class FuzzCampaign:
             return f'no parameter answer ({type(exc).__name__})'
 
         def diag_seen():
-            return any(s.name.endswith(node) for _, arr in list(self.diag[since:]) for s in arr.status)
+            return any(name.endswith(node) for _, name, *_ in self.watch.statuses_since(since))
         if not self.probe.wait_until(diag_seen, timeout):
             return 'no /diagnostics'
         return 'yes'
@@ -466,7 +410,7 @@ class FuzzCampaign:
                     next_t = time.monotonic()
         generate(strategy, n, send, seed=self.seed)
         res.seconds = time.monotonic() - t0
-        since = len(self.diag)
+        since = self.watch.status_count()
         time.sleep(1.5)   # let the last messages be handled and a diagnostics round go out
         res.crashed = self.crashed()
         for node in NODES:
