@@ -54,6 +54,22 @@ def default_velocity_gain(robot: RobotModel) -> np.ndarray:
     return robot.effort_max / (0.5 * robot.qd_max)
 
 
+def _carried_bodies(robot: RobotModel) -> list[int]:
+    """The chain's bodies and every body below them (a gripper's welded fingers): a torque-controlled
+    arm's own compensation holds the whole arm it carries (Panda's 0.2 kg of fingers, uncompensated,
+    left its PD 4 mm below every goal)."""
+    m = robot.model
+    chain = {int(b) for b in robot.chain_bodies}
+    carried = []
+    for b in range(1, m.nbody):
+        a = b
+        while a != 0 and a not in chain:
+            a = int(m.body_parentid[a])
+        if a != 0:
+            carried.append(b)
+    return carried
+
+
 class SimArm:
     def __init__(self, robot: RobotModel | str | os.PathLike = 'arm7', physics_rate_hz: float = 500.0,
                  command_interface: str = 'effort', gravity_compensation: bool = True,
@@ -98,7 +114,7 @@ class SimArm:
         spec = r.make_spec()  # names every element: foreign MJCF leaves actuators unnamed
         spec.option.timestep = 1.0 / self.physics_rate_hz
         spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
-        for b in r.chain_bodies:
+        for b in _carried_bodies(r):
             spec.body(mujoco.mj_id2name(r.model, mujoco.mjtObj.mjOBJ_BODY, b)).gravcomp = (
                 1.0 if self.gravity_compensation else 0.0)
         for name, tau in zip(r.joint_names, r.effort_max):
