@@ -11,6 +11,7 @@ from _model_helpers import make_model
 from mbrl_ros.core.dynamics.export import export_ensemble
 from mbrl_ros.core.runtime.ensemble import EnsembleRuntime
 from mbrl_ros.core.runtime.evaluate import evaluate, open_loop_windows
+from mbrl_ros.core.world_model import WorldModel
 
 S, A, E = 6, 3, 4
 
@@ -62,7 +63,7 @@ def test_predict_shapes_and_partitioned_agrees(tmp_path):
 
 @pytest.mark.parametrize('B', [8, 7])   # 8: balanced (partitioned path), 7: gather path
 def test_step_uses_each_particles_member(tmp_path, B):
-    rt = _runtime(tmp_path, _member_id_model())
+    rt = WorldModel(_runtime(tmp_path, _member_id_model()))
     members = np.arange(B) % E
     np.random.default_rng(0).shuffle(members)
     s = np.zeros((B, S), np.float32)
@@ -73,7 +74,7 @@ def test_step_uses_each_particles_member(tmp_path, B):
 
 
 def test_ts_inf_keeps_members_and_ts1_redraws(tmp_path):
-    rt = _runtime(tmp_path, _member_id_model())
+    rt = WorldModel(_runtime(tmp_path, _member_id_model()))
     B, H = 40, 12
     acts = np.zeros((B, H, A))
     traj = rt.rollout(np.zeros(S), acts, mode='tsinf', rng=0)
@@ -89,15 +90,18 @@ def test_ts_inf_keeps_members_and_ts1_redraws(tmp_path):
     assert changes > 0.5                                          # ~(E-1)/E of steps switch member
     for row in np.round(inc1).astype(int).T:                      # balanced draws each step
         assert np.bincount(row, minlength=E).tolist() == [B // E] * E
-    meanroll = rt.rollout(np.zeros(S), acts, mode='mean')
+    meanroll = rt.rollout(np.zeros(S), acts, mode='expectation')
     np.testing.assert_allclose(np.diff(meanroll[..., 0], axis=1), (E - 1) / 2, atol=1e-4)
+    np.testing.assert_array_equal(rt.rollout(np.zeros(S), acts, mode='mean'), meanroll)   # the old name
+    with pytest.raises(ValueError):
+        rt.rollout(np.zeros(S), acts, mode='average')
 
 
 def test_aleatoric_sampling_spread(tmp_path):
     m = _member_id_model()
     with torch.no_grad():
         m.out.bias[:, 0, S:2 * S] = np.log(0.25)   # sigma 0.5 in every member
-    rt = _runtime(tmp_path, m)
+    rt = WorldModel(_runtime(tmp_path, m))
     B = 4000
     members = np.zeros(B, int)
     nxt = rt.step(np.zeros((B, S)), np.zeros((B, A)), members=members, rng=1, sample_aleatoric=True)
@@ -111,11 +115,11 @@ def test_disagreement_zero_for_identical_members(tmp_path):
     m = make_model(S, A, E=E)
     rng = np.random.default_rng(0)
     s, a = rng.normal(size=(16, S)), rng.normal(size=(16, A))
-    assert (_runtime(tmp_path / 'a', m).disagreement(s, a) > 1e-3).all()
+    assert (WorldModel(_runtime(tmp_path / 'a', m)).disagreement(s, a) > 1e-3).all()
     with torch.no_grad():
         for p in m.parameters():
             p[1:] = p[:1]
-    d = _runtime(tmp_path / 'b', m).disagreement(s, a)
+    d = WorldModel(_runtime(tmp_path / 'b', m)).disagreement(s, a)
     assert d.shape == (16,) and np.abs(d).max() < 1e-5
 
 
@@ -133,7 +137,7 @@ def test_metrics_are_zero_on_data_the_model_generated(tmp_path):
     rng = np.random.default_rng(0)
     n_ep, T = 6, 40
     acts = rng.uniform(-1, 1, (n_ep, T, 3)).astype(np.float32)
-    traj = rt.rollout(np.zeros(6), acts, mode='mean')
+    traj = WorldModel(rt).rollout(np.zeros(6), acts, mode='expectation')
     ds = types.SimpleNamespace(
         states=traj[:, :-1].reshape(-1, 6).astype(np.float64), actions=acts.reshape(-1, 3),
         next_states=traj[:, 1:].reshape(-1, 6).astype(np.float64),

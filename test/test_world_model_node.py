@@ -17,6 +17,7 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 from _model_helpers import make_model, write_bundle
 from mbrl_ros.core.bundle import load_bundle, sha256_file
 from mbrl_ros.core.robot import RobotModel
+from mbrl_ros.core.world_model import WorldModel
 from mbrl_ros.ros.conversions import LATCHED, sec_to_stamp, stamp_to_sec
 from mbrl_ros.testing.node_process import NodeHarness, NodeProcess
 from mbrl_ros.ros.diagnostics import status_values
@@ -166,9 +167,9 @@ def test_prediction_is_state_plus_ensemble_mean_delta(serving_a, bundles):
     for t_recv, msg in recent:
         ahead = stamp_to_sec(msg.header.stamp) - t_recv
         assert -0.2 < ahead < 0.021
-    # Uncertainty is the runtime's disagreement for this state and command.
+    # Uncertainty is the world model's disagreement for this state and command.
     unc = [u.data for _, u in node.unc[-10:]]
-    expected_unc = float(bundle.ensemble.disagreement_from(mean)[0])
+    expected_unc = float(WorldModel(bundle.ensemble).disagreement_from(mean)[0])
     assert any(u == pytest.approx(expected_unc, rel=1e-4) for u in unc), (unc, expected_unc)
     # At most prediction_rate_hz (50) predictions a second from 100 Hz states.
     n0 = len(node.pred)

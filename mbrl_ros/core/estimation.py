@@ -28,6 +28,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mbrl_ros.core.world_model import world_model
+
 
 @dataclass
 class FilterConfig:
@@ -309,8 +311,8 @@ class DelayCompensator:
     at t + d is planning for a state the arm has already left; at 50 Hz with d ~ 1-1.5 periods
     that made the reach oscillate around the goal (docs/demo.md, "Latency"). So the planner
     starts from the prediction of the state at t + d, under the command acting meanwhile (the
-    previous one), with the ensemble mean: whole steps of the model's dt, then the fraction of
-    one more step (linear in the predicted delta).
+    previous one), with the ensemble mean (`core.world_model.WorldModel.mean_delta`): whole steps
+    of the model's dt, then the fraction of one more step (linear in the predicted delta).
 
     `predict(x, u, delay_s)`: x (S,) state [q, qd], u (A,) the command acting during the delay.
     Returns x unchanged for delay_s <= 0 and anything non-finite out of the model (it never
@@ -320,7 +322,7 @@ class DelayCompensator:
     def __init__(self, ensemble, dt: float, max_delay_s: float = 0.1):
         if not dt > 0:
             raise ValueError(f'dt must be > 0, got {dt}')
-        self.ensemble = ensemble
+        self.model = world_model(ensemble)   # an EnsembleRuntime or a WorldModel
         self.dt = float(dt)
         self.max_delay_s = float(max_delay_s)
 
@@ -334,7 +336,6 @@ class DelayCompensator:
         whole, frac = int(steps), steps - int(steps)
         out = x.copy()
         for k in range(whole + (1 if frac > 1e-6 else 0)):
-            mean, _ = self.ensemble.predict(out[None], u)
-            delta = np.asarray(mean, dtype=np.float64).mean(axis=0)[0]
+            delta = self.model.mean_delta(out[None], u)[0][0]
             out = out + (delta if k < whole else frac * delta)
         return out if np.all(np.isfinite(out)) else x

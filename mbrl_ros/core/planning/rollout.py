@@ -4,10 +4,10 @@ The planner sees dynamics only through the small `Dynamics` protocol: one call p
 step with the whole population, so the per-step Python overhead is paid H times per
 iteration, not H × samples times.
 
-- `EnsembleDynamics` adapts the learned ensemble (`EnsembleRuntime`, ONNX) with the PETS
-  propagation schemes: `expectation` (mean over members; fastest), `ts1` (each particle
-  follows a random member, re-drawn every step) and `tsinf` (each particle keeps its member
-  for the whole horizon).
+- `EnsembleDynamics` adapts the learned ensemble, through its one door `core.world_model.WorldModel`,
+  with the PETS propagation schemes: `expectation` (mean over members; fastest), `ts1` (each
+  particle follows a random member, re-drawn every step) and `tsinf` (each particle keeps its
+  member for the whole horizon).
 - `DoubleIntegratorDynamics` is a known analytic model (damped double integrator per joint):
   the planner's reference model for tests and the trivial dynamics of the overhead benchmark.
 """
@@ -17,6 +17,9 @@ import time
 from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
+
+from mbrl_ros.core.world_model import (PROPAGATIONS, disagreement, ensemble_mean, particle_members, predictive_var,
+                                       propagation_name, rng_integers, with_aleatoric, world_model)
 
 
 @runtime_checkable
@@ -90,34 +93,32 @@ class DoubleIntegratorDynamics:
 
 
 class EnsembleDynamics:
-    """PETS trajectory sampling over the ensemble runtime (`mbrl_ros.core.runtime.ensemble`).
+    """PETS trajectory sampling over the learned ensemble, batched for the planner.
 
-    Needs `runtime.predict(states (B,S), actions (B,A)) -> (mean, logvar)`, each (E,B,S)
-    next-state deltas. Uses, when the runtime has them, `runtime.step(states, actions,
-    members=...)` (its partitioned graph: each member evaluates only its own particles) and
-    `runtime.disagreement_from(mean)` (normalised by the training delta std).
+    `runtime`: an EnsembleRuntime (or a `core.world_model.WorldModel`, or anything with its
+    `predict`); the member math (mean, TS member assignment, disagreement) is `core.world_model`'s.
 
-    - `expectation`: one row per sample, next = s + mean over members; disagreement = the
-      members' spread on that row. The cheapest; the default for the 50 Hz budget.
+    - `expectation` ('mean' is accepted too): one row per sample, next = s + mean over members;
+      disagreement = the members' spread on that row. The cheapest; the default for the 50 Hz budget.
     - `ts1` / `tsinf` with P particles per sample: rows are particles; each particle follows
       one member (redrawn every step for ts1, fixed for tsinf). Disagreement of a sample =
       the spread of its particles' one-step deltas (same normalisation), so P >= 2 is needed
       for the risk term; P a multiple of E keeps the runtime's partitioned fast path.
     """
 
-    PROPAGATIONS = ('expectation', 'ts1', 'tsinf')
+    PROPAGATIONS = PROPAGATIONS
 
     def __init__(self, runtime, state_dim: Optional[int] = None, action_dim: Optional[int] = None,
                  propagation: str = 'expectation', num_particles: int = 1,
                  sample_aleatoric: bool = False, seed: int = 0):
-        if propagation not in self.PROPAGATIONS:
-            raise ValueError(f'propagation must be one of {self.PROPAGATIONS}, got {propagation!r}')
+        propagation = propagation_name(propagation)
         if num_particles < 1:
             raise ValueError(f'num_particles must be >= 1, got {num_particles}')
-        self.runtime = runtime
-        self.state_dim = int(state_dim if state_dim is not None else runtime.state_dim)
-        self.action_dim = int(action_dim if action_dim is not None else runtime.action_dim)
-        self.ensemble_size = int(getattr(runtime, 'ensemble_size', 0)) or None
+        self.model = model = world_model(runtime)
+        self.runtime = model.runtime
+        self.state_dim = int(state_dim if state_dim is not None else model.state_dim)
+        self.action_dim = int(action_dim if action_dim is not None else model.action_dim)
+        self.ensemble_size = model.ensemble_size
         self.propagation = propagation
         self.num_particles = int(num_particles) if propagation != 'expectation' else 1
         self.sample_aleatoric = bool(sample_aleatoric)
@@ -127,10 +128,8 @@ class EnsembleDynamics:
         self._in_s = self._in_a = None
         self._slots_key, self._slots = None, None
         self._zeros = np.zeros(0)
-        self._delta_inv_std = None
-        std = getattr(runtime, 'delta_std', None)
-        if std is not None:
-            self._delta_inv_std = 1.0 / np.asarray(std, float)
+        # float64 once, not per step: the particles' deltas are float64
+        self._delta_std = None if model.delta_std is None else np.asarray(model.delta_std, float)
 
     @property
     def row_multiple(self) -> int:
@@ -142,30 +141,14 @@ class EnsembleDynamics:
         # TS with one particle per sample through the partitioned graph: each row is evaluated
         # by one member only, 1/E of the expectation's work for the same number of samples.
         return (self.propagation != 'expectation' and self.num_particles == 1 and bool(self.ensemble_size)
-                and getattr(self.runtime, 'partitioned', None) is not None)
+                and self.model.partitioned)
 
     def begin_rollout(self, rows: int, rng: np.random.Generator) -> None:
         self._rng = rng
         if self._one_member_per_row:
             self._rotation = int(rng_integers(rng, self.ensemble_size, 1)[0])
         elif self.propagation == 'tsinf':
-            self._members = self._draw_members(rows)
-
-    def _draw_members(self, rows: int) -> np.ndarray:
-        e = self.ensemble_size or 1
-        # Particle p of every sample follows member p mod E (plus a random offset per sample), so
-        # each sequence is judged by as many different members as it has particles and the
-        # member counts stay balanced (the runtime's partitioned path) when P is a multiple of E.
-        p = self.num_particles
-        offset = np.repeat(rng_integers(self._rng, e, rows // p), p)
-        return (np.tile(np.arange(p), rows // p) + offset) % e
-
-    def _spread(self, deltas: np.ndarray) -> np.ndarray:
-        """(..., K, S) deltas -> (...,) std over K, normalised per dim, averaged over dims."""
-        std = deltas.std(axis=-2)
-        if self._delta_inv_std is not None:
-            std = std * self._delta_inv_std
-        return std.mean(axis=-1)
+            self._members = particle_members(rows, self.num_particles, self.ensemble_size, self._rng)
 
     def _step_one_member(self, states, actions):
         """TS with P=1 through the partitioned graph: row r uses member (r + rotation) mod E.
@@ -188,20 +171,14 @@ class EnsembleDynamics:
         ins = (self._in_s.reshape(e, b, -1), self._in_a.reshape(e, b, -1))
         if self.sample_aleatoric:
             mean, logvar = self.runtime.predict_partitioned(*ins)
-            delta = mean.reshape(b * e, -1) + np.exp(0.5 * logvar.reshape(b * e, -1)) * self._rng.standard_normal(
-                (b * e, mean.shape[-1]), dtype=np.float32)
+            delta = with_aleatoric(mean.reshape(b * e, -1), logvar.reshape(b * e, -1), self._rng)
         else:
-            delta = self._partitioned_mean(*ins).reshape(b * e, -1)
+            delta = self.model.partitioned_means(*ins).reshape(b * e, -1)
         out = delta[dst].astype(states.dtype)
         out += states
         if self._zeros.shape[0] != rows:
             self._zeros = np.zeros(rows)
         return out, self._zeros
-
-    def _partitioned_mean(self, states, actions):
-        if hasattr(self.runtime, 'predict_partitioned_mean'):
-            return self.runtime.predict_partitioned_mean(states, actions)
-        return self.runtime.predict_partitioned(states, actions)[0]
 
     def _slots_for(self, rows: int, b: int, rot: int) -> tuple[np.ndarray, np.ndarray]:
         """(src, dst): slot k = e·b + i of the member-major input holds row src[k]; row r's
@@ -222,41 +199,25 @@ class EnsembleDynamics:
         if self._one_member_per_row:
             return self._step_one_member(states, actions)
         if self.propagation == 'expectation':
-            if self.sample_aleatoric or not hasattr(self.runtime, 'predict_mean'):
-                mean, logvar = self.runtime.predict(states, actions)
-            else:   # no log-variance head: the mean-only graph (runtime.ensemble)
-                mean = self.runtime.predict_mean(states, actions)
-            delta = mean.mean(axis=0)
             if self.sample_aleatoric:
-                var = np.exp(logvar).mean(axis=0) + mean.var(axis=0)
-                delta = delta + np.sqrt(var) * self._rng.standard_normal(delta.shape)
-            if hasattr(self.runtime, 'disagreement_from'):
-                dis = self.runtime.disagreement_from(mean)
-            else:
-                dis = self._spread(np.moveaxis(mean, 0, -2))
-            return states + delta, np.asarray(dis, float)
-        members = self._members if self.propagation == 'tsinf' else self._draw_members(rows)
-        if hasattr(self.runtime, 'step'):
-            nxt = np.asarray(self.runtime.step(states, actions, members=members, rng=self._rng,
-                                               sample_aleatoric=self.sample_aleatoric), float)
-        else:
-            mean, logvar = self.runtime.predict(states, actions)
-            idx = np.arange(rows)
-            delta = mean[members, idx]
+                mean, logvar = self.model.predict(states, actions)
+            else:   # no log-variance head: the mean-only graph where there is one
+                mean = self.model.member_means(states, actions)
+            delta = ensemble_mean(mean)
             if self.sample_aleatoric:
-                delta = delta + np.exp(0.5 * logvar[members, idx]) * self._rng.standard_normal(delta.shape)
-            nxt = states + delta
+                delta = delta + np.sqrt(predictive_var(mean, logvar)) * self._rng.standard_normal(delta.shape)
+            return states + delta, np.asarray(self.model.disagreement_from(mean), float)
+        members = self._members if self.propagation == 'tsinf' else particle_members(
+            rows, self.num_particles, self.ensemble_size, self._rng)
+        nxt = np.asarray(self.model.step(states, actions, members=members, rng=self._rng,
+                                         sample_aleatoric=self.sample_aleatoric), float)
         p = self.num_particles
         if p > 1:
-            spread = self._spread((nxt - states).reshape(rows // p, p, -1))
+            spread = disagreement((nxt - states).reshape(rows // p, p, -1), self._delta_std, axis=-2)
             dis = np.repeat(spread, p)
         else:
             dis = np.zeros(rows)
         return nxt, dis
-
-
-def rng_integers(rng: np.random.Generator, high: int, size: int) -> np.ndarray:
-    return rng.integers(0, high, size=size) if high > 1 else np.zeros(size, int)
 
 
 class RolloutBuffers:

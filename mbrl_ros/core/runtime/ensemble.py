@@ -1,19 +1,9 @@
-"""onnxruntime inference of the PETS ensemble, trajectory sampling and epistemic uncertainty.
+"""onnxruntime inference of the PETS ensemble: the low-level wrapper under `core.world_model.WorldModel`.
 
 No torch here. Shapes: E members, B rows, S state dims, A action dims; the model predicts the
-next-state delta, so next_state = state + delta.
-
-Trajectory sampling (PETS):
-- TS1: each particle uses a random member, redrawn at every step.
-- TS-inf: each particle keeps one member for the whole trajectory.
-When the particles split evenly over the members, both run through the partitioned graph (each member
-evaluates only its own rows: E times less work than evaluating every member on every row). Otherwise
-all members are evaluated and the particle's member is picked out.
-
-Epistemic uncertainty (`disagreement`): for each row, the standard deviation over members of the
-predicted mean delta, per state dim divided by the training-set std of that delta dim (normalised units,
-so joints and velocities weigh alike), then averaged over state dims. 0 when the members agree exactly;
-~1 means the members disagree by a typical one-step change.
+next-state delta, so next_state = state + delta. Propagation (expectation, TS1, TS-inf) and the
+disagreement are `core.world_model`'s; this module runs the graphs: every member on every row
+(`predict`), or member e on row block e only (`predict_partitioned`, for trajectory sampling).
 
 Mean-only graphs: the planner (expectation, and trajectory sampling without aleatoric noise) and the
 disagreement need only the members' means, but onnxruntime runs every node of a graph whatever
@@ -35,8 +25,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
-
-MODES = ('mean', 'ts1', 'tsinf')
 
 
 def make_session(model, intra_op_threads: int = 1) -> ort.InferenceSession:
@@ -238,87 +226,9 @@ class EnsembleRuntime:
             return (mean.reshape(E, E, b, -1)[e, e], logvar.reshape(E, E, b, -1)[e, e])
         return tuple(self.partitioned.run(['mean', 'logvar'], {'state': _f32(states), 'action': _f32(actions)}))
 
-    # --- uncertainty -------------------------------------------------------------------------
-    def disagreement_from(self, mean: np.ndarray) -> np.ndarray:
-        """(E,B,S) member means -> (B,) epistemic uncertainty (see module docstring)."""
-        std = mean.std(axis=0)
-        if self.delta_std is not None:
-            std = std / self.delta_std
-        return std.mean(axis=-1)
-
-    def disagreement(self, states, actions) -> np.ndarray:
-        return self.disagreement_from(self.predict_mean(states, actions))
-
-    # --- one step with a member per particle --------------------------------------------------
-    def step(self, states, actions, members=None, rng=None, sample_aleatoric: bool = False):
-        """Next states (B,S) with particle i using member `members[i]`; members=None: ensemble mean.
-
-        The partitioned graph is used when the members split the rows evenly.
-        """
-        states = _f32(states)
-        B, E = len(states), self.ensemble_size
-        if members is None:
-            if not sample_aleatoric:
-                return states + self.predict_mean(states, actions).mean(0)
-            mean, logvar = self.predict(states, actions)
-            # Draw from the moment-matched predictive: aleatoric + epistemic variance.
-            var = np.exp(logvar).mean(0) + mean.var(0)
-            return states + mean.mean(0) + np.sqrt(var) * _rng(rng).standard_normal(var.shape, dtype=np.float32)
-        members = np.asarray(members)
-        counts = np.bincount(members, minlength=E)
-        if B % E == 0 and (counts == B // E).all():
-            order = np.argsort(members, kind='stable')           # rows grouped by member
-            b = B // E
-            mean, logvar = self.predict_partitioned(states[order].reshape(E, b, -1),
-                                                    _f32(actions)[order].reshape(E, b, -1))
-            d_mean, d_lv = np.empty_like(states), np.empty_like(states)
-            d_mean[order], d_lv[order] = mean.reshape(B, -1), logvar.reshape(B, -1)
-        else:
-            mean, logvar = self.predict(states, actions)
-            d_mean, d_lv = mean[members, np.arange(B)], logvar[members, np.arange(B)]
-        if sample_aleatoric:
-            d_mean = d_mean + np.exp(0.5 * d_lv) * _rng(rng).standard_normal(d_mean.shape, dtype=np.float32)
-        return states + d_mean
-
-    def sample_members(self, n: int, rng=None) -> np.ndarray:
-        """A member per particle, balanced when n is a multiple of E (a random permutation of
-        arange(n) % E, as mbrl-lib does), so the partitioned graph applies."""
-        rng = _rng(rng)
-        E = self.ensemble_size
-        if n % E == 0:
-            return rng.permutation(np.arange(n) % E)
-        return rng.integers(0, E, size=n)
-
-    def rollout(self, states, actions, mode: str = 'ts1', rng=None, sample_aleatoric: bool = False,
-                members=None) -> np.ndarray:
-        """Propagate particles open loop. states (B,S) or (S,) (broadcast), actions (B,H,A).
-
-        mode 'mean': ensemble mean every step; 'ts1': a new member per particle every step;
-        'tsinf': one member per particle for the whole trajectory (`members` if given).
-        Returns (B,H+1,S) including the start state.
-        """
-        if mode not in MODES:
-            raise ValueError(f'mode {mode!r} not in {MODES}')
-        rng = _rng(rng)
-        actions = _f32(actions)
-        B, H = actions.shape[:2]
-        s = np.broadcast_to(_f32(states), (B, self.state_dim)).copy()
-        out = np.empty((B, H + 1, self.state_dim), dtype=np.float32)
-        out[:, 0] = s
-        if mode == 'tsinf' and members is None:
-            members = self.sample_members(B, rng)
-        for t in range(H):
-            m = None if mode == 'mean' else (self.sample_members(B, rng) if mode == 'ts1' else members)
-            s = self.step(s, actions[:, t], members=m, rng=rng, sample_aleatoric=sample_aleatoric)
-            out[:, t + 1] = s
-        return out
-
 
 def _static(dim) -> int:
     if not isinstance(dim, int):
         raise ValueError(f'expected a fixed dimension in the ONNX graph, got {dim!r}')
     return dim
 
-
-def _rng(rng) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mbrl_ros.core.world_model import disagreement, ensemble_mean, predictive_var
+
 from .ensemble import EnsembleRuntime
 
 
@@ -27,14 +29,14 @@ def one_step_metrics(rt: EnsembleRuntime, states, actions, next_states) -> dict:
     delta = (np.asarray(next_states, np.float64) - np.asarray(states, np.float64))
     pred = np.empty_like(delta)
     inside = np.empty(delta.shape, dtype=bool)
-    disagreement = np.empty(len(delta))
+    dis = np.empty(len(delta))
     for i, (mean, logvar) in _batched(rt, states, actions):
-        m = mean.mean(0).astype(np.float64)
-        var = np.exp(logvar.astype(np.float64)).mean(0) + mean.astype(np.float64).var(0)
+        m = ensemble_mean(mean).astype(np.float64)
+        var = predictive_var(mean.astype(np.float64), logvar.astype(np.float64))
         d = delta[i:i + len(m)]
         pred[i:i + len(m)] = m
         inside[i:i + len(m)] = np.abs(d - m) <= 2.0 * np.sqrt(var)
-        disagreement[i:i + len(m)] = rt.disagreement_from(mean)
+        dis[i:i + len(m)] = disagreement(mean, rt.delta_std)
     std = delta.std(0)
     std = np.where(std < 1e-12, 1.0, std)
     nrmse = np.sqrt(((pred - delta) ** 2).mean(0)) / std
@@ -42,7 +44,7 @@ def one_step_metrics(rt: EnsembleRuntime, states, actions, next_states) -> dict:
         'one_step_nrmse': float(nrmse.mean()),
         'one_step_nrmse_per_dim': [float(v) for v in nrmse],
         'calibration_2sigma': float(inside.mean()),
-        'disagreement_median': float(np.median(disagreement)),
+        'disagreement_median': float(np.median(dis)),
     }
 
 
@@ -72,7 +74,7 @@ def open_loop_ee_error(rt: EnsembleRuntime, data, robot, horizon: int = 15,
     err = np.empty((len(starts), horizon))
     for k in range(horizon):
         mean, _ = rt.predict(s, actions[starts + k])
-        s = s + mean.mean(0)
+        s = s + ensemble_mean(mean)
         real_q = np.asarray(data.next_states)[starts + k, :dof]
         err[:, k] = np.linalg.norm(robot.fk(s[:, :dof].astype(np.float64)) - robot.fk(real_q), axis=-1)
     last = err[:, -1]
