@@ -26,23 +26,6 @@ def add_arguments(p):
     p.add_argument('--json', action='store_true', help='print the results as JSON')
 
 
-class CountingDynamics:
-    """Counts rows x steps through the wrapped dynamics (model evaluations)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.state_dim, self.action_dim = inner.state_dim, inner.action_dim
-        self.num_particles = inner.num_particles
-        self.evaluations = 0
-
-    def begin_rollout(self, rows, rng):
-        self.inner.begin_rollout(rows, rng)
-
-    def step(self, states, actions):
-        self.evaluations += states.shape[0]
-        return self.inner.step(states, actions)
-
-
 def matmul_graph(onnx_path):
     """(session, E, input width) of a graph holding only the ensemble's MatMul chain (same weights)."""
     import onnx
@@ -90,7 +73,7 @@ def matmul_rate(session, E: int, d_in: int, batch: int, min_s: float = 0.2) -> f
 def run(args) -> int:
     from mbrl_ros.core.bundle import BundleError, load_bundle
     from mbrl_ros.core.planning import EnsembleDynamics, PlannerConfig
-    from mbrl_ros.core.planning.bench import benchmark_planner
+    from mbrl_ros.core.planning.bench import MeteredDynamics, benchmark_planner
     from mbrl_ros.core.robot import RobotModel
     from mbrl_ros.resources import find_resource
 
@@ -109,7 +92,7 @@ def run(args) -> int:
         for n in ns:
             cfg = PlannerConfig(planner=args.planner, horizon=h, num_samples=n, num_iterations=args.iterations,
                                 num_elites=max(2, n // 10), time_budget_ms=0.0).validated()
-            dyn = CountingDynamics(EnsembleDynamics(bundle.ensemble))
+            dyn = MeteredDynamics(EnsembleDynamics(bundle.ensemble))
             r = benchmark_planner(robot, cfg, dynamics=dyn, plans=plans, warmup=3)
             evals_per_plan = dyn.evaluations / (plans + 3)
             if n not in rates:

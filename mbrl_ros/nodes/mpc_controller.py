@@ -412,11 +412,6 @@ class MpcControllerNode(ControllerNode, LifecycleNode):
             msg.poses.append(pose)
         self._pub_plan.publish(msg)
 
-    def _error(self, what: str) -> None:
-        self.counts['internal_errors'] += 1
-        self._last['error'] = what
-        self.get_logger().error(what, throttle_duration_sec=2.0)
-
     # ---- health -------------------------------------------------------------------------
     def _status(self):
         times = np.array(self._plan_ms) if self._plan_ms else None

@@ -166,11 +166,6 @@ class PolicyNode(ControllerNode, Node):
             self.get_logger().info(f'no command: {why}')
         self._last['no_command'] = why
 
-    def _error(self, what: str) -> None:
-        self.counts['internal_errors'] += 1
-        self._last['error'] = what
-        self.get_logger().error(what, throttle_duration_sec=2.0)
-
     # ---- health ---------------------------------------------------------------------------
     def _status(self):
         t = np.array(self._ms) if self._ms else None

@@ -42,6 +42,12 @@ class ControllerNode:
         return ControlLoop(tick, self.params['control_rate_hz'], name=name,
                            priority=self.params['control_thread_priority'], demote_after=demote_after)
 
+    def _error(self, what: str) -> None:
+        """An exception a callback caught: counted and shown on /diagnostics, logged at most every 2 s."""
+        self.counts['internal_errors'] += 1
+        self._last['error'] = what
+        self.get_logger().error(what, throttle_duration_sec=2.0)
+
     def _run_period(self, once, what: str) -> None:
         """One control period: the loop must survive anything (no command this period, an error on
         /diagnostics); after SIGINT shut rclpy down under it, an exception is not an error."""

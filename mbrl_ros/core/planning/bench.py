@@ -21,13 +21,15 @@ from .optimizers import Planner
 from .rollout import DoubleIntegratorDynamics
 
 
-class _TimedDynamics:
-    """Wraps a Dynamics and accumulates the seconds spent in its step()."""
+class MeteredDynamics:
+    """Wraps a Dynamics; counts the rows x steps through it (model evaluations) and the seconds
+    spent in its step()."""
 
     def __init__(self, inner):
         self.inner = inner
         self.state_dim, self.action_dim = inner.state_dim, inner.action_dim
         self.num_particles = inner.num_particles
+        self.evaluations = 0
         self.seconds = 0.0
 
     def begin_rollout(self, rows, rng):
@@ -37,6 +39,7 @@ class _TimedDynamics:
         t = time.perf_counter()
         out = self.inner.step(states, actions)
         self.seconds += time.perf_counter() - t
+        self.evaluations += states.shape[0]
         return out
 
 
@@ -49,7 +52,7 @@ def benchmark_planner(robot='arm7', config: Optional[PlannerConfig] = None, dyna
         robot = RobotModel.load(robot)
     config = config or PlannerConfig(time_budget_ms=0.0)
     plant = DoubleIntegratorDynamics.from_robot(robot)
-    model = _TimedDynamics(dynamics if dynamics is not None else plant)
+    model = MeteredDynamics(dynamics if dynamics is not None else plant)
     planner = Planner(config, model, make_task_cost(robot, weights), -robot.effort_max, robot.effort_max)
     rng = np.random.default_rng(seed)
     q_goal = np.clip(robot.home_q + rng.uniform(-0.6, 0.6, robot.dof), robot.q_min + 0.2, robot.q_max - 0.2)
