@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 DEFAULT_OUT = 'docs/results.md'
-ZOO = (('KUKA iiwa', 'kuka_iiwa/model.urdf', ''), ('Franka Panda', 'franka_panda/panda.urdf', 'panda_grasptarget'),
-       ('UFactory xArm6', 'xarm/xarm6_robot.urdf', ''))
+# URDFs under pybullet_data (KUKA iiwa, Franka Panda, UFactory xArm6) and the tip link where the chain branches
+ZOO = (('kuka_iiwa/model.urdf', ''), ('franka_panda/panda.urdf', 'panda_grasptarget'), ('xarm/xarm6_robot.urdf', ''))
 
 
 def add_arguments(p):
@@ -36,7 +36,7 @@ def sections(quick: bool, zoo_dir: Path | None) -> list[tuple[str, str, list[lis
                        'distilled policy on the same goals', [chained + short])]
     if zoo_dir is not None:
         runs = [['closed-loop', '--controller', 'osc_pd', '--robot', str(zoo_dir / path), *(['--tip-link', tip] if tip
-                 else []), '--seeds', '77', '--goals', '2' if quick else '30', *short] for _, path, tip in ZOO]
+                 else []), '--seeds', '77', '--goals', '2' if quick else '30', *short] for path, tip in ZOO]
         out.append(('zoo-pd', 'operational-space PD with the gain rule on URDF arms as pybullet_data ships them '
                               '(30 chained goals, seed 77)', runs))
     out.append(('policy-step', 'distilled policy step time (onnxruntime, one state)',

@@ -3,9 +3,9 @@
 `WorldModel` wraps the low-level onnxruntime ensemble (`core.runtime.ensemble.EnsembleRuntime`, or
 anything with its `predict`) and owns "state(s), action(s) -> next state(s)": the ensemble mean,
 per-member (trajectory sampling) steps and the disagreement. The planner (`planning.rollout.
-EnsembleDynamics`), the delay compensation (`estimation.DelayCompensator`), the world_model node
-(`predict_next`) and the safety filter's disagreement all go through it. Shapes: E members, B rows,
-S state dims, A action dims; the model predicts the next-state delta, so next = state + delta.
+EnsembleDynamics`), the delay compensation (`estimation.DelayCompensator`), the world_model node's
+predictions and the safety filter's disagreement (both through `ModelBundle.world_model`) all go
+through it. Shapes: E members, B rows, S state dims, A action dims; the model predicts the next-state delta, so next = state + delta.
 
 Propagation (PETS), one name each (`PROPAGATIONS`; 'mean' is accepted for 'expectation'):
 - expectation: next = state + mean over members.
@@ -198,11 +198,6 @@ class WorldModel:
 def world_model(model) -> WorldModel:
     """`model` if it is a WorldModel, else one over the runtime `model`."""
     return model if isinstance(model, WorldModel) else WorldModel(model)
-
-
-def predict_next(bundle, state: np.ndarray, action: np.ndarray) -> Prediction:
-    """One state (S,), one action (A,) through the bundle's ensemble (the world_model node)."""
-    return WorldModel(bundle.ensemble).predict_next(state, action)
 
 
 def _f32(a) -> np.ndarray:

@@ -29,7 +29,6 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from mbrl_ros.core.safety import MODES, CommandSample, SafetyFilter, SafetySettings, StateSample
-from mbrl_ros.core.world_model import WorldModel
 from mbrl_ros.ros.control_loop import control_priority_param
 from mbrl_ros.ros.controller_node import ControllerNode
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, limits_to_msg
@@ -218,7 +217,7 @@ class SafetyFilterNode(ControllerNode, Node):
         x = np.concatenate([state.q, state.qd])
         actions = np.stack([samples[k].values for k in todo])
         try:
-            dis = WorldModel(bundle.ensemble).disagreement(np.repeat(x[None], len(todo), axis=0), actions)
+            dis = bundle.world_model.disagreement(np.repeat(x[None], len(todo), axis=0), actions)
         except Exception as exc:  # leave them without disagreement: refused as unconfident
             self.counts['model_errors'] += 1
             self._last['error'] = f'disagreement: {exc!r}'

@@ -24,7 +24,7 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 
 from mbrl_ros.core.bundle import BundleError, load_bundle
 from mbrl_ros.core.commands import check_command
-from mbrl_ros.core.world_model import PredictionErrorTracker, predict_next
+from mbrl_ros.core.world_model import PredictionErrorTracker
 from mbrl_ros.ros.conversions import CONTROL, LATCHED, SENSOR, sec_to_stamp, stamp_to_sec
 from mbrl_ros.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from mbrl_ros.ros.hang_watchdog import hang_timeout_param, start_hang_watchdog
@@ -266,7 +266,7 @@ class WorldModelNode(Node):
             self.counts['no_fresh_command'] += 1
         action = self._command if fresh else np.zeros(self.dof)
         t0 = time.perf_counter()
-        pred = predict_next(bundle, x, action)
+        pred = bundle.world_model.predict_next(x, action)
         self._infer_s += time.perf_counter() - t0
         if not (np.all(np.isfinite(pred.next_state)) and np.isfinite(pred.uncertainty)):
             self.counts['internal_errors'] += 1

@@ -9,6 +9,7 @@ those directories (check model_roots).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -46,6 +47,12 @@ class ModelBundle:
     @property
     def robot_name(self) -> str:
         return self.meta['robot']['name']
+
+    @cached_property
+    def world_model(self):
+        """The one door to this bundle's predictions (core.world_model.WorldModel), made once."""
+        from mbrl_ros.core.world_model import WorldModel
+        return WorldModel(self.ensemble)
 
 
 def _check_robot(meta: dict, robot) -> None:

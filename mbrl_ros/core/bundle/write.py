@@ -10,11 +10,16 @@ from .format import BUNDLE_FILE, sha256_file
 from .read import read_bundle_meta
 
 
+def meta_text(meta: dict) -> str:
+    """bundle.yaml's formatting (also for the reports beside it): keys in order, flow style for lists
+    of numbers/names so limits and layouts stay one line each."""
+    return yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None)
+
+
 def write_bundle_meta(bundle_dir, meta: dict) -> Path:
     """Write `meta` as bundle_dir/bundle.yaml (no check: load_bundle validates). Returns its path."""
     path = Path(bundle_dir) / BUNDLE_FILE
-    # Flow style for lists of numbers/names keeps limits and layouts one line each.
-    text = yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None)
+    text = meta_text(meta)
     tmp = path.with_name(BUNDLE_FILE + '.tmp')
     try:
         tmp.write_text(text)

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mbrl_ros.core.bundle import ENSEMBLE_FILE, POLICY_FILE, SCHEMA_VERSION, load_bundle, write_bundle_meta
 
@@ -96,11 +95,6 @@ def _num_params(cfg: EnsembleConfig) -> int:
 def _data_summary(ds, source: str) -> dict:
     return {'transitions': int(len(ds)), 'episodes': int(ds.num_episodes), 'source': str(source),
             'provenance': {str(k): str(v) for k, v in (ds.meta or {}).items()}}
-
-
-def write_yaml(path, meta: dict) -> None:
-    """A report next to the bundle, formatted like bundle.yaml (which write_bundle_meta writes)."""
-    Path(path).write_text(yaml.safe_dump(meta, sort_keys=False, width=120, default_flow_style=None))
 
 
 def train_bundle(dataset, robot, out_dir, model_cfg: EnsembleConfig, train_cfg: TrainConfig,

@@ -231,11 +231,11 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
           log=print) -> dict:
     """Run the loop; the final bundle is written to `out_dir`, iteration bundles to `work_dir`
     (default: `<out_dir>/../.<name>.learn`; removed at the end unless given). Returns the report."""
-    from mbrl_ros.core.bundle import load_bundle
+    from mbrl_ros.core.bundle import load_bundle, meta_text
     from mbrl_ros.core.data.collect import collect_sim
     from mbrl_ros.core.data.dataset import TransitionDataset
     from mbrl_ros.core.dynamics.ensemble import EnsembleConfig
-    from mbrl_ros.core.dynamics.pipeline import train_bundle, write_yaml
+    from mbrl_ros.core.dynamics.pipeline import train_bundle
     from mbrl_ros.core.dynamics.train import TrainConfig
     from mbrl_ros.core.robot import RobotModel
 
@@ -339,7 +339,7 @@ def learn(cfg: LearnConfig, out_dir, work_dir=None, command: str = '', progress:
         'derived': derived,   # settings derived from the arm rather than given
     }
     _write_learning_section(out_dir, report)
-    write_yaml(out_dir / REPORT_YAML, _plain(report))
+    (out_dir / REPORT_YAML).write_text(meta_text(_plain(report)))
     try:
         plot_report(stats, out_dir / REPORT_PNG, title=f'{robot.name}: {out_dir.name} (seed {cfg.seed})',
                     closed_loop=evaluation)
