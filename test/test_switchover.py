@@ -124,6 +124,10 @@ class Recorder:
     def wait_mode(self, mode, timeout):
         return self.probe.wait_until(lambda: self.mode() == mode, timeout)
 
+    def wait_policy(self, timeout):
+        """The fallback is up (its model loaded, commands flowing): only then can it cover."""
+        return self.probe.wait_until(lambda: len(self.snapshot('pol')) >= 5, timeout)
+
     def outs_since(self, t0):
         return [np.array(m.data) for t, m in self.snapshot('outs') if t >= t0]
 
@@ -268,6 +272,8 @@ def test_mpc_overrunning_its_period_is_covered_by_the_policy(launch_system, bund
         try:
             probe = system.probe
             assert rec.wait_mode('mpc', 40.0), system.output_text()[-4000:]
+            # On a slow machine the policy may still be loading its model when the MPC is up.
+            assert rec.wait_policy(40.0), 'the policy never sent a command:\n' + system.output_text()[-4000:]
             # No budget and a huge population: every plan takes many periods (far over the timeout).
             for name, value in (('time_budget_ms', 0.0), ('num_samples', 10000), ('num_iterations', 3)):
                 ok, why = probe.set_param('/mpc_controller', name, value)
